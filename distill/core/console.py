@@ -1,0 +1,57 @@
+"""The one place that talks to the terminal: a rich console, progress bars and the library logger."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+T = TypeVar("T")
+
+console = Console(stderr=True)
+out = Console()
+_state = {"quiet": False}
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A stdlib logger under ``distill``; the CLI decides where it goes."""
+    return logging.getLogger(name if name.startswith("distill") else f"distill.{name}")
+
+
+def set_quiet(quiet: bool) -> None:
+    _state["quiet"] = quiet
+
+
+def is_quiet() -> bool:
+    return _state["quiet"]
+
+
+def info(message: str) -> None:
+    """A status line on stderr (suppressed by ``--quiet``)."""
+    if not _state["quiet"]:
+        console.print(message, highlight=False)
+
+
+def track(items: Iterable[T], description: str, total: int | None = None, postfix=None) -> Iterator[T]:
+    """Iterate with a rich progress bar on a terminal, plain otherwise; ``postfix()`` adds live text."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    if _state["quiet"] or not console.is_terminal:
+        yield from items
+        return
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[post]}")]
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=total, post="")
+        for item in items:
+            yield item
+            progress.update(task, advance=1, post=postfix() if postfix else "")
+
+
+def configure_logging(level: str = "WARNING") -> None:
+    """Send library log records to stderr; called only by the CLI."""
+    logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(levelname)s %(name)s: %(message)s")

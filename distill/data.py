@@ -1,0 +1,262 @@
+"""Load a task's train/dev splits (Hub or local files) into canonical columns and batch them.
+
+Every source ends as two ``datasets.Dataset`` objects with columns ``text``, optional ``text_pair`` and
+``label``, so the rest of the engine never knows where the data came from.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from distill.core.errors import DataError
+from distill.tasks import Task
+
+SPLIT_NAMES = {"train": ("train",), "dev": ("dev", "validation", "valid", "val", "dev_matched")}
+SUFFIXES = (".tsv", ".csv", ".jsonl", ".json")
+
+
+@dataclass
+class Splits:
+    """The two splits a run needs, plus the task as actually read (label count may be inferred)."""
+
+    train: Any  # datasets.Dataset
+    dev: Any
+    task: Task
+    source: str
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read data file '{path}' ({exc.__class__.__name__})",
+                        "check the path and that the file is UTF-8 text") from None
+    lines = [line for line in text.split("\n") if line.strip()]
+    if not lines:
+        raise DataError(f"data file '{path}' is empty", "give a file with a header and at least one row")
+    return lines
+
+
+def _column_index(header: list[str], column: str | int, path: Path) -> int:
+    if isinstance(column, int):
+        return column
+    if column not in header:
+        raise DataError(f"column '{column}' is missing from '{path}' (it has: {', '.join(header)})",
+                        "name the right column with --text-column(s)/--label-column")
+    return header.index(column)
+
+
+def read_table(path: Path, text_columns: tuple[str | int, ...], label_column: str | int, *,
+               header: bool = True) -> tuple[list[tuple[str, ...]], list[str]]:
+    """Read a TSV/CSV/JSONL file into (texts, raw labels); TSV is read without quoting, as GLUE needs."""
+    if path.suffix == ".jsonl" or path.suffix == ".json":
+        return _read_jsonl(path, text_columns, label_column)
+    lines = _read_lines(path)
+    if path.suffix == ".csv":
+        import csv
+
+        rows = list(csv.reader(lines))
+    else:
+        rows = [line.rstrip("\r").split("\t") for line in lines]
+    names = [c.strip() for c in rows[0]] if header else []
+    body = rows[1:] if header else rows
+    idx = [_column_index(names, c, path) for c in text_columns]
+    lab = _column_index(names, label_column, path)
+    width = max(idx + [lab]) + 1
+    good = [r for r in body if len(r) >= width]
+    if len(good) < len(body) * 0.99 or not good:
+        raise DataError(f"'{path}' has {len(body) - len(good)} of {len(body)} rows with fewer than {width} fields",
+                        "check the delimiter and the column names")
+    return [tuple(r[i].strip() for i in idx) for r in good], [r[lab].strip() for r in good]
+
+
+def _read_jsonl(path: Path, text_columns, label_column) -> tuple[list[tuple[str, ...]], list]:
+    texts, labels = [], []
+    for n, line in enumerate(_read_lines(path), 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise DataError(f"line {n} of '{path}' is not valid JSON", "write one JSON object per line") from None
+        for col in (*text_columns, label_column):
+            if col not in row:
+                raise DataError(f"column '{col}' is missing from line {n} of '{path}' (it has: {', '.join(row)})",
+                                "name the right column with --text-column(s)/--label-column")
+        texts.append(tuple(str(row[c]) for c in text_columns))
+        labels.append(row[label_column])
+    return texts, labels
+
+
+def _find_split_file(root: Path, split: str) -> Path | None:
+    for stem in SPLIT_NAMES[split]:
+        for suffix in SUFFIXES:
+            if (root / f"{stem}{suffix}").is_file():
+                return root / f"{stem}{suffix}"
+    return None
+
+
+def _labels_to_ids(raw: list, task: Task, names: tuple[str, ...] | None) -> tuple[list, tuple[str, ...]]:
+    """Turn raw labels into ints (classification) or floats (regression); infer names for string labels."""
+    if task.is_regression:
+        try:
+            return [float(x) for x in raw], ()
+        except ValueError:
+            raise DataError(f"task '{task.name}' is regression but a label is not a number",
+                            "check --label-column") from None
+    kinds = {type(x) for x in raw}
+    if len(kinds) > 1 and not kinds <= {int, str}:
+        raise DataError(f"labels mix types ({', '.join(sorted(k.__name__ for k in kinds))})",
+                        "use one label type: all integers or all strings")
+    as_str = [str(x) for x in raw]
+    if all(s.lstrip("-").isdigit() for s in as_str):
+        if kinds == {int, str}:
+            raise DataError("labels mix integers and strings", "use one label type: all integers or all strings")
+        return [int(s) for s in as_str], names or ()
+    if any(s.lstrip("-").isdigit() for s in as_str):
+        raise DataError("labels mix numbers and names", "use one label type: all integers or all strings")
+    names = names or tuple(sorted(set(as_str)))
+    lookup = {n: i for i, n in enumerate(names)}
+    unknown = sorted(set(as_str) - set(lookup))
+    if unknown:
+        raise DataError(f"label(s) {', '.join(map(repr, unknown[:5]))} are not among {', '.join(names)}",
+                        "fix the labels or the label column")
+    return [lookup[s] for s in as_str], names
+
+
+def _to_dataset(texts: list[tuple[str, ...]], labels: list):
+    from datasets import Dataset
+
+    cols: dict[str, list] = {"text": [t[0] for t in texts], "label": labels}
+    if texts and len(texts[0]) > 1:
+        cols["text_pair"] = [t[1] for t in texts]
+    return Dataset.from_dict(cols)
+
+
+def _check_labels(labels: list, task: Task, where: str) -> None:
+    if task.is_regression:
+        return
+    bad = sorted({x for x in labels if not 0 <= x < task.num_labels})
+    if bad:
+        raise DataError(f"labels {bad[:5]} in {where} are outside the {task.num_labels} classes of task "
+                        f"'{task.name}'", "check --label-column or pick the matching --task")
+
+
+def load_local(root: str | Path, task: Task | None, text_columns: tuple[str, ...] | None = None,
+               label_column: str | None = None) -> Splits:
+    """Read ``train``/``dev`` files from a directory (GLUE TSV layout or csv/tsv/jsonl), or one file split 90/10."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data path '{root}' does not exist", "pass a directory with train.tsv and dev.tsv")
+    glue = task.glue if task is not None and not text_columns and not label_column else None
+    if glue is not None and root.is_dir() and (root / "train.tsv").is_file():
+        dev_path = root / glue.dev_file
+        if not dev_path.is_file():
+            raise DataError(f"'{root}' has no {glue.dev_file}", f"add the GLUE dev file {glue.dev_file}")
+        parts = {}
+        for split, path in (("train", root / "train.tsv"), ("dev", dev_path)):
+            texts, raw = read_table(path, glue.text_columns, glue.label_column, header=glue.header)
+            raw = [glue.label_map.get(x, x) for x in raw] if glue.label_map else raw
+            labels, _ = _labels_to_ids(raw, task, task.label_names if glue.label_map is None else None)
+            _check_labels(labels, task, str(path))
+            parts[split] = _to_dataset(texts, labels)
+        return Splits(parts["train"], parts["dev"], task, str(root))
+    return _load_generic(root, task, text_columns, label_column)
+
+
+def _load_generic(root: Path, task: Task | None, text_columns, label_column) -> Splits:
+    base = task or Task("custom", metrics=("accuracy", "f1"))
+    base = base.with_columns(text_columns, label_column)
+    if root.is_dir():
+        train_path, dev_path = _find_split_file(root, "train"), _find_split_file(root, "dev")
+        if train_path is None:
+            raise DataError(f"no train file in '{root}'", "add train.tsv/.csv/.jsonl (and dev.*) to the directory")
+        if dev_path is None:
+            raise DataError(f"no dev file in '{root}'", "add dev.tsv/.csv/.jsonl (or validation.*) beside train")
+    else:
+        if root.suffix not in SUFFIXES:
+            raise DataError(f"'{root}' is not a .tsv, .csv or .jsonl file", "convert it or pass a directory")
+        train_path, dev_path = root, None
+    texts, raw = read_table(train_path, base.text_columns, base.label_column)
+    if dev_path is not None:
+        dev_texts, dev_raw = read_table(dev_path, base.text_columns, base.label_column)
+    else:  # one file: hold out every 10th row as dev, deterministically
+        dev_texts, dev_raw = texts[::10], raw[::10]
+        texts = [t for i, t in enumerate(texts) if i % 10]
+        raw = [r for i, r in enumerate(raw) if i % 10]
+    names = base.label_names or None
+    labels, names = _labels_to_ids(raw, base, names)
+    dev_labels, _ = _labels_to_ids(dev_raw, base, names or None)
+    if task is None and not base.is_regression:
+        n = len(names) if names else max(labels + dev_labels) + 1
+        base = replace(base, num_labels=n, label_names=names,
+                       metrics=("accuracy", "f1") if n == 2 else ("accuracy",))
+    elif names and not base.label_names:
+        base = replace(base, label_names=names)
+    _check_labels(labels, base, str(train_path))
+    _check_labels(dev_labels, base, str(dev_path or train_path))
+    return Splits(_to_dataset(texts, labels), _to_dataset(dev_texts, dev_labels), base, str(root))
+
+
+def load_hub(task: Task) -> Splits:
+    """Load a GLUE task through ``datasets`` (needs internet or a populated HF cache)."""
+    from datasets import load_dataset
+
+    if task.hub is None:
+        raise DataError(f"task '{task.name}' has no Hub dataset", "pass --data DIR with train and dev files")
+    try:
+        ds = load_dataset(*task.hub)
+    except Exception as exc:  # network, cache or Hub errors all mean the same to the user
+        raise DataError(f"could not load {task.hub[0]}/{task.hub[1]} from the Hub ({exc.__class__.__name__})",
+                        "check your connection, or pass --data DIR with the GLUE train.tsv/dev.tsv files") from None
+    parts = []
+    for split in ("train", task.dev_split):
+        d = ds[split]
+        cols = {"text": d[task.text_columns[0]], "label": d[task.label_column]}
+        if len(task.text_columns) > 1:
+            cols["text_pair"] = d[task.text_columns[1]]
+        parts.append(type(d).from_dict(cols))
+    return Splits(parts[0], parts[1], task, f"hub:{task.hub[0]}/{task.hub[1]}")
+
+
+def load_splits(task: Task | None, data: str | None = None, *, text_columns: tuple[str, ...] | None = None,
+                label_column: str | None = None, max_train_samples: int | None = None, seed: int = 0) -> Splits:
+    """Resolve the data source, read it, validate labels, and cap the training set if asked."""
+    if data:
+        splits = load_local(data, task, text_columns, label_column)
+    elif task is not None:
+        splits = load_hub(task)
+    else:
+        raise DataError("no task and no data given", "pass --task NAME or --data DIR")
+    if len(splits.train) == 0 or len(splits.dev) == 0:
+        raise DataError(f"'{splits.source}' has an empty train or dev split", "give at least one row in each")
+    if max_train_samples and max_train_samples < len(splits.train):
+        splits.train = splits.train.shuffle(seed=seed).select(range(max_train_samples))
+    return splits
+
+
+def tokenize(dataset, tokenizer, max_length: int):
+    """Tokenize canonical columns without padding (the collator pads each batch to its longest row)."""
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+
+    def encode(batch):
+        pair = batch.get("text_pair")
+        enc = tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
+        enc["labels"] = batch["label"]
+        return enc
+
+    return dataset.map(encode, batched=True, remove_columns=dataset.column_names)
+
+
+def make_loader(dataset, tokenizer, batch_size: int, *, shuffle: bool, seed: int = 0):
+    """A DataLoader with dynamic padding; shuffling uses its own seeded generator so runs repeat."""
+    import torch
+    from torch.utils.data import DataLoader
+    from transformers import DataCollatorWithPadding
+
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      collate_fn=DataCollatorWithPadding(tokenizer, return_tensors="pt"))

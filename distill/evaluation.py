@@ -1,0 +1,71 @@
+"""Predict on a dev set and score predictions with the task's metrics through the ``evaluate`` API.
+
+Metric modules ship inside the package (``distill/metrics/<name>/<name>.py``) and load by path, so scoring
+works offline; ``evaluate`` itself is imported lazily because it costs seconds at import.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill.core.runtime import autocast, resolve_device
+from distill.tasks import Task
+
+METRICS_DIR = Path(__file__).parent / "metrics"
+
+
+@lru_cache(maxsize=None)
+def load_metric(name: str):
+    """``evaluate.load`` of a bundled metric module (no Hub access)."""
+    import evaluate
+
+    return evaluate.load(str(METRICS_DIR / name))
+
+
+def predictions_from_logits(task: Task, logits: np.ndarray) -> np.ndarray:
+    """Class ids for classification, the scalar score for regression."""
+    return logits.reshape(-1) if task.is_regression else logits.argmax(-1)
+
+
+def compute_metrics(task: Task, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """All of the task's metrics, main metric first."""
+    preds = predictions_from_logits(task, logits)
+    scores: dict[str, float] = {}
+    for name in task.metrics:
+        scores.update(load_metric(name).compute(predictions=preds.tolist(), references=labels.tolist()))
+    return {k: float(v) for k, v in scores.items()}
+
+
+@torch.inference_mode()
+def predict(model, loader, device: str | torch.device = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` (a torch module, or any callable taking a batch dict and returning logits) over ``loader``."""
+    is_torch = isinstance(model, torch.nn.Module)
+    dev = resolve_device(device) if isinstance(device, str) else device
+    if is_torch:
+        model.to(dev).eval()
+    all_logits, all_labels = [], []
+    for batch in loader:
+        labels = batch.pop("labels")
+        if is_torch:
+            with autocast(dev):
+                logits = model(**{k: v.to(dev) for k, v in batch.items()}).logits
+            logits = logits.float().cpu().numpy()
+        else:
+            logits = np.asarray(model(batch), dtype=np.float32)
+        all_logits.append(logits)
+        all_labels.append(labels.numpy())
+    return np.concatenate(all_logits), np.concatenate(all_labels)
+
+
+def evaluator(task: Task, loader, device: str | torch.device = "auto"):
+    """A closure for ``fit(evaluate=...)``: model -> metrics on ``loader``."""
+
+    def run(model) -> dict[str, float]:
+        logits, labels = predict(model, loader, device)
+        return compute_metrics(task, logits, labels)
+
+    return run

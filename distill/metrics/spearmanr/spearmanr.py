@@ -1,0 +1,24 @@
+"""Spearman rank correlation, as GLUE reports for STS-B. Shipped with distill so ``evaluate.load`` works offline (loaded by path)."""
+
+import datasets
+import evaluate
+import numpy as np
+import scipy.stats
+
+
+class Spearmanr(evaluate.Metric):
+    """Spearman rank correlation, as GLUE reports for STS-B."""
+
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="Spearman rank correlation, as GLUE reports for STS-B.",
+            citation="",
+            inputs_description="predictions and references: lists of scores",
+            features=datasets.Features(
+                {"predictions": datasets.Value("float32"), "references": datasets.Value("float32")}
+            ),
+        )
+
+    def _compute(self, predictions, references):
+        value = scipy.stats.spearmanr(np.asarray(predictions, dtype=np.float64), np.asarray(references, dtype=np.float64))[0]
+        return {"spearmanr": float(np.nan_to_num(value))}

@@ -1,0 +1,370 @@
+"""``distill run``: teacher → student → distil → prune + recover → INT8 → score, each stage a small function.
+
+Everything that can be checked is checked before anything is written; each stage writes to a temporary
+directory that is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from distill.core.artifacts import dir_size_mb, staged_dir, write_json, write_yaml
+from distill.core.console import info, out
+from distill.core.errors import ConfigError, DataError, ModelError
+from distill.core.runtime import environment_info, seed_everything
+from distill.data import Splits, load_splits, make_loader, tokenize
+from distill.engine import TrainConfig, fit
+from distill.evaluation import evaluator, predict
+from distill.measure import OnnxClassifier, count_params, onnx_latency_ms, onnx_param_count, torch_latency_ms
+from distill.objective import DistillConfig, Objective, uniform_layer_map
+from distill.report import render_table, write_report
+from distill.scoring import StageScore, score_stage
+from distill.tasks import Task, get_task
+
+TEACHER_MARKER = "distill_teacher.json"
+
+
+@dataclass
+class RunConfig:
+    """Every setting of a run; written to ``OUTPUT/config.yaml``. Field names match the CLI flags."""
+
+    teacher: str
+    student: str = "tiny"
+    task: str | None = None
+    data: str | None = None
+    text_columns: list[str] | None = None
+    label_column: str | None = None
+    output_dir: str = "runs/distill"
+    overwrite: bool = False
+    init: str = "auto"
+    temperature: float = 2.0
+    alpha: float = 0.5
+    hidden_weight: float = 1.0
+    lr: float = 1e-4
+    epochs: float = 3.0
+    batch_size: int = 32
+    max_seq_length: int = 128
+    max_train_samples: int | None = None
+    seed: int = 42
+    teacher_lr: float = 5e-5
+    teacher_epochs: float = 3.0
+    prune: bool = True
+    prune_heads: float = 0.5
+    prune_ffn: float = 0.5
+    recover_epochs: float = 1.0
+    quantize: bool = True
+    latency_seq: int = 128
+    latency_threads: int = 2
+    latency_runs: int = 30
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.max_seq_length < 8:
+            raise ConfigError(f"--max-seq-length {self.max_seq_length} is too short", "use at least 8, e.g. 128")
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise ConfigError(f"--max-train-samples {self.max_train_samples} must be ≥ 1", "drop it to use all data")
+        if self.recover_epochs < 0:
+            raise ConfigError(f"--recover-epochs {self.recover_epochs} is negative", "use 0 to skip recovery")
+        self.distill_config()
+        self.train_config()
+        if self.prune:
+            from compress import PruneConfig
+
+            PruneConfig(heads=self.prune_heads, ffn=self.prune_ffn)
+
+    def distill_config(self) -> DistillConfig:
+        return DistillConfig(self.temperature, self.alpha, self.hidden_weight)
+
+    def train_config(self, **changes) -> TrainConfig:
+        base = TrainConfig(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size, seed=self.seed,
+                           device=self.device)
+        return TrainConfig(**{**asdict(base), **changes})
+
+
+@dataclass
+class Context:
+    """What the stages share: settings, task, data loaders, the tokenizer and the output directory."""
+
+    cfg: RunConfig
+    task: Task
+    splits: Splits
+    tokenizer: object
+    out: Path
+    train_loader: object = None
+    dev_loader: object = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    history: dict[str, list] = field(default_factory=dict)
+
+
+def check_output_dir(path: Path, overwrite: bool) -> None:
+    """Refuse a file, or a non-empty directory unless ``overwrite`` (it is cleared later, once input is valid)."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output dir '{path}' is a file", "choose another --output-dir")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise ConfigError(f"output dir '{path}' exists and is not empty", "pass --overwrite or another --output-dir")
+
+
+def _clear_output_dir(path: Path, keep: tuple[str, ...]) -> None:
+    if not path.is_dir():
+        return
+    for child in path.iterdir():
+        if child.name in keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _check_tokenizers(teacher_tok, student_dir: Path) -> None:
+    """A student dir with its own tokenizer must share the teacher's vocabulary (the student reads teacher ids)."""
+    from transformers import AutoTokenizer
+
+    if not (student_dir / "tokenizer_config.json").is_file() and not (student_dir / "vocab.txt").is_file():
+        return
+    student_tok = AutoTokenizer.from_pretrained(student_dir)
+    if student_tok.get_vocab() != teacher_tok.get_vocab():
+        raise ModelError(f"student '{student_dir}' has a different vocabulary ({len(student_tok)} tokens) from the "
+                         f"teacher ({len(teacher_tok)} tokens)", "use a student built with the teacher's tokenizer")
+
+
+def _save_model(model, tokenizer, final: Path, extra: dict | None = None) -> None:
+    with staged_dir(final) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if extra:
+            write_json(tmp / TEACHER_MARKER, extra)
+
+
+def _timed(ctx: Context, name: str):
+    class _Timer:
+        def __enter__(self):
+            self.start = time.perf_counter()
+            info(f"[bold cyan]── {name}[/]")
+
+        def __exit__(self, *exc):
+            ctx.seconds[name] = round(time.perf_counter() - self.start, 2)
+
+    return _Timer()
+
+
+def prepare(cfg: RunConfig, need_student: bool = True):
+    """Validate everything before writing: task, data, teacher, student source, tokenizers, output dir."""
+    from teachers import load_teacher
+
+    task = get_task(cfg.task) if cfg.task else None
+    if task is None and not cfg.data:
+        raise DataError("no --task and no --data given", "pass --task sst2 (Hub) or --data DIR (local files)")
+    splits = load_splits(task, cfg.data, text_columns=tuple(cfg.text_columns) if cfg.text_columns else None,
+                         label_column=cfg.label_column, max_train_samples=cfg.max_train_samples, seed=cfg.seed)
+    teacher = load_teacher(cfg.teacher, splits.task)
+    student_dir = Path(cfg.student)
+    from students.build import student_source_is_preset
+
+    if need_student and not student_source_is_preset(cfg.student):
+        from teachers import resolve_model_source
+
+        source = resolve_model_source(cfg.student, kind="student", registry=_presets())
+        if Path(source).is_dir():
+            _check_tokenizers(teacher.tokenizer, student_dir)
+    out_dir = Path(cfg.output_dir)
+    check_output_dir(out_dir, cfg.overwrite)
+    return splits, teacher
+
+
+def _presets():
+    from students import PRESETS
+
+    return PRESETS
+
+
+def stage_teacher(ctx: Context, teacher, force: bool = False) -> tuple[object, str]:
+    """Use the teacher as is when its head is trained; otherwise fine-tune it (or reuse a matching cache)."""
+    from teachers import finetune_teacher, teacher_fingerprint
+
+    if teacher.head_trained and not force:
+        return teacher.model, teacher.source
+    cfg = ctx.cfg
+    fp = teacher_fingerprint(source=teacher.source, task=ctx.task.name, data=ctx.splits.source,
+                             n_train=len(ctx.splits.train), max_len=cfg.max_seq_length, lr=cfg.teacher_lr,
+                             epochs=cfg.teacher_epochs, batch=cfg.batch_size, seed=cfg.seed)
+    cached = ctx.out / "teacher"
+    marker = cached / TEACHER_MARKER
+    if marker.is_file():
+        import json
+
+        from transformers import AutoModelForSequenceClassification
+
+        if json.loads(marker.read_text()).get("fingerprint") == fp:
+            info(f"  reusing the fine-tuned teacher cached in {cached}")
+            model = AutoModelForSequenceClassification.from_pretrained(cached, use_safetensors=True)
+            return model.eval().requires_grad_(False), "teacher"
+    if not teacher.head_trained:
+        info(f"  '{cfg.teacher}' has no trained {ctx.task.name} head: fine-tuning it first")
+    result = finetune_teacher(teacher.model, ctx.train_loader, cfg.train_config(lr=cfg.teacher_lr,
+                              epochs=cfg.teacher_epochs), regression=ctx.task.is_regression,
+                              evaluate=evaluator(ctx.task, ctx.dev_loader, cfg.device), metric=ctx.task.main_metric)
+    ctx.history["teacher"] = result.history
+    _save_model(teacher.model.to("cpu"), ctx.tokenizer, cached,
+                {"fingerprint": fp, "source": teacher.source, "history": result.history})
+    return teacher.model, "teacher"
+
+
+def _objective(ctx: Context, student, teacher) -> Objective:
+    layers = uniform_layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
+    return Objective(ctx.cfg.distill_config(), regression=ctx.task.is_regression,
+                     student_width=student.config.hidden_size, teacher_width=teacher.config.hidden_size,
+                     layer_map=layers)
+
+
+def stage_student(ctx: Context, teacher):
+    """Build (or load) the student, initialise it, distil it from the teacher and save it."""
+    from students import build_student, init_from_teacher, load_student
+    from students.build import student_source_is_preset
+    from teachers import resolve_model_source
+
+    cfg = ctx.cfg
+    seed_everything(cfg.seed)
+    if student_source_is_preset(cfg.student):
+        student = build_student(cfg.student, teacher.config)
+        report = init_from_teacher(student, teacher, cfg.init)
+        info(f"  student '{cfg.student}': {count_params(student):,} params, init {report.strategy}")
+    else:
+        student = load_student(resolve_model_source(cfg.student, "student", _presets()), teacher.config)
+        info(f"  student '{cfg.student}': {count_params(student):,} params")
+    result = fit(student, _objective(ctx, student, teacher), ctx.train_loader, cfg.train_config(), teacher=teacher,
+                 evaluate=evaluator(ctx.task, ctx.dev_loader, cfg.device), metric=ctx.task.main_metric,
+                 description="distil")
+    ctx.history["student"] = result.history
+    _save_model(student.to("cpu"), ctx.tokenizer, ctx.out / "student")
+    return student
+
+
+def stage_prune(ctx: Context, student, teacher):
+    """Prune heads (with hidden width) and FFN neurons, then recover by a short distillation; save it."""
+    from compress import PruneConfig, prune_model
+
+    cfg = ctx.cfg
+    pruned = copy.deepcopy(student).to("cpu").eval()
+    example = next(iter(ctx.dev_loader))
+    example = {k: v[:2] for k, v in example.items() if k != "labels"}
+    report = prune_model(pruned, PruneConfig(heads=cfg.prune_heads, ffn=cfg.prune_ffn), example)
+    for note in report.notes:
+        info(f"  note: {note}")
+    info(f"  pruned {report.params_before:,} → {report.params_after:,} params "
+         f"(heads {report.heads_before}→{report.heads_after}, hidden {report.hidden_before}→{report.hidden_after}, "
+         f"FFN {report.ffn_before}→{report.ffn_after})")
+    if cfg.recover_epochs > 0:
+        result = fit(pruned, _objective(ctx, pruned, teacher), ctx.train_loader,
+                     cfg.train_config(epochs=cfg.recover_epochs), teacher=teacher,
+                     evaluate=evaluator(ctx.task, ctx.dev_loader, cfg.device), metric=ctx.task.main_metric,
+                     description="recover")
+        ctx.history["pruned"] = result.history
+    _save_model(pruned.to("cpu"), ctx.tokenizer, ctx.out / "pruned")
+    ctx.history["prune_report"] = report.to_dict()
+    return pruned
+
+
+def stage_quantize(ctx: Context, model) -> Path:
+    """Export to ONNX and quantize to dynamic INT8 (per-channel) with ONNX Runtime."""
+    from compress import QuantizeConfig, quantize_model
+
+    report = quantize_model(model.to("cpu").eval(), ctx.out / "int8", QuantizeConfig(), tokenizer=ctx.tokenizer)
+    info(f"  ONNX FP32 {report.onnx_fp32_mb:.1f} MB → INT8 {report.onnx_int8_mb:.1f} MB")
+    ctx.history["quantize_report"] = report.to_dict()
+    return ctx.out / "int8" / "model.onnx"
+
+
+def stage_score(ctx: Context, teacher, teacher_path: str, models: dict) -> list[StageScore]:
+    """Score teacher, student, pruned and int8 on dev; measure size and CPU latency of each."""
+    cfg = ctx.cfg
+    vocab = teacher.config.vocab_size
+    lat = {"seq": cfg.latency_seq, "threads": cfg.latency_threads, "runs": cfg.latency_runs}
+    t_logits, labels = predict(teacher, ctx.dev_loader, cfg.device)
+    rows: list[StageScore] = []
+    teacher_metric = None
+    for name, obj in [("teacher", teacher), *models.items()]:
+        if isinstance(obj, Path):
+            session = OnnxClassifier(obj, threads=cfg.latency_threads)
+            logits, _ = predict(session, ctx.dev_loader)
+            params, size = onnx_param_count(obj), dir_size_mb(obj)
+            latency = onnx_latency_ms(obj, vocab_size=vocab, **lat)
+            path = str(obj.parent.relative_to(ctx.out))
+        else:
+            logits = t_logits if name == "teacher" else predict(obj, ctx.dev_loader, cfg.device)[0]
+            obj.to("cpu")
+            params = count_params(obj)
+            path = teacher_path if name == "teacher" else name
+            on_disk = ctx.out / path if not Path(path).is_absolute() else Path(path)
+            size = dir_size_mb(on_disk) if on_disk.is_dir() else params * 4 / 1e6
+            latency = torch_latency_ms(obj, **lat)
+        row = score_stage(name, ctx.task, logits, labels, t_logits, teacher_metric, params=params, size_mb=size,
+                          latency_ms=latency, path=path)
+        teacher_metric = row.metric if teacher_metric is None else teacher_metric
+        info(f"  {name}: {ctx.task.main_metric} {row.metric:.4f}, {row.latency_ms:.2f} ms")
+        rows.append(row)
+    return rows
+
+
+def _start(cfg: RunConfig, need_student: bool = True):
+    """Validate, then (and only then) create the output dir, record settings and build the data loaders."""
+    splits, teacher = prepare(cfg, need_student)
+    out_dir = Path(cfg.output_dir)
+    if cfg.overwrite:
+        _clear_output_dir(out_dir, keep=("teacher",))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_yaml(out_dir / "config.yaml", asdict(cfg))
+    write_json(out_dir / "env.json", environment_info(cfg.seed, cfg.device))
+    tokenizer = teacher.tokenizer
+    ctx = Context(cfg, splits.task, splits, tokenizer, out_dir)
+    ctx.train_loader = make_loader(tokenize(splits.train, tokenizer, cfg.max_seq_length), tokenizer, cfg.batch_size,
+                                   shuffle=True, seed=cfg.seed)
+    ctx.dev_loader = make_loader(tokenize(splits.dev, tokenizer, cfg.max_seq_length), tokenizer, cfg.batch_size * 2,
+                                 shuffle=False)
+    return ctx, teacher
+
+
+def finetune_only(cfg: RunConfig) -> Path:
+    """``distill finetune-teacher``: fine-tune the teacher on the task and save it to ``OUTPUT/teacher``."""
+    ctx, teacher = _start(cfg, need_student=False)
+    with _timed(ctx, "teacher"):
+        stage_teacher(ctx, teacher, force=True)
+    info(f"fine-tuned teacher written to {ctx.out / 'teacher'}")
+    return ctx.out / "teacher"
+
+
+def run(cfg: RunConfig) -> dict:
+    """Run every stage and return the report (also written to ``OUTPUT/report.json`` and ``report.md``)."""
+    start = time.perf_counter()
+    ctx, teacher = _start(cfg)
+    out_dir = ctx.out
+    with _timed(ctx, "teacher"):
+        teacher_model, teacher_path = stage_teacher(ctx, teacher)
+    if teacher_path != "teacher":  # a trained teacher is used in place: drop a stale fine-tuned copy
+        shutil.rmtree(out_dir / "teacher", ignore_errors=True)
+    with _timed(ctx, "distil"):
+        student = stage_student(ctx, teacher_model)
+    models: dict = {"student": student}
+    final = student
+    if cfg.prune:
+        with _timed(ctx, "prune"):
+            final = models["pruned"] = stage_prune(ctx, student, teacher_model)
+    if cfg.quantize:
+        with _timed(ctx, "quantize"):
+            models["int8"] = stage_quantize(ctx, final)
+    with _timed(ctx, "score"):
+        rows = stage_score(ctx, teacher_model, teacher_path, models)
+    report = {"task": ctx.task.name, "metric_name": ctx.task.main_metric,
+              "stages": [r.to_dict() for r in rows], "latency_seq": cfg.latency_seq,
+              "latency_threads": cfg.latency_threads, "latency_runs": cfg.latency_runs,
+              "stage_seconds": ctx.seconds, "wall_seconds": round(time.perf_counter() - start, 2),
+              "history": ctx.history, "settings": asdict(cfg)}
+    write_report(out_dir, report)
+    out.print(render_table(report))
+    info(f"report written to {out_dir / 'report.md'} ({report['wall_seconds']:.0f} s)")
+    return report
+

@@ -1,0 +1,50 @@
+"""Score every stage against the teacher: task metric, retention, agreement, parameters, size and latency."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from distill.evaluation import compute_metrics, predictions_from_logits
+from distill.tasks import Task
+
+
+@dataclass
+class StageScore:
+    """One row of the report; ``retention`` and ``agreement`` are relative to the teacher row."""
+
+    name: str
+    metric: float
+    retention: float
+    agreement: float
+    params: int
+    size_mb: float
+    latency_ms: float
+    path: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def agreement(task: Task, logits: np.ndarray, teacher_logits: np.ndarray) -> float:
+    """Fraction of dev examples where the stage predicts the teacher's class (regression: Pearson r)."""
+    a, b = predictions_from_logits(task, logits), predictions_from_logits(task, teacher_logits)
+    if task.is_regression:
+        if a.std() == 0 or b.std() == 0:
+            return 0.0
+        return float(np.corrcoef(a, b)[0, 1])
+    return float((a == b).mean())
+
+
+def score_stage(name: str, task: Task, logits: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray,
+                teacher_metric: float | None, *, params: int, size_mb: float, latency_ms: float,
+                path: str) -> StageScore:
+    """Build a report row from dev-set logits and the measurements of one artifact."""
+    metrics = compute_metrics(task, logits, labels)
+    value = metrics[task.main_metric]
+    base = value if teacher_metric is None else teacher_metric
+    retention = value / base if base else 0.0
+    return StageScore(name, value, retention, agreement(task, logits, teacher_logits), params, round(size_mb, 3),
+                      round(latency_ms, 3), path, metrics)

@@ -1,0 +1,8 @@
+"""Teachers: aliases, loading with a task head, fine-tuning when the head is untrained."""
+
+from teachers.finetune import finetune_teacher, teacher_fingerprint
+from teachers.loading import LoadedTeacher, load_teacher, resolve_model_source
+from teachers.registry import TEACHERS, register_teacher
+
+__all__ = ["TEACHERS", "LoadedTeacher", "finetune_teacher", "load_teacher", "register_teacher",
+           "resolve_model_source", "teacher_fingerprint"]

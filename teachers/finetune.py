@@ -1,0 +1,26 @@
+"""Fine-tune a teacher whose task head is untrained, with the same engine the students use (CE only)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from distill.engine import FitResult, TrainConfig, fit
+from distill.objective import DistillConfig, Objective
+
+
+def finetune_teacher(model, train_loader, config: TrainConfig, *, regression: bool = False, evaluate=None,
+                     metric: str | None = None) -> FitResult:
+    """Train ``model`` in place on hard labels, keeping its best dev epoch; returns the training history."""
+    model.requires_grad_(True)
+    objective = Objective(DistillConfig(alpha=1.0, hidden_weight=0.0), regression=regression)
+    result = fit(model, objective, train_loader, config, evaluate=evaluate, metric=metric,
+                 description="fine-tune teacher")
+    model.requires_grad_(False).eval()
+    return result
+
+
+def teacher_fingerprint(**settings) -> str:
+    """A short hash of everything that determines a fine-tuned teacher, so a cached one is reused only if equal."""
+    blob = json.dumps(settings, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

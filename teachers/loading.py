@@ -1,0 +1,103 @@
+"""Load a teacher with a sequence-classification head sized for the task, and say whether it is trained."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from distill.core.errors import ModelError, UnknownNameError
+from distill.tasks import Task
+from teachers.registry import TEACHERS
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+@dataclass
+class LoadedTeacher:
+    """A teacher ready for the pipeline: model, tokenizer, where it came from, and whether its head is trained."""
+
+    model: object  # PreTrainedModel
+    tokenizer: object
+    source: str
+    head_trained: bool
+
+
+def resolve_model_source(name: str, kind: str = "teacher", registry=TEACHERS) -> str:
+    """An existing local directory, an alias's Hub id, or an ``org/name`` Hub id; anything else is an error."""
+    path = Path(name).expanduser()
+    if path.exists():
+        check_model_dir(path)
+        return str(path)
+    if registry is not None and name in registry:
+        return registry.get(name)
+    if "/" in name and not name.startswith((".", "/", "~")) and name.count("/") == 1:
+        return name
+    choices = registry.names() if registry is not None else []
+    raise UnknownNameError(f"{kind}", name, choices, extra=", a local model directory, or a Hub id (org/name)")
+
+
+def check_model_dir(path: Path) -> None:
+    """A model dir needs config.json and safetensors weights (pickle checkpoints are refused)."""
+    if not path.is_dir():
+        raise ModelError(f"'{path}' is not a directory", "pass a Hugging Face model directory")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"'{path}' has no config.json", "pass a directory written by save_pretrained")
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        if any((path / f).is_file() for f in PICKLE_FILES):
+            raise ModelError(f"'{path}' has only pickle weights (pytorch_model.bin), which can run code on load",
+                             "convert it with model.save_pretrained(dir) (safetensors)")
+        raise ModelError(f"'{path}' has no model weights", "pass a directory with model.safetensors")
+
+
+def _quiet_transformers() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def load_config(source: str):
+    """The model config, with a one-line error for unreadable or unreachable checkpoints."""
+    from transformers import AutoConfig
+
+    _quiet_transformers()
+    try:
+        return AutoConfig.from_pretrained(source)
+    except Exception as exc:
+        raise ModelError(f"cannot load the config of '{source}' ({exc.__class__.__name__})",
+                         "check the name, your connection, or pass a local model directory") from None
+
+
+def has_classification_head(config) -> bool:
+    return any(a.endswith("ForSequenceClassification") for a in (getattr(config, "architectures", None) or []))
+
+
+def load_teacher(name: str, task: Task) -> LoadedTeacher:
+    """Load ``name`` with a head for ``task``; a checkpoint whose head has another label count is an error."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    source = resolve_model_source(name)
+    config = load_config(source)
+    if has_classification_head(config) and config.num_labels != task.num_labels:
+        raise ModelError(f"teacher '{name}' has a {config.num_labels}-label head but task '{task.name}' has "
+                         f"{task.num_labels} labels", "pick the teacher fine-tuned for this task or the matching --task")
+    kwargs = {"num_labels": task.num_labels}
+    if task.label_names:
+        kwargs["id2label"] = dict(enumerate(task.label_names))
+        kwargs["label2id"] = {n: i for i, n in enumerate(task.label_names)}
+    if task.is_regression:
+        kwargs["problem_type"] = "regression"
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            source, output_loading_info=True, use_safetensors=True, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"cannot load teacher '{name}' ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})",
+                         "check that the checkpoint is a complete Hugging Face model with safetensors weights") from None
+    prefix = model.base_model_prefix
+    head_missing = any(not k.startswith(prefix + ".") for k in info["missing_keys"])
+    model.eval().requires_grad_(False)
+    return LoadedTeacher(model, tokenizer, source, head_trained=not head_missing)

@@ -1,0 +1,89 @@
+"""End to end: ``distill run`` through the CLI on a tiny in-process teacher and generated data."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import factories
+import numpy as np
+import pytest
+
+from distill.cli import main
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    teacher = factories.save_teacher(tmp / "teacher", tmp, with_head=False)
+    data = factories.write_sst2_like(tmp / "data", n_train=128, n_dev=32)
+    out = tmp / "run"
+    start = time.perf_counter()
+    code = main(["run", "--teacher", str(teacher), "--student", "tiny", "--task", "sst2", "--data", str(data),
+                 "--output-dir", str(out), "--epochs", "2", "--teacher-epochs", "2", "--batch-size", "16",
+                 "--max-seq-length", "32", "--latency-runs", "3", "--quiet"])
+    assert code == 0
+    assert time.perf_counter() - start < 60
+    return out
+
+
+def test_layout(run_dir: Path):
+    for stage in ("teacher", "student", "pruned"):
+        assert (run_dir / stage / "config.json").is_file()
+        assert (run_dir / stage / "model.safetensors").is_file()
+        assert (run_dir / stage / "tokenizer_config.json").is_file()
+    for name in ("model.onnx", "config.json", "tokenizer_config.json"):
+        assert (run_dir / "int8" / name).is_file()
+    for name in ("config.yaml", "env.json", "report.json", "report.md"):
+        assert (run_dir / name).is_file()
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")], "temporary dirs left behind"
+
+
+def test_report(run_dir: Path):
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["task"] == "sst2" and report["metric_name"] == "accuracy"
+    stages = {s["name"]: s for s in report["stages"]}
+    assert list(stages) == ["teacher", "student", "pruned", "int8"]
+    assert stages["teacher"]["retention"] == 1.0 and stages["teacher"]["agreement"] == 1.0
+    for s in stages.values():
+        assert 0.0 <= s["metric"] <= 1.0 and 0.0 <= s["agreement"] <= 1.0
+        assert s["params"] > 0 and s["size_mb"] > 0 and s["latency_ms"] > 0
+    assert stages["pruned"]["params"] < stages["student"]["params"]
+    assert stages["int8"]["size_mb"] < stages["pruned"]["size_mb"]
+    assert "| stage |" in (run_dir / "report.md").read_text()
+
+
+def test_artifacts_load_with_plain_libraries(run_dir: Path):
+    """Every artifact loads with transformers / onnxruntime in a process that never imports distill."""
+    code = f"""
+import sys, numpy as np, onnxruntime as ort, torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+root = {str(run_dir)!r}
+tok = AutoTokenizer.from_pretrained(root + "/int8")
+enc = tok(["the movie was good", "a bad plot"], padding=True, return_tensors="np")
+sess = ort.InferenceSession(root + "/int8/model.onnx", providers=["CPUExecutionProvider"])
+feed = {{i.name: enc[i.name].astype(np.int64) for i in sess.get_inputs()}}
+int8 = sess.run(None, feed)[0]
+for stage in ("teacher", "student", "pruned"):
+    m = AutoModelForSequenceClassification.from_pretrained(root + "/" + stage).eval()
+    with torch.no_grad():
+        out = m(**tok(["the movie was good", "a bad plot"], padding=True, return_tensors="pt")).logits
+    assert out.shape == (2, 2), out.shape
+assert int8.shape == (2, 2)
+assert "distill" not in sys.modules
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().endswith("ok")
+
+
+def test_pruned_reload_matches_saved_student_shape(run_dir: Path):
+    cfg_s = json.loads((run_dir / "student" / "config.json").read_text())
+    cfg_p = json.loads((run_dir / "pruned" / "config.json").read_text())
+    assert cfg_p["hidden_size"] == cfg_s["hidden_size"] // 2
+    assert cfg_p["num_attention_heads"] == cfg_s["num_attention_heads"] // 2
+    assert cfg_p["intermediate_size"] == cfg_s["intermediate_size"] // 2
+    assert np.isclose(cfg_p["hidden_size"] / cfg_p["num_attention_heads"],
+                      cfg_s["hidden_size"] / cfg_s["num_attention_heads"])

@@ -1,0 +1,65 @@
+"""Student presets, building from a teacher config, and teacher-layer initialisation."""
+
+import pytest
+import torch
+
+import factories
+from distill.core.errors import ConfigError, UnknownNameError
+from students import PRESETS, build_student, init_from_teacher
+from students.init import select_layers
+
+
+@pytest.mark.parametrize("name,shape", [("tiny", (2, 128, 2, 512)), ("mini", (4, 256, 4, 1024)),
+                                        ("small", (4, 512, 8, 2048)), ("medium", (8, 512, 8, 2048))])
+def test_presets(name, shape):
+    p = PRESETS.get(name)
+    assert (p.layers, p.hidden, p.heads, p.ffn) == shape
+
+
+def test_tiny_param_count_with_bert_vocab():
+    teacher_cfg = factories.tiny_bert_config(vocab=30522, max_position_embeddings=512)
+    student = build_student("tiny", teacher_cfg)
+    # BERT-tiny (Turc et al.) has 4.39M parameters with a 30522 vocab and 512 positions (+ a 2-way head)
+    assert sum(p.numel() for p in student.parameters()) == 4_386_178
+
+
+def test_student_shares_teacher_vocab_and_labels():
+    cfg = factories.tiny_bert_config(vocab=77, num_labels=3)
+    s = build_student("mini", cfg)
+    assert s.config.vocab_size == 77 and s.config.num_labels == 3
+    assert s.config.num_hidden_layers == 4 and s.config.hidden_size == 256
+
+
+def test_unknown_preset():
+    with pytest.raises(UnknownNameError, match="did you mean 'tiny'"):
+        PRESETS.get("tinny")
+
+
+def test_select_layers():
+    assert select_layers(2, 6) == [2, 5]
+    assert select_layers(4, 12) == [2, 5, 8, 11]
+    assert select_layers(3, 3) == [0, 1, 2]
+
+
+def test_teacher_layers_copies_weights():
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(factories.tiny_bert_config(layers=4, hidden=32, heads=4, ffn=64))
+    student = BertForSequenceClassification(factories.tiny_bert_config(layers=2, hidden=32, heads=4, ffn=64))
+    report = init_from_teacher(student, teacher, "teacher-layers")
+    assert report.layer_pairs == [(0, 1), (1, 3)] and report.copied_embeddings
+    for s, t in report.layer_pairs:
+        for a, b in zip(student.bert.encoder.layer[s].parameters(), teacher.bert.encoder.layer[t].parameters()):
+            assert torch.equal(a, b)
+    assert torch.equal(student.bert.embeddings.word_embeddings.weight, teacher.bert.embeddings.word_embeddings.weight)
+
+
+def test_auto_falls_back_to_random_and_explicit_fails():
+    from transformers import BertForSequenceClassification
+
+    teacher = BertForSequenceClassification(factories.tiny_bert_config(hidden=32))
+    student = build_student("tiny", teacher.config)
+    assert init_from_teacher(student, teacher, "auto").strategy == "random"
+    with pytest.raises(ConfigError, match="teacher-layers needs"):
+        init_from_teacher(student, teacher, "teacher-layers")
