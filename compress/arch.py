@@ -35,6 +35,7 @@ class ArchSpec:
     heads_key: str  # config key of the number of heads
     ffn_key: str  # config key of the FFN width
     square_heads: tuple[str, ...] = ()
+    layers_key: str = "num_hidden_layers"  # config key of the number of transformer blocks
 
 
 _BERT_LIKE = dict(
@@ -77,6 +78,7 @@ ARCHS: dict[str, ArchSpec] = {
         heads_key="n_heads",
         ffn_key="hidden_dim",
         square_heads=("pre_classifier",),
+        layers_key="n_layers",
     ),
 }
 
@@ -117,3 +119,28 @@ def square_heads_of(model: torch.nn.Module, spec: ArchSpec) -> list[torch.nn.Lin
         for name, m in model.named_modules()
         if isinstance(m, torch.nn.Linear) and any(name == s or name.endswith("." + s) for s in spec.square_heads)
     ]
+
+
+def set_path(root: torch.nn.Module, path: str, module: torch.nn.Module) -> None:
+    """Replace the module at dotted ``path`` below ``root`` (ModelError if the parent path is missing)."""
+    parent, _, last = path.rpartition(".")
+    setattr(get_path(root, parent) if parent else root, last, module)
+
+
+def set_layers(model: torch.nn.Module, spec: ArchSpec, layers: list[torch.nn.Module]) -> None:
+    """Make ``layers`` the encoder's blocks, renumber their ``layer_idx`` and rewrite the layer count in the config."""
+    set_path(model.base_model, spec.layers, torch.nn.ModuleList(layers))
+    for idx, layer in enumerate(layers):
+        for module in layer.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = idx
+    setattr(model.config, spec.layers_key, len(layers))
+
+
+def set_attention_widths(attn: torch.nn.Module, spec: ArchSpec, heads: int, head_size: int) -> None:
+    """Set the head count, head size, inner width and scaling of one self-attention module (forward reads these)."""
+    setattr(attn, spec.heads_attr, heads)
+    setattr(attn, spec.head_size_attr, head_size)
+    setattr(attn, spec.all_head_attr, heads * head_size)
+    if hasattr(attn, spec.scaling_attr):
+        setattr(attn, spec.scaling_attr, head_size**-0.5)

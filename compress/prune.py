@@ -1,65 +1,92 @@
-"""Structured pruning of HF encoders with torch-pruning: whole heads + hidden width, and FFN neurons, in place.
+"""Structured pruning of HF encoders with torch-pruning, in place: heads, FFN neurons, hidden width, whole layers.
 
-Only this module imports ``torch_pruning``, and only inside functions, so ``import compress`` stays light.
-Recovery (distilling the pruned student back) is the caller's job; nothing here trains.
+Heads are always removed whole and the head size never changes. ``hidden`` is the residual stream shared by every
+block; by default it shrinks with the heads (head count x head size, as in a plain HF config). Ratios are global
+(one float) or per layer (a list, or a dict layer -> ratio over the layers as they are before pruning).
+
+Only this package's functions import ``torch_pruning``, so ``import compress`` stays light. Recovery (distilling
+the pruned student back) is the caller's job; nothing here trains. Save results with ``compress.save_pruned``
+and reload them with ``compress.load_pruned``; the report's ``hf_loadable`` says when plain ``from_pretrained``
+suffices.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import inspect
+import math
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
-from compress.arch import ArchSpec, arch_of, get_path, layers_of, square_heads_of
+from compress.arch import ArchSpec, arch_of, get_path, layers_of, set_attention_widths, set_layers, square_heads_of
+from compress.importance import IMPORTANCES as IMPORTANCES
+from compress.importance import NEEDS_TEACHER, Batch, LossFn, Scorer
+from compress.importance import ImportanceFactory as ImportanceFactory
+from compress.layout import LayerWidths, Layout, measure, sync_config
 from distill.core.errors import ConfigError, ModelError
-from distill.core.registry import Registry
 
-# An importance factory takes (model, example_inputs) and returns a scorer: torch-pruning Group -> 1-D tensor,
-# one score per channel of the group's root (higher = keep). Factories may run the model (e.g. Taylor needs grads).
-ImportanceFactory = Callable[[torch.nn.Module, dict[str, torch.Tensor]], Callable[[Any], torch.Tensor]]
-IMPORTANCES: Registry[ImportanceFactory] = Registry("pruning importance")
+Ratio = float | list[float] | dict[int, float]
 
-
-@IMPORTANCES.register("magnitude")
-def magnitude_importance(model: torch.nn.Module, example_inputs: dict[str, torch.Tensor]) -> Callable:
-    """L2 norm of each channel's weights across its whole dependency group; data-free and deterministic."""
-    import torch_pruning as tp
-
-    return tp.importance.GroupMagnitudeImportance(p=2)
-
-
-_FLAGS = {"heads": "--prune-heads", "ffn": "--prune-ffn"}
+_FLAGS = {
+    "heads": "--prune-heads",
+    "ffn": "--prune-ffn",
+    "hidden": "--prune-hidden",
+    "layers": "--prune-layers",
+    "target": "target ratio",
+}
+_WHAT = {"heads": "heads", "ffn": "FFN neurons", "hidden": "hidden channels", "target": "channels"}
+LAYER_SELECTIONS = ("importance", "uniform")
 
 
 @dataclass
 class PruneConfig:
-    """How much to prune: fractions of heads (with hidden width) and FFN neurons removed in every layer."""
+    """How much to prune. Ratios are fractions removed, in [0, 1): one float for all layers, or per layer.
 
-    heads: float = 0.5
-    ffn: float = 0.5
+    - ``heads``: attention heads removed in each layer (whole heads; a layer never loses all of them).
+    - ``ffn``: FFN neurons removed in each layer.
+    - ``hidden``: residual width removed (one float: every layer shares it). ``None`` (default) shrinks it with the
+      heads, by heads removed x head size, when every layer loses the same number (HF-expressible); ``0.0`` keeps
+      it (heads without hidden: attention narrower than the residual stream).
+    - ``layers``: transformer blocks kept (an int K, or the exact indices to keep); ``None`` keeps all.
+    - ``layer_selection``: ``importance`` (sum of the criterion over each block's heads and FFN neurons) or
+      ``uniform`` (evenly spaced, last block always kept). Ignored when ``layers`` lists indices.
+    - ``importance``: a name in ``IMPORTANCES`` (magnitude, taylor, distillation, ...).
+    """
+
+    heads: Ratio = 0.5
+    ffn: Ratio = 0.5
     importance: str = "magnitude"
+    hidden: float | None = None
+    layers: int | list[int] | None = None
+    layer_selection: str = "importance"
 
     def __post_init__(self) -> None:
-        """Reject ratios outside [0, 1) and unknown importance names up front, before any model is touched."""
-        for name, flag in _FLAGS.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{flag} {value!r} is not a number", "give the fraction to remove, e.g. 0.5")
-            if not 0.0 <= float(value) < 1.0:
-                what = "heads" if name == "heads" else "FFN neurons"
-                raise ConfigError(
-                    f"{flag} {value} is outside [0, 1)", f"give the fraction of {what} to remove, e.g. 0.5"
-                )
-            setattr(self, name, float(value))
+        """Reject malformed ratios and unknown names up front, before any model is touched."""
+        self.heads = check_ratios("heads", self.heads)
+        self.ffn = check_ratios("ffn", self.ffn)
+        if isinstance(self.hidden, (list, tuple, dict)):
+            raise ConfigError(
+                f"{_FLAGS['hidden']} {self.hidden!r} gives per-layer ratios",
+                "give one ratio: the hidden width is the residual stream shared by every layer",
+            )
+        if self.hidden is not None:
+            self.hidden = check_ratio("hidden", self.hidden)
+        self.layers = _check_layers(self.layers)
+        if self.layer_selection not in LAYER_SELECTIONS:
+            raise ConfigError(
+                f"unknown layer selection {self.layer_selection!r}", f"choose one of: {', '.join(LAYER_SELECTIONS)}"
+            )
         IMPORTANCES.get(self.importance)
 
 
 @dataclass
 class PruneReport:
-    """What pruning did: sizes before/after (heads, hidden and FFN are per layer) and human-readable notes."""
+    """What pruning did. Scalar widths are per layer (the largest layer's when layers differ); ``per_layer`` has
+    one dict per kept block: ``layer``, ``source`` (index before pruning), ``heads``, ``ffn``, ``heads_before``,
+    ``ffn_before``. ``hf_loadable`` is False when only ``compress.load_pruned`` can rebuild the shapes."""
 
     params_before: int
     params_after: int
@@ -70,20 +97,14 @@ class PruneReport:
     ffn_before: int
     ffn_after: int
     notes: list[str] = field(default_factory=list)
+    layers_before: int = 0
+    layers_after: int = 0
+    per_layer: list[dict] = field(default_factory=list)
+    hf_loadable: bool = True
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict, for run artifacts and reports."""
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class _Widths:
-    """Per-layer widths of an encoder, read from its modules (not its config, which pruning leaves stale)."""
-
-    heads: int
-    head_size: int
-    hidden: int
-    ffn: int
 
 
 @dataclass(frozen=True)
@@ -94,82 +115,294 @@ class _Cut:
     idxs: list[int]
 
 
-def prune_model(model: torch.nn.Module, config: PruneConfig, example_inputs: dict[str, torch.Tensor]) -> PruneReport:
-    """Prune ``model`` in place to uniform smaller widths, fix its attention modules and config, and report."""
+def prune_model(
+    model: torch.nn.Module,
+    config: PruneConfig,
+    example_inputs: Batch,
+    *,
+    batches: Iterable[Batch] | None = None,
+    loss_fn: LossFn | None = None,
+) -> PruneReport:
+    """Prune ``model`` in place, fix its attention modules and config, and report.
+
+    ``example_inputs`` (a tokenized batch; ``labels`` allowed) is used to trace the model. Gradient criteria run
+    ``batches`` (default: ``[example_inputs]``; pass a few, they are kept in memory) through ``loss_fn(model,
+    batch)`` (default: the task loss from ``labels``; ``compress.kd_loss_fn(teacher)`` for distillation).
+    Importance is estimated once, on the model as given, before anything changes; ``.grad`` is left cleared.
+    Config errors (ratios that do not fit the model, a criterion without its loss) leave the model untouched.
+    """
     spec = arch_of(model)
-    before = _measure(model, spec)
+    inputs = _to_device(example_inputs, model)
+    trace = {k: v for k, v in inputs.items() if k != "labels"}
+    batches = list(batches) if batches is not None else None
+    _precheck(config, inputs, batches, loss_fn)
+    before = measure(model, spec)
     params_before = _count_params(model)
-    keep_heads, keep_ffn = _targets(before, config)
-    notes = _notes(before, config, keep_heads, keep_ffn)
-    if keep_heads < before.heads or keep_ffn < before.ffn:
-        inputs = _to_device(example_inputs, model)
-        with _modes_kept(model):
-            dg = _build_graph(model, inputs)
-            scorer = IMPORTANCES.get(config.importance)(model, inputs)
-            cuts = _plan(model, spec, dg, scorer, before, keep_heads, keep_ffn)
+    n = len(before.layers)
+    heads_r, ffn_r = _per_layer("heads", config.heads, n), _per_layer("ffn", config.ffn, n)
+    keep_heads = [_keep_heads(w, r, i) for i, (w, r) in enumerate(zip(before.layers, heads_r, strict=True))]
+    keep_ffn = [max(1, round(w.ffn * (1 - r))) for w, r in zip(before.layers, ffn_r, strict=True)]
+    n_keep = _layer_count(config.layers, n)
+    notes = _width_notes(before, config, heads_r, ffn_r, keep_heads, keep_ffn)
+    kept = list(range(n))
+    changed = False
+    may_cut = (config.hidden or 0) > 0 or any(
+        k < w.heads or f < w.ffn for w, k, f in zip(before.layers, keep_heads, keep_ffn, strict=True)
+    )
+    with _modes_kept(model), _grads_dropped(model):
+        # one importance estimate on the model as given, before anything changes (a failing criterion leaves
+        # the model intact); it ranks the blocks and, on the blocks kept, the heads and channels
+        scorer = None
+        if may_cut or _by_importance(config, n_keep, n):
+            scorer = _scorer(model, config, inputs, batches, loss_fn)
+        if n_keep < n:
+            kept = _choose_layers(model, spec, config, trace, scorer, n_keep)
+            blocks = layers_of(model, spec)
+            set_layers(model, spec, [blocks[i] for i in kept])
+            how = "as listed" if isinstance(config.layers, list) else f"by {_selection_name(config)}"
+            notes.append(f"kept layers {kept} of {n} ({how})")
+            changed = True
+        current = measure(model, spec)
+        heads_k, ffn_k = [keep_heads[i] for i in kept], [keep_ffn[i] for i in kept]
+        keep_hidden = _hidden_target(current, config, heads_k, notes)
+        widths_cut = keep_hidden < current.hidden or any(
+            k < w.heads or f < w.ffn for w, k, f in zip(current.layers, heads_k, ffn_k, strict=True)
+        )
+        if widths_cut:
+            dg = _build_graph(model, trace)
+            cuts = _plan(model, spec, dg, scorer, current, heads_k, ffn_k, keep_hidden)
+            _clear_grads(model)
             _apply(dg, cuts)
-            _fix_attention(model, spec, before.head_size)
-            _check_forward(model, inputs)
-    after = _measure(model, spec)
-    _rewrite_config(model, spec, after)
+            _fix_attention(model, spec, current)
+            changed = True
+        if changed:
+            _check_forward(model, trace)
+    after = measure(model, spec)
+    sync_config(model, spec, after)
+    if not changed:
+        notes.append("nothing to prune: model unchanged")
+    if not after.expressible:
+        notes.append(
+            "per-layer widths or attention narrower than hidden: save with compress.save_pruned and reload with "
+            "compress.load_pruned (plain from_pretrained cannot express this layout)"
+        )
     return PruneReport(
         params_before=params_before,
         params_after=_count_params(model),
-        heads_before=before.heads,
-        heads_after=after.heads,
+        heads_before=before.max_heads,
+        heads_after=after.max_heads,
         hidden_before=before.hidden,
         hidden_after=after.hidden,
-        ffn_before=before.ffn,
-        ffn_after=after.ffn,
+        ffn_before=before.max_ffn,
+        ffn_after=after.max_ffn,
         notes=notes,
+        layers_before=n,
+        layers_after=len(after.layers),
+        per_layer=[
+            {
+                "layer": i,
+                "source": src,
+                "heads": w.heads,
+                "ffn": w.ffn,
+                "heads_before": before.layers[src].heads,
+                "ffn_before": before.layers[src].ffn,
+            }
+            for i, (src, w) in enumerate(zip(kept, after.layers, strict=True))
+        ],
+        hf_loadable=after.expressible,
     )
 
 
-def _targets(before: _Widths, config: PruneConfig) -> tuple[int, int]:
-    """Heads and FFN neurons to keep per layer: ``max(1, round(n * (1 - ratio)))``, never a partial head."""
-    keep_heads = max(1, round(before.heads * (1 - config.heads)))
-    keep_ffn = max(1, round(before.ffn * (1 - config.ffn)))
-    return keep_heads, keep_ffn
+def parse_ratio(text: str, name: str = "heads") -> Ratio:
+    """A CLI ratio: ``0.5`` (all layers), ``0.5,0.25,0,0`` (one per layer) or ``0:0.5,3:0.25`` (layer:ratio)."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    try:
+        if any(":" in p for p in parts):
+            pairs = [p.split(":", 1) for p in parts]
+            return check_ratios(name, {k.strip(): float(v) for k, v in pairs})
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise ConfigError(
+            f"{_FLAGS[name]} {text!r} is not a ratio",
+            "give 0.5, one per layer (0.5,0.25) or layer:ratio (0:0.5,3:0.25)",
+        ) from None
+    if len(values) == 1 and "," not in str(text):
+        return check_ratio(name, values[0])
+    return check_ratios(name, values)
 
 
-def _notes(before: _Widths, config: PruneConfig, keep_heads: int, keep_ffn: int) -> list[str]:
+# ----------------------------------------------------------------------------------------------- config checks
+
+
+def check_ratio(name: str, value: Any, where: str = "") -> float:
+    flag = _FLAGS[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{flag} {value!r}{where} is not a number", "give the fraction to remove, e.g. 0.5")
+    if not 0.0 <= float(value) < 1.0:
+        raise ConfigError(
+            f"{flag} {value}{where} is outside [0, 1)", f"give the fraction of {_WHAT[name]} to remove, e.g. 0.5"
+        )
+    return float(value)
+
+
+def check_ratios(name: str, value: Any) -> Ratio:
+    """One ratio, a list (one per layer) or a dict layer -> ratio (keys may be strings, as from JSON/YAML)."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ConfigError(f"{_FLAGS[name]} is an empty list", "give one ratio per layer, or one for all layers")
+        return [check_ratio(name, v, f" (layer {i})") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for key, v in value.items():
+            layer = _layer_index(key, _FLAGS[name])
+            out[layer] = check_ratio(name, v, f" (layer {layer})")
+        return out
+    return check_ratio(name, value)
+
+
+def _layer_index(key: Any, flag: str) -> int:
+    if isinstance(key, bool) or not str(key).strip().isdigit():
+        raise ConfigError(f"{flag} has layer key {key!r}", "use layer indices 0, 1, ... as keys")
+    return int(str(key).strip())
+
+
+def _check_layers(value: Any) -> int | list[int] | None:
+    flag = _FLAGS["layers"]
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        idxs = [_layer_index(v, flag) for v in value]
+        if not idxs or len(set(idxs)) != len(idxs):
+            raise ConfigError(f"{flag} {list(value)} is empty or repeats a layer", "list each layer to keep once")
+        return sorted(idxs)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{flag} {value!r} is not a number of layers", "give how many layers to keep, e.g. 4")
+    if value < 1:
+        raise ConfigError(f"{flag} {value} keeps no layer", "keep at least 1 layer")
+    return value
+
+
+def _per_layer(name: str, ratio: Ratio, n: int) -> list[float]:
+    """The ratio of each of the model's ``n`` layers (dict keys missing -> 0)."""
+    flag = _FLAGS[name]
+    if isinstance(ratio, list):
+        if len(ratio) != n:
+            raise ConfigError(
+                f"{flag} gives {len(ratio)} ratios for a model with {n} layers", "give one ratio per layer, or one"
+            )
+        return list(ratio)
+    if isinstance(ratio, dict):
+        bad = sorted(k for k in ratio if k >= n)
+        if bad:
+            raise ConfigError(f"{flag} names layer(s) {bad} of a model with {n} layers", f"use layers 0..{n - 1}")
+        return [ratio.get(i, 0.0) for i in range(n)]
+    return [float(ratio)] * n
+
+
+def _keep_heads(w: LayerWidths, ratio: float, layer: int) -> int:
+    """Heads kept in one layer: ``round(heads * (1 - ratio))``; ConfigError if that removes every head."""
+    if ratio == 0 or w.heads == 1:
+        return w.heads
+    keep = round(w.heads * (1 - ratio))
+    if keep < 1:
+        raise ConfigError(
+            f"{_FLAGS['heads']} {ratio:g} removes all {w.heads} heads of layer {layer}",
+            f"use at most {(w.heads - 1) / w.heads:.4g} to keep one head",
+        )
+    return keep
+
+
+def _layer_count(layers: int | list[int] | None, n: int) -> int:
+    if layers is None:
+        return n
+    flag = _FLAGS["layers"]
+    if isinstance(layers, list):
+        if layers[-1] >= n:
+            raise ConfigError(f"{flag} lists layer {layers[-1]} of a model with {n} layers", f"use 0..{n - 1}")
+        return len(layers)
+    if layers > n:
+        raise ConfigError(f"{flag} {layers} keeps more layers than the model's {n}", f"give at most {n}")
+    return layers
+
+
+def _precheck(config: PruneConfig, inputs: Batch, batches: list | None, loss_fn: LossFn | None) -> None:
+    """Fail before touching the model when a built-in gradient criterion cannot get its loss."""
+    if loss_fn is not None:
+        return
+    if config.importance == "distillation":
+        raise ConfigError(*NEEDS_TEACHER)
+    if config.importance == "taylor" and batches is None and "labels" not in inputs:
+        raise ConfigError(
+            "importance 'taylor' needs labelled inputs (a 'labels' tensor), batches with labels, or a loss_fn",
+            "add labels to the example batch, or use importance='magnitude'",
+        )
+
+
+# ----------------------------------------------------------------------------------------------- notes
+
+
+def _width_notes(
+    before: Layout,
+    config: PruneConfig,
+    heads_r: list[float],
+    ffn_r: list[float],
+    keep_heads: list[int],
+    keep_ffn: list[int],
+) -> list[str]:
     """Explain every place where the result differs from what the ratios literally asked for."""
+    n = len(before.layers)
+    found: dict[str, list[int]] = {}
+    for i, w in enumerate(before.layers):
+        r, k = heads_r[i], keep_heads[i]
+        if r > 0 and w.heads == 1:
+            found.setdefault("one attention head{where}: heads kept" + _ffn_only(config), []).append(i)
+        elif r > 0 and k == w.heads:
+            msg = f"heads={r:g} of {w.heads} heads{{where}} rounds to none removed: heads kept"
+            found.setdefault(msg, []).append(i)
+        elif r > 0 and abs((w.heads - k) / w.heads - r) > 1e-9:
+            found.setdefault(f"heads={r:g} removes {w.heads - k} of {w.heads} heads{{where}}", []).append(i)
+        if ffn_r[i] > 0 and keep_ffn[i] == w.ffn:
+            msg = f"ffn={ffn_r[i]:g} of {w.ffn} FFN neurons{{where}} rounds to none removed: FFN kept"
+            found.setdefault(msg, []).append(i)
     notes = []
-    if config.heads > 0 and before.heads == 1:
-        notes.append("model has one attention head per layer: pruned FFN only")
-    elif config.heads > 0 and keep_heads == before.heads:
-        notes.append(f"heads={config.heads:g} of {before.heads} heads per layer rounds to none removed: heads kept")
-    elif config.heads > 0 and abs((before.heads - keep_heads) / before.heads - config.heads) > 1e-9:
-        removed = before.heads - keep_heads
-        notes.append(f"heads={config.heads:g} removes {removed} of {before.heads} heads per layer")
-    if config.ffn > 0 and keep_ffn == before.ffn:
-        notes.append(f"ffn={config.ffn:g} of {before.ffn} FFN neurons rounds to none removed: FFN kept")
-    if keep_heads == before.heads and keep_ffn == before.ffn:
-        notes.append("nothing to prune: model unchanged")
+    for msg, layers in found.items():
+        where = " per layer" if len(layers) == n else f" in layer{'s' if len(layers) > 1 else ''} " + ", ".join(
+            map(str, layers)
+        )
+        text = msg.format(where=where)
+        notes.append("model has " + text if text.startswith("one attention head per layer") else text)
     return notes
 
 
-def _measure(model: torch.nn.Module, spec: ArchSpec) -> _Widths:
-    """Read per-layer widths from the modules; ModelError if layers disagree (pruning must keep them uniform)."""
-    rows = set()
-    for layer in layers_of(model, spec):
-        attn = get_path(layer, spec.attention)
-        query = get_path(attn, spec.query)
-        heads = getattr(attn, spec.heads_attr)
-        rows.add(
-            (
-                heads,
-                query.out_features // heads,
-                get_path(layer, spec.attn_out).out_features,
-                get_path(layer, spec.ffn_in).out_features,
+def _ffn_only(config: PruneConfig) -> str:
+    return ", pruned FFN only" if not config.hidden else ""
+
+
+def _selection_name(config: PruneConfig) -> str:
+    return "uniform spacing" if config.layer_selection == "uniform" else f"{config.importance} importance"
+
+
+def _hidden_target(current: Layout, config: PruneConfig, keep_heads: list[int], notes: list[str]) -> int:
+    """Residual width to keep: tied to the heads (default), or its own ratio."""
+    if config.hidden is None:
+        removed = {(w.heads - k) * w.head_size for w, k in zip(current.layers, keep_heads, strict=True)}
+        if len(removed) > 1:
+            notes.append("layers lose different numbers of heads: hidden width kept (give hidden= to prune it)")
+            return current.hidden
+        cut = removed.pop()
+        if cut >= current.hidden:
+            raise ModelError(
+                f"removing {cut} hidden channels with the heads leaves none of {current.hidden}",
+                "give hidden= explicitly (e.g. 0.0 to keep it)",
             )
-        )
-    if len(rows) != 1:
-        raise ModelError(
-            f"encoder layers have different widths: {sorted(rows)} (heads, head size, hidden, ffn)",
-            "prune with uniform ratios; per-layer widths cannot be saved in one HF config",
-        )
-    return _Widths(*rows.pop())
+        return current.hidden - cut
+    keep = max(1, round(current.hidden * (1 - config.hidden)))
+    if config.hidden > 0 and keep == current.hidden:
+        notes.append(f"hidden={config.hidden:g} of {current.hidden} hidden channels rounds to none removed")
+    return keep
+
+
+# ----------------------------------------------------------------------------------------------- mechanics
 
 
 def _count_params(model: torch.nn.Module) -> int:
@@ -177,7 +410,7 @@ def _count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _to_device(example_inputs: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def _to_device(example_inputs: Batch, model: torch.nn.Module) -> Batch:
     """Example inputs moved to the model's device, so tracing works whatever the caller passed."""
     if not isinstance(example_inputs, dict) or not example_inputs:
         raise ModelError("pruning needs example inputs as a non-empty dict of tensors", "pass a tokenized batch")
@@ -187,16 +420,35 @@ def _to_device(example_inputs: dict[str, torch.Tensor], model: torch.nn.Module) 
 
 @contextlib.contextmanager
 def _modes_kept(model: torch.nn.Module) -> Iterator[None]:
-    """Restore each module's train/eval flag and each parameter's requires_grad afterwards (tracing changes both)."""
+    """Restore each module's train/eval flag and each parameter's requires_grad afterwards (tracing changes both).
+
+    Keyed by module and local name: pruning swaps Parameter objects, dropping layers renames them.
+    """
     modes = {m: m.training for m in model.modules()}
-    grads = {name: p.requires_grad for name, p in model.named_parameters()}  # by name: pruning swaps Parameters
+    grads = {(m, name): p.requires_grad for m in model.modules() for name, p in m.named_parameters(recurse=False)}
     try:
         yield
     finally:
-        for m, training in modes.items():
-            m.training = training
-        for name, p in model.named_parameters():
-            p.requires_grad_(grads.get(name, True))
+        for m in model.modules():  # modules created meanwhile (the new layer list) follow the model's flag
+            m.training = modes.get(m, modes[model])
+        for m in model.modules():
+            for name, p in m.named_parameters(recurse=False):
+                p.requires_grad_(grads.get((m, name), True))
+
+
+@contextlib.contextmanager
+def _grads_dropped(model: torch.nn.Module) -> Iterator[None]:
+    """Whatever happens, leave no gradient behind (a gradient criterion fills them; they are stale after)."""
+    try:
+        yield
+    finally:
+        _clear_grads(model)
+
+
+def _clear_grads(model: torch.nn.Module) -> None:
+    """Drop gradients left by a gradient criterion (they would be stale after pruning)."""
+    for p in model.parameters():
+        p.grad = None
 
 
 def _outputs(out: Any) -> list[torch.Tensor]:
@@ -210,7 +462,7 @@ def _outputs(out: Any) -> list[torch.Tensor]:
     return [t for v in out for t in _outputs(v)] if isinstance(out, (list, tuple)) else []
 
 
-def _build_graph(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
+def _build_graph(model: torch.nn.Module, inputs: Batch) -> Any:
     """Trace the model into torch-pruning's dependency graph (needs autograd, so parameters must require grad)."""
     import torch_pruning as tp
 
@@ -226,13 +478,25 @@ def _build_graph(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> Any
         ) from exc
 
 
+def _scorer(
+    model: torch.nn.Module, config: PruneConfig, inputs: Batch, batches: list | None, loss_fn: LossFn | None
+) -> Scorer:
+    """Call the configured importance factory (older two-argument factories are still accepted)."""
+    factory = IMPORTANCES.get(config.importance)
+    params = inspect.signature(factory).parameters
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if takes_kwargs or {"batches", "loss_fn"} <= set(params):
+        return factory(model, inputs, batches=batches, loss_fn=loss_fn)
+    return factory(model, inputs)
+
+
 def _lowest(scores: torch.Tensor, n: int) -> list[int]:
     """Indices of the ``n`` lowest scores, ties broken by position so the choice is deterministic."""
     order = torch.argsort(scores.detach().float().cpu(), stable=True)
     return sorted(order[:n].tolist())
 
 
-def _scores(dg: Any, scorer: Callable, module: torch.nn.Linear) -> torch.Tensor:
+def _scores(dg: Any, scorer: Scorer, module: torch.nn.Linear) -> torch.Tensor:
     """Importance of each output channel of ``module``, pooled over its whole dependency group."""
     import torch_pruning as tp
 
@@ -243,43 +507,66 @@ def _scores(dg: Any, scorer: Callable, module: torch.nn.Linear) -> torch.Tensor:
     return scores
 
 
+def _by_importance(config: PruneConfig, n_keep: int, n: int) -> bool:
+    return n_keep < n and config.layer_selection == "importance" and not isinstance(config.layers, list)
+
+
+def _choose_layers(
+    model: torch.nn.Module, spec: ArchSpec, config: PruneConfig, trace: Batch, scorer: Scorer | None, n_keep: int
+) -> list[int]:
+    """Indices of the blocks to keep, in order: as listed, evenly spaced (last kept), or the most important.
+
+    A block's importance is the criterion summed over its FFN neurons and attention channels.
+    """
+    n = len(layers_of(model, spec))
+    if isinstance(config.layers, list):
+        return list(config.layers)
+    if config.layer_selection == "uniform" or scorer is None:
+        return [math.ceil((i + 1) * n / n_keep) - 1 for i in range(n_keep)]
+    dg = _build_graph(model, trace)
+    scores = torch.stack(
+        [
+            _scores(dg, scorer, get_path(layer, spec.ffn_in)).float().sum()
+            + _scores(dg, scorer, get_path(get_path(layer, spec.attention), spec.query)).float().sum()
+            for layer in layers_of(model, spec)
+        ]
+    )
+    dropped = set(_lowest(scores, n - n_keep))
+    return [i for i in range(n) if i not in dropped]
+
+
 def _plan(
     model: torch.nn.Module,
     spec: ArchSpec,
     dg: Any,
-    scorer: Callable,
-    before: _Widths,
-    keep_heads: int,
-    keep_ffn: int,
+    scorer: Scorer,
+    current: Layout,
+    keep_heads: list[int],
+    keep_ffn: list[int],
+    keep_hidden: int,
 ) -> list[_Cut]:
     """Choose every channel to remove, scoring all groups on the unpruned weights before anything changes."""
-    if keep_heads < before.heads and before.hidden != before.heads * before.head_size:
-        raise ModelError(
-            f"hidden width {before.hidden} is not heads x head size ({before.heads} x {before.head_size})",
-            "prune FFN only (heads=0) for this model",
-        )
     cuts = []
-    for layer in layers_of(model, spec):
-        if keep_ffn < before.ffn:
+    layers = layers_of(model, spec)
+    for layer, w, kh, kf in zip(layers, current.layers, keep_heads, keep_ffn, strict=True):
+        if kf < w.ffn:
             ffn_in = get_path(layer, spec.ffn_in)
-            cuts.append(_Cut(ffn_in, _lowest(_scores(dg, scorer, ffn_in), before.ffn - keep_ffn)))
-        if keep_heads < before.heads:
-            cuts.append(
-                _head_cut(dg, scorer, get_path(get_path(layer, spec.attention), spec.query), before, keep_heads)
-            )
-    if keep_heads < before.heads:
-        removed = before.hidden - keep_heads * before.head_size
-        first_out = get_path(layers_of(model, spec)[0], spec.attn_out)
+            cuts.append(_Cut(ffn_in, _lowest(_scores(dg, scorer, ffn_in), w.ffn - kf)))
+        if kh < w.heads:
+            cuts.append(_head_cut(dg, scorer, get_path(get_path(layer, spec.attention), spec.query), w, kh))
+    if keep_hidden < current.hidden:
+        removed = current.hidden - keep_hidden
+        first_out = get_path(layers[0], spec.attn_out)
         cuts.append(_Cut(first_out, _lowest(_scores(dg, scorer, first_out), removed)))
         cuts.extend(_Cut(m, _lowest(_scores(dg, scorer, m), removed)) for m in square_heads_of(model, spec))
     return cuts
 
 
-def _head_cut(dg: Any, scorer: Callable, query: torch.nn.Linear, before: _Widths, keep_heads: int) -> _Cut:
+def _head_cut(dg: Any, scorer: Scorer, query: torch.nn.Linear, w: LayerWidths, keep_heads: int) -> _Cut:
     """Remove whole heads: score q/k/v/out channels together, average per head, drop the weakest heads."""
-    per_head = _scores(dg, scorer, query).view(before.heads, before.head_size).mean(dim=1)
-    heads = _lowest(per_head, before.heads - keep_heads)
-    return _Cut(query, [h * before.head_size + i for h in heads for i in range(before.head_size)])
+    per_head = _scores(dg, scorer, query).view(w.heads, w.head_size).mean(dim=1)
+    heads = _lowest(per_head, w.heads - keep_heads)
+    return _Cut(query, [h * w.head_size + i for h in heads for i in range(w.head_size)])
 
 
 def _apply(dg: Any, cuts: list[_Cut]) -> None:
@@ -296,19 +583,15 @@ def _apply(dg: Any, cuts: list[_Cut]) -> None:
             group.prune()
 
 
-def _fix_attention(model: torch.nn.Module, spec: ArchSpec, head_size: int) -> None:
+def _fix_attention(model: torch.nn.Module, spec: ArchSpec, before: Layout) -> None:
     """Set the head count, widths and scaling torch-pruning leaves stale on every self-attention module."""
-    for layer in layers_of(model, spec):
+    for layer, w in zip(layers_of(model, spec), before.layers, strict=True):
         attn = get_path(layer, spec.attention)
-        all_heads = get_path(attn, spec.query).out_features
-        setattr(attn, spec.heads_attr, all_heads // head_size)
-        setattr(attn, spec.head_size_attr, head_size)
-        setattr(attn, spec.all_head_attr, all_heads)
-        if hasattr(attn, spec.scaling_attr):
-            setattr(attn, spec.scaling_attr, head_size**-0.5)
+        inner = get_path(attn, spec.query).out_features
+        set_attention_widths(attn, spec, inner // w.head_size, w.head_size)
 
 
-def _check_forward(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> None:
+def _check_forward(model: torch.nn.Module, inputs: Batch) -> None:
     """Run the pruned model once in eval mode, so a broken prune fails here and not in the caller's training."""
     model.eval()
     try:
@@ -316,10 +599,3 @@ def _check_forward(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> N
             model(**inputs)
     except Exception as exc:
         raise ModelError(f"the pruned model no longer runs: {type(exc).__name__}: {exc}", "report this bug") from exc
-
-
-def _rewrite_config(model: torch.nn.Module, spec: ArchSpec, after: _Widths) -> None:
-    """Write the new widths into ``model.config`` so save_pretrained/from_pretrained rebuild the same shapes."""
-    setattr(model.config, spec.hidden_key, after.hidden)
-    setattr(model.config, spec.heads_key, after.heads)
-    setattr(model.config, spec.ffn_key, after.ffn)

@@ -24,12 +24,14 @@ def _common_data_args(p: argparse.ArgumentParser) -> None:
                    help="text column(s) of a local csv/tsv/jsonl file (two for sentence pairs)")
     g.add_argument("--label-column", help="label column of a local file")
     g.add_argument("--max-seq-length", type=int, default=128, help="truncate inputs to this many tokens (128)")
-    g.add_argument("--max-train-samples", type=int, help="use at most N training examples (also caps teacher fine-tuning)")
+    g.add_argument("--max-train-samples", type=int,
+                   help="use at most N training examples (also caps teacher fine-tuning)")
 
 
-def _common_train_args(p: argparse.ArgumentParser, lr: float, epochs: float, what: str):
+def _common_train_args(p: argparse.ArgumentParser, lr: float | None, epochs: float, what: str):
     g = p.add_argument_group("training")
-    g.add_argument("--lr", type=float, default=lr, help=f"{what} learning rate ({lr:g})")
+    default = f"{lr:g}" if lr else "1e-3 for students trained from scratch or projected embeddings, else 1e-4"
+    g.add_argument("--lr", type=float, default=lr, help=f"{what} learning rate ({default})")
     g.add_argument("--epochs", type=float, default=epochs, help=f"{what} epochs ({epochs:g})")
     g.add_argument("--batch-size", type=int, default=32, help="batch size (32)")
     g.add_argument("--seed", type=int, default=42, help="random seed (42)")
@@ -55,14 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE_RUN)
     run.add_argument("--teacher", required=True, help="alias (bert-base, bert-large, minilm, ...), model dir or Hub id")
     run.add_argument("--student", default="tiny", help="preset (tiny, mini, small, medium), model dir or Hub id")
-    run.add_argument("--init", default="auto", choices=("auto", "random", "teacher-layers"),
-                     help="student init: teacher-layers copies every k-th teacher layer (needs equal widths)")
+    run.add_argument("--init", default="auto", choices=("auto", "random", "teacher-layers", "teacher-embeddings"),
+                     help="student init: teacher-layers copies every k-th teacher layer (equal widths only), "
+                          "teacher-embeddings projects the teacher's embeddings; auto picks the first that fits")
     _common_data_args(run)
     g = run.add_argument_group("distillation loss")
     g.add_argument("--temperature", type=float, default=2.0, help="softmax temperature T (2.0)")
     g.add_argument("--alpha", type=float, default=0.5, help="weight of hard-label CE; 1-alpha weighs T²·KL (0.5)")
-    g.add_argument("--hidden-weight", type=float, default=1.0, help="β, weight of hidden-state MSE (1.0; 0 = off)")
-    g = _common_train_args(run, 1e-4, 3.0, "distillation")
+    g.add_argument("--hidden-weight", type=float, default=0.1, help="β, weight of hidden-state MSE (0.1; 0 = off)")
+    g = _common_train_args(run, None, 3.0, "distillation")
     g.add_argument("--teacher-lr", type=float, default=5e-5, help="teacher fine-tuning learning rate (5e-5)")
     g.add_argument("--teacher-epochs", type=float, default=3.0, help="teacher fine-tuning epochs (3)")
     g = run.add_argument_group("compression")

@@ -6,7 +6,7 @@ under ``torch.inference_mode``, evaluation on dev after each epoch, and the best
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -18,7 +18,7 @@ from transformers import get_linear_schedule_with_warmup
 from distill.core.console import info, track
 from distill.core.errors import ConfigError, DistillError
 from distill.core.runtime import autocast, resolve_device, seed_everything
-from distill.objective import Objective
+from distill.objective import Objective, capture_qkv, eager_attention
 
 
 @dataclass
@@ -58,9 +58,24 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _forward(model, batch: dict, hidden: bool):
+def _forward(model, batch: dict, hidden: bool, attentions: bool = False):
     inputs = {k: v for k, v in batch.items() if k != "labels"}
+    if attentions:
+        inputs["output_attentions"] = True
     return model(**inputs, output_hidden_states=hidden)
+
+
+def _loss_context(stack: contextlib.ExitStack, model, teacher, objective: Objective):
+    """Turn on what the objective needs for the training loop: eager attention maps and Q/K/V capture hooks."""
+    attentions = objective.needs_attentions and teacher is not None
+    if attentions:
+        stack.enter_context(eager_attention(model))
+        stack.enter_context(eager_attention(teacher))
+    captured = (None, None)
+    if objective.needs_qkv and teacher is not None:
+        s, t = objective.qkv_layers
+        captured = (stack.enter_context(capture_qkv(model, [s])), stack.enter_context(capture_qkv(teacher, [t])))
+    return attentions, captured
 
 
 def fit(model: torch.nn.Module, objective: Objective, train_loader, config: TrainConfig, *,
@@ -84,25 +99,36 @@ def fit(model: torch.nn.Module, objective: Objective, train_loader, config: Trai
     hidden = objective.needs_hidden_states
     result, best_state, step, start = FitResult(), None, 0, time.perf_counter()
     n_epochs = math.ceil(config.epochs)
+    generator = getattr(train_loader, "generator", None)
     for epoch in range(n_epochs):
+        if generator is not None:  # the shuffle order depends only on (seed, epoch): repeatable and resumable
+            generator.manual_seed(config.seed * 1_000_003 + epoch)
+        stack = contextlib.ExitStack()
+        attentions, (s_qkv, t_qkv) = _loss_context(stack, model, teacher, objective)
         sums: dict[str, float] = {}
         seen = 0
         last = {"loss": float("nan")}
         batches = track(train_loader, f"{description} {epoch + 1}/{n_epochs}",
                         total=min(steps_per_epoch, total_steps - step),
-                        postfix=lambda: f"loss {last['loss']:.4f}")
+                        postfix=lambda last=last: f"loss {last['loss']:.4f}")
         for batch in batches:
             if step >= total_steps:
                 break
             batch = _to_device(batch, device)
+            objective.set_progress(step / total_steps)
             with autocast(device):
                 teacher_out = None
                 if teacher is not None:
                     with torch.inference_mode():
-                        teacher_out = _forward(teacher, batch, hidden)
-                    teacher_out = _detach(teacher_out)
-                student_out = _forward(model, batch, hidden)
-                loss, terms = objective(student_out, batch["labels"], teacher_out, batch.get("attention_mask"))
+                        teacher_out = _forward(teacher, batch, hidden, attentions)
+                    teacher_out = _as_constants(teacher_out)
+                student_out = _forward(model, batch, hidden, attentions)
+                extra = {}
+                if s_qkv is not None:
+                    (s_layer,), (t_layer,) = s_qkv, t_qkv
+                    extra = {"student_qkv": s_qkv[s_layer], "teacher_qkv": t_qkv[t_layer]}
+                loss, terms = objective(student_out, batch["labels"], teacher_out, batch.get("attention_mask"),
+                                        **extra)
             if not torch.isfinite(loss):
                 raise DistillError(f"the training loss became {float(loss)} at step {step} ({terms})",
                                    "lower --lr or --temperature")
@@ -116,6 +142,7 @@ def fit(model: torch.nn.Module, objective: Objective, train_loader, config: Trai
             last["loss"] = float(loss.detach())
             for k, v in {"loss": last["loss"], **terms}.items():
                 sums[k] = sums.get(k, 0.0) + v
+        stack.close()
         record = {"epoch": epoch + 1, "step": step, **{k: v / max(seen, 1) for k, v in sums.items()}}
         if evaluate is not None:
             model.eval()
@@ -136,10 +163,12 @@ def fit(model: torch.nn.Module, objective: Objective, train_loader, config: Trai
     return result
 
 
-def _detach(output):
-    """Turn inference-mode tensors into normal tensors so autograd can use them as constants."""
-    out = copy.copy(output)
-    out.logits = output.logits.clone()
-    if getattr(output, "hidden_states", None) is not None:
-        out.hidden_states = tuple(h.clone() for h in output.hidden_states)
-    return out
+def _as_constants(output):
+    """Clone inference-mode tensors (logits, hidden states, attentions) so autograd may save them for backward."""
+    for key in ("logits", "hidden_states", "attentions"):
+        value = getattr(output, key, None)
+        if isinstance(value, torch.Tensor):
+            setattr(output, key, value.clone())
+        elif isinstance(value, tuple) and value:
+            setattr(output, key, tuple(v.clone() for v in value))
+    return output

@@ -6,7 +6,7 @@ works offline; ``evaluate`` itself is imported lazily because it costs seconds a
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from distill.tasks import Task
 METRICS_DIR = Path(__file__).parent / "metrics"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_metric(name: str):
     """``evaluate.load`` of a bundled metric module (no Hub access)."""
     import evaluate

@@ -14,7 +14,8 @@ LOSSES: Registry = Registry("loss")
 
 
 @LOSSES.register("kl")
-def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                   temperature: float = 1.0) -> torch.Tensor:
     """T²·KL(teacher ‖ student) on temperature-softened distributions, averaged over the batch.
 
     The T² factor (Hinton et al. 2015) keeps gradient magnitudes comparable across temperatures.
@@ -49,3 +50,104 @@ def hidden_mse(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
         return diff.mean()
     m = mask.to(diff.dtype).unsqueeze(-1)
     return (diff * m).sum() / (m.sum() * diff.shape[-1]).clamp_min(1.0)
+
+
+@LOSSES.register("embedding_mse")
+def embedding_mse(student_embeddings: torch.Tensor, teacher_embeddings: torch.Tensor,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
+    """TinyBERT embedding-layer loss (Jiao et al. 2020): ``hidden_mse`` on ``hidden_states[0]`` (projected)."""
+    return hidden_mse(student_embeddings, teacher_embeddings, mask)
+
+
+@LOSSES.register("hidden_cosine")
+def hidden_cosine(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
+    """DistilBERT cosine loss (Sanh et al. 2019): mean over real tokens of 1 − cos(h_s, h_t)."""
+    per_token = 1.0 - F.cosine_similarity(student_hidden.float(), teacher_hidden.float(), dim=-1, eps=1e-8)
+    if mask is None:
+        return per_token.mean()
+    m = mask.to(per_token.dtype)
+    return (per_token * m).sum() / m.sum().clamp_min(1.0)
+
+
+def _head_aligned(student_attn: torch.Tensor, teacher_attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, H, L, L) maps as float; when head counts differ both become their mean over heads (B, 1, L, L)."""
+    s, t = student_attn.float(), teacher_attn.float()
+    if s.shape[1] != t.shape[1]:
+        s, t = s.mean(1, keepdim=True), t.mean(1, keepdim=True)
+    return s, t
+
+
+def _query_key_masks(mask: torch.Tensor | None, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) token mask -> float query mask (B, 1, L) and key mask (B, 1, 1, L); all ones without a mask."""
+    if mask is None:
+        mask = torch.ones(like.shape[0], like.shape[-1], device=like.device)
+    m = mask.to(device=like.device, dtype=torch.float32)
+    return m[:, None, :], m[:, None, None, :]
+
+
+def _masked_row_mean(rows: torch.Tensor, query_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of per-row values (B, H, L) over heads and real query positions."""
+    q = query_mask.expand_as(rows)
+    return (rows * q).sum() / q.sum().clamp_min(1.0)
+
+
+@LOSSES.register("attention_kl")
+def attention_kl(student_attn: torch.Tensor, teacher_attn: torch.Tensor,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ_k A_t·log(A_t/A_s) per query row, mean over heads and real queries (MiniLM, Wang et al. 2020).
+
+    Inputs are attention probabilities (B, H, L, L); padding keys and padding queries are ignored; with different
+    head counts the head-means are compared.
+    """
+    s, t = _head_aligned(student_attn, teacher_attn)
+    query_mask, key_mask = _query_key_masks(mask, t)
+    pointwise = torch.xlogy(t, t) - t * s.clamp_min(1e-12).log()
+    return _masked_row_mean((pointwise * key_mask).sum(-1), query_mask)
+
+
+@LOSSES.register("attention_mse")
+def attention_mse(student_attn: torch.Tensor, teacher_attn: torch.Tensor,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
+    """TinyBERT attention loss (Jiao et al. 2020): MSE of attention maps, mean over heads and real (query, key) pairs.
+
+    Inputs are probabilities (B, H, L, L), as HF returns (TinyBERT used pre-softmax scores); with different head
+    counts the head-means are compared.
+    """
+    s, t = _head_aligned(student_attn, teacher_attn)
+    query_mask, key_mask = _query_key_masks(mask, t)
+    pairs = (query_mask[..., None] * key_mask).expand_as(s)
+    return ((s - t) ** 2 * pairs).sum() / pairs.sum().clamp_min(1.0)
+
+
+def relation_log_probs(x: torch.Tensor, num_relation_heads: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """log softmax(X_r X_rᵀ/√d_r) over keys for X (B, L, D) re-split into R heads of d_r = D/R: (B, R, L, L).
+
+    Padding keys get probability 0 (MiniLMv2, Wang et al. 2021).
+    """
+    b, n, d = x.shape
+    if num_relation_heads < 1 or d % num_relation_heads:
+        raise ValueError(f"width {d} cannot be split into {num_relation_heads} relation heads")
+    d_r = d // num_relation_heads
+    xr = x.float().view(b, n, num_relation_heads, d_r).transpose(1, 2)
+    scores = xr @ xr.transpose(-1, -2) / d_r ** 0.5
+    if mask is not None:
+        keep = mask.to(device=x.device, dtype=torch.bool)[:, None, None, :]
+        scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+    return F.log_softmax(scores, dim=-1)
+
+
+@LOSSES.register("relation_kl")
+def attention_relation_kl(student_x: torch.Tensor, teacher_x: torch.Tensor, mask: torch.Tensor | None,
+                          num_relation_heads: int) -> torch.Tensor:
+    """MiniLMv2 self-attention relation loss (Wang et al. 2021): KL(R_t ‖ R_s) of one of Q, K or V.
+
+    R = softmax(X_r X_rᵀ/√d_r) with both X (B, L, D_s) and (B, L, D_t) re-split into the same R heads, so the
+    teacher's and student's own head counts and widths may differ; summed over keys, mean over R and real queries.
+    """
+    log_s = relation_log_probs(student_x, num_relation_heads, mask)
+    log_t = relation_log_probs(teacher_x, num_relation_heads, mask)
+    query_mask, key_mask = _query_key_masks(mask, log_t)
+    pointwise = F.kl_div(log_s, log_t, reduction="none", log_target=True)
+    rows = torch.where(key_mask.bool(), pointwise, torch.zeros_like(pointwise)).sum(-1)
+    return _masked_row_mean(rows, query_mask)

@@ -43,8 +43,8 @@ class RunConfig:
     init: str = "auto"
     temperature: float = 2.0
     alpha: float = 0.5
-    hidden_weight: float = 1.0
-    lr: float = 1e-4
+    hidden_weight: float = 0.1
+    lr: float | None = None  # None: 1e-3 for a student trained from (projected-)random weights, 1e-4 otherwise
     epochs: float = 3.0
     batch_size: int = 32
     max_seq_length: int = 128
@@ -80,7 +80,7 @@ class RunConfig:
         return DistillConfig(self.temperature, self.alpha, self.hidden_weight)
 
     def train_config(self, **changes) -> TrainConfig:
-        base = TrainConfig(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size, seed=self.seed,
+        base = TrainConfig(lr=self.lr or 1e-4, epochs=self.epochs, batch_size=self.batch_size, seed=self.seed,
                            device=self.device)
         return TrainConfig(**{**asdict(base), **changes})
 
@@ -96,6 +96,7 @@ class Context:
     out: Path
     train_loader: object = None
     dev_loader: object = None
+    student_lr: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     history: dict[str, list] = field(default_factory=dict)
 
@@ -229,14 +230,18 @@ def stage_student(ctx: Context, teacher):
 
     cfg = ctx.cfg
     seed_everything(cfg.seed)
+    pretrained = True
     if student_source_is_preset(cfg.student):
         student = build_student(cfg.student, teacher.config)
         report = init_from_teacher(student, teacher, cfg.init)
+        pretrained = report.strategy == "teacher-layers"
         info(f"  student '{cfg.student}': {count_params(student):,} params, init {report.strategy}")
     else:
         student = load_student(resolve_model_source(cfg.student, "student", _presets()), teacher.config)
         info(f"  student '{cfg.student}': {count_params(student):,} params")
-    result = fit(student, _objective(ctx, student, teacher), ctx.train_loader, cfg.train_config(), teacher=teacher,
+    lr = cfg.lr or (1e-4 if pretrained else 1e-3)  # layers trained from scratch need a larger step
+    ctx.student_lr = lr
+    result = fit(student, _objective(ctx, student, teacher), ctx.train_loader, cfg.train_config(lr=lr), teacher=teacher,
                  evaluate=evaluator(ctx.task, ctx.dev_loader, cfg.device), metric=ctx.task.main_metric,
                  description="distil")
     ctx.history["student"] = result.history
@@ -260,7 +265,7 @@ def stage_prune(ctx: Context, student, teacher):
          f"FFN {report.ffn_before}→{report.ffn_after})")
     if cfg.recover_epochs > 0:
         result = fit(pruned, _objective(ctx, pruned, teacher), ctx.train_loader,
-                     cfg.train_config(epochs=cfg.recover_epochs), teacher=teacher,
+                     cfg.train_config(epochs=cfg.recover_epochs, lr=ctx.student_lr), teacher=teacher,
                      evaluate=evaluator(ctx.task, ctx.dev_loader, cfg.device), metric=ctx.task.main_metric,
                      description="recover")
         ctx.history["pruned"] = result.history

@@ -25,7 +25,8 @@ def _rows(report: dict) -> list[list[str]]:
 
 def render_table(report: dict) -> Table:
     """The terminal table: one row per stage, teacher first."""
-    title = f"{report['task']}: {report['metric_name']} on dev, latency at batch 1 × seq {report.get('latency_seq', 128)}"
+    seq = report.get("latency_seq", 128)
+    title = f"{report['task']}: {report['metric_name']} on dev, latency at batch 1 × seq {seq}"
     table = Table(title=title)
     for header, key, _ in COLUMNS:
         table.add_column(header, justify="left" if key in ("name", "path") else "right")

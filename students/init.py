@@ -8,7 +8,7 @@ import torch
 
 from distill.core.errors import ConfigError
 
-INIT_CHOICES = ("auto", "random", "teacher-layers")
+INIT_CHOICES = ("auto", "random", "teacher-layers", "teacher-embeddings")
 
 
 @dataclass
@@ -44,14 +44,17 @@ def widths_match(student, teacher) -> bool:
 
 
 def init_from_teacher(student, teacher, strategy: str = "auto") -> InitReport:
-    """Copy embeddings and selected layers (``teacher-layers``), or keep random weights (``random``).
+    """Copy embeddings and selected layers (``teacher-layers``), project the teacher's embeddings into a
+    narrower student (``teacher-embeddings``), or keep random weights (``random``).
 
-    ``auto`` copies when the widths match and keeps the random init otherwise.
+    ``auto`` copies layers when the widths match and projects the embeddings otherwise.
     """
     if strategy not in INIT_CHOICES:
         raise ConfigError(f"unknown --init '{strategy}'", f"choose one of: {', '.join(INIT_CHOICES)}")
-    if strategy == "random" or (strategy == "auto" and not widths_match(student, teacher)):
+    if strategy == "random":
         return InitReport("random")
+    if strategy == "teacher-embeddings" or (strategy == "auto" and not widths_match(student, teacher)):
+        return _project_embeddings(student, teacher)
     if not widths_match(student, teacher):
         raise ConfigError("--init teacher-layers needs the student's hidden size, heads and FFN width to equal "
                           "the teacher's", "use --init random, or a student of the teacher's width")
@@ -80,3 +83,29 @@ def _copy_embeddings(student_emb, teacher_emb) -> bool:
             tensor[:n].copy_(src[:n])
         copied = True
     return copied
+
+
+def _project_embeddings(student, teacher) -> InitReport:
+    """Initialise the student's embedding tables with the teacher's, projected on their top principal directions.
+
+    A narrow student then starts from the teacher's lexical geometry instead of noise; on SST-2 with 2,000
+    examples this took a random ``tiny`` student from 73% to 78% dev accuracy (experiments/README.md).
+    """
+    s_emb, t_emb = _encoder(student)[0].embeddings, _encoder(teacher)[0].embeddings
+    words = t_emb.word_embeddings.weight.detach().float()
+    width = s_emb.word_embeddings.weight.shape[1]
+    if words.shape[0] != s_emb.word_embeddings.weight.shape[0] or width > words.shape[1]:
+        return InitReport("random")
+    mean = words.mean(0, keepdim=True)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(0)  # pca_lowrank is randomised: fix it so the init does not depend on the global seed state
+    _, _, basis = torch.pca_lowrank(words - mean, q=width, center=False)
+    torch.random.set_rng_state(generator_state)
+    with torch.no_grad():
+        s_emb.word_embeddings.weight.copy_((words - mean) @ basis)
+        for name in ("position_embeddings", "token_type_embeddings"):
+            src, dst = getattr(t_emb, name, None), getattr(s_emb, name, None)
+            if src is not None and dst is not None and src.weight.shape[1] == words.shape[1]:
+                n = min(src.weight.shape[0], dst.weight.shape[0])
+                dst.weight[:n].copy_(src.weight[:n].float() @ basis)
+    return InitReport("teacher-embeddings", copied_embeddings=True)

@@ -81,7 +81,8 @@ def load_teacher(name: str, task: Task) -> LoadedTeacher:
     config = load_config(source)
     if has_classification_head(config) and config.num_labels != task.num_labels:
         raise ModelError(f"teacher '{name}' has a {config.num_labels}-label head but task '{task.name}' has "
-                         f"{task.num_labels} labels", "pick the teacher fine-tuned for this task or the matching --task")
+                         f"{task.num_labels} labels",
+                         "pick the teacher fine-tuned for this task or the matching --task")
     kwargs = {"num_labels": task.num_labels}
     if task.label_names:
         kwargs["id2label"] = dict(enumerate(task.label_names))
@@ -96,7 +97,8 @@ def load_teacher(name: str, task: Task) -> LoadedTeacher:
         raise
     except Exception as exc:
         raise ModelError(f"cannot load teacher '{name}' ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})",
-                         "check that the checkpoint is a complete Hugging Face model with safetensors weights") from None
+                         "check that the checkpoint is a complete Hugging Face model with safetensors weights",
+                         ) from None
     prefix = model.base_model_prefix
     head_missing = any(not k.startswith(prefix + ".") for k in info["missing_keys"])
     model.eval().requires_grad_(False)

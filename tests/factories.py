@@ -13,7 +13,6 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def tiny_tokenizer(tmp_path: Path):
-    from transformers import BertTokenizerFast
 
     return tokenizer_from_words(SPECIAL + WORDS)
 
@@ -62,4 +61,22 @@ def save_teacher(root: Path, tmp_path: Path, *, with_head: bool = True, num_labe
     model = BertForSequenceClassification(config) if with_head else BertModel(config)
     model.save_pretrained(root)
     tok.save_pretrained(root)
+    return root
+
+
+def write_pairs(root: Path, *, regression: bool = False, n_train: int = 64, n_dev: int = 16, seed: int = 0) -> Path:
+    """A GLUE MRPC-style (or STS-B-style, ``regression=True``) sentence-pair directory."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train.tsv", n_train), ("dev.tsv", n_dev)):
+        lines = []
+        for i in range(n):
+            (a, ya), (b, yb) = sentence(rng), sentence(rng)
+            if regression:
+                lines.append(f"{i}\tg\tf\ty\t0\ts\t1\t{a}\t{b}\t{2.5 + 2.5 * (ya == yb) - 2.5 * (ya != yb):.1f}\n")
+            else:
+                lines.append(f"{int(ya == yb)}\t{i}\t{i + 1}\t{a}\t{b}\n")
+        header = ("index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+                  if regression else "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n")
+        (root / name).write_text(header + "".join(lines))
     return root

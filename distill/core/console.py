@@ -13,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 T = TypeVar("T")
 
 console = Console(stderr=True)
-out = Console()
+# Piped output (CI logs, files) gets a wide table instead of rich's 80-column default, so nothing is cut.
+out = Console(width=None if sys.stdout.isatty() else 160)
 _state = {"quiet": False}
 
 

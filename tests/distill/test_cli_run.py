@@ -87,3 +87,36 @@ def test_pruned_reload_matches_saved_student_shape(run_dir: Path):
     assert cfg_p["intermediate_size"] == cfg_s["intermediate_size"] // 2
     assert np.isclose(cfg_p["hidden_size"] / cfg_p["num_attention_heads"],
                       cfg_s["hidden_size"] / cfg_s["num_attention_heads"])
+
+
+COMMON = ["--student", "tiny", "--epochs", "1", "--batch-size", "16", "--max-seq-length", "32", "--latency-runs", "2",
+          "--quiet"]
+
+
+@pytest.mark.parametrize("task,regression,metric", [("mrpc", False, "f1"), ("stsb", True, "pearson")])
+def test_pair_and_regression_tasks(tmp_path, task, regression, metric):
+    teacher = factories.save_teacher(tmp_path / "t", tmp_path, num_labels=1 if regression else 2)
+    data = factories.write_pairs(tmp_path / "d", regression=regression)
+    out = tmp_path / "run"
+    assert main(["run", "--teacher", str(teacher), "--task", task, "--data", str(data), "--output-dir", str(out),
+                 *COMMON]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["metric_name"] == metric
+    assert [s["name"] for s in report["stages"]] == ["teacher", "student", "pruned", "int8"]
+    assert not (out / "teacher").exists()  # the teacher had a trained head: used in place, not copied
+
+
+def test_finetune_teacher_then_run_reuses_it(tmp_path, capsys):
+    teacher = factories.save_teacher(tmp_path / "t", tmp_path, with_head=False)
+    data = factories.write_sst2_like(tmp_path / "d", n_train=32, n_dev=8)
+    out = tmp_path / "run"
+    args = ["--teacher", str(teacher), "--task", "sst2", "--data", str(data), "--output-dir", str(out),
+            "--batch-size", "16", "--max-seq-length", "32"]
+    assert main(["finetune-teacher", *args, "--epochs", "1", "--lr", "1e-4"]) == 0
+    assert (out / "teacher" / "model.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["run", *args, "--overwrite", "--teacher-epochs", "1", "--teacher-lr", "1e-4", "--epochs", "1",
+                 "--latency-runs", "2", "--no-prune", "--no-quantize"]) == 0
+    assert "reusing the fine-tuned teacher" in capsys.readouterr().err
+    stages = [s["name"] for s in json.loads((out / "report.json").read_text())["stages"]]
+    assert stages == ["teacher", "student"]

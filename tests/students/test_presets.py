@@ -1,9 +1,9 @@
 """Student presets, building from a teacher config, and teacher-layer initialisation."""
 
+import factories
 import pytest
 import torch
 
-import factories
 from distill.core.errors import ConfigError, UnknownNameError
 from students import PRESETS, build_student, init_from_teacher
 from students.init import select_layers
@@ -50,16 +50,28 @@ def test_teacher_layers_copies_weights():
     report = init_from_teacher(student, teacher, "teacher-layers")
     assert report.layer_pairs == [(0, 1), (1, 3)] and report.copied_embeddings
     for s, t in report.layer_pairs:
-        for a, b in zip(student.bert.encoder.layer[s].parameters(), teacher.bert.encoder.layer[t].parameters()):
+        for a, b in zip(student.bert.encoder.layer[s].parameters(), teacher.bert.encoder.layer[t].parameters(),
+                        strict=True):
             assert torch.equal(a, b)
     assert torch.equal(student.bert.embeddings.word_embeddings.weight, teacher.bert.embeddings.word_embeddings.weight)
 
 
-def test_auto_falls_back_to_random_and_explicit_fails():
+def test_auto_projects_embeddings_when_narrower_and_explicit_layers_fail():
     from transformers import BertForSequenceClassification
 
-    teacher = BertForSequenceClassification(factories.tiny_bert_config(hidden=32))
-    student = build_student("tiny", teacher.config)
-    assert init_from_teacher(student, teacher, "auto").strategy == "random"
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(factories.tiny_bert_config(hidden=64, heads=4))
+    student = BertForSequenceClassification(factories.tiny_bert_config(hidden=16, heads=2))
+    report = init_from_teacher(student, teacher, "auto")
+    assert report.strategy == "teacher-embeddings"
+    words = teacher.bert.embeddings.word_embeddings.weight
+    centered = words - words.mean(0, keepdim=True)
+    projected = student.bert.embeddings.word_embeddings.weight
+    # the projection keeps the teacher's geometry: pairwise inner products are approximated from the top
+    # principal directions, so the projected Gram matrix is much closer to the teacher's than a random one
+    gram_t = centered @ centered.T
+    err = (projected @ projected.T - gram_t).norm() / gram_t.norm()
+    assert err < 0.9
     with pytest.raises(ConfigError, match="teacher-layers needs"):
         init_from_teacher(student, teacher, "teacher-layers")
+    assert init_from_teacher(student, teacher, "random").strategy == "random"

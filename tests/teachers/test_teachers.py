@@ -1,8 +1,8 @@
 """Teacher aliases, loading, head detection and bad checkpoints."""
 
+import factories
 import pytest
 
-import factories
 from distill.core.errors import ModelError, UnknownNameError
 from distill.tasks import get_task
 from teachers import TEACHERS, load_teacher, resolve_model_source

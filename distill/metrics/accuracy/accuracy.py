@@ -1,4 +1,7 @@
-"""Fraction of predictions equal to the references. Shipped with distill so ``evaluate.load`` works offline (loaded by path)."""
+"""Fraction of predictions equal to the references.
+
+Shipped with distill so ``evaluate.load`` works offline (loaded by path).
+"""
 
 import datasets
 import evaluate

@@ -1,4 +1,7 @@
-"""Binary F1 of the positive class (label 1), as GLUE reports for MRPC and QQP. Shipped with distill so ``evaluate.load`` works offline (loaded by path)."""
+"""Binary F1 of the positive class (label 1), as GLUE reports for MRPC and QQP.
+
+Shipped with distill so ``evaluate.load`` works offline (loaded by path).
+"""
 
 import datasets
 import evaluate

@@ -1,4 +1,7 @@
-"""Matthews correlation coefficient, as GLUE reports for CoLA. Shipped with distill so ``evaluate.load`` works offline (loaded by path)."""
+"""Matthews correlation coefficient, as GLUE reports for CoLA.
+
+Shipped with distill so ``evaluate.load`` works offline (loaded by path).
+"""
 
 import datasets
 import evaluate

@@ -1,4 +1,7 @@
-"""Pearson correlation, as GLUE reports for STS-B. Shipped with distill so ``evaluate.load`` works offline (loaded by path)."""
+"""Pearson correlation, as GLUE reports for STS-B.
+
+Shipped with distill so ``evaluate.load`` works offline (loaded by path).
+"""
 
 import datasets
 import evaluate
@@ -20,5 +23,7 @@ class Pearson(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        value = scipy.stats.pearsonr(np.asarray(predictions, dtype=np.float64), np.asarray(references, dtype=np.float64))[0]
+        x = np.asarray(predictions, dtype=np.float64)
+        y = np.asarray(references, dtype=np.float64)
+        value = scipy.stats.pearsonr(x, y)[0]
         return {"pearson": float(np.nan_to_num(value))}

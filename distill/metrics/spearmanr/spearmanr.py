@@ -1,4 +1,7 @@
-"""Spearman rank correlation, as GLUE reports for STS-B. Shipped with distill so ``evaluate.load`` works offline (loaded by path)."""
+"""Spearman rank correlation, as GLUE reports for STS-B.
+
+Shipped with distill so ``evaluate.load`` works offline (loaded by path).
+"""
 
 import datasets
 import evaluate
@@ -20,5 +23,7 @@ class Spearmanr(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        value = scipy.stats.spearmanr(np.asarray(predictions, dtype=np.float64), np.asarray(references, dtype=np.float64))[0]
+        x = np.asarray(predictions, dtype=np.float64)
+        y = np.asarray(references, dtype=np.float64)
+        value = scipy.stats.spearmanr(x, y)[0]
         return {"spearmanr": float(np.nan_to_num(value))}
