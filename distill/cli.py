@@ -12,6 +12,16 @@ EXAMPLE_RUN = """example (offline, local teacher and GLUE-format data):
 example (with internet):
   distill run --teacher bert-large --student tiny --task sst2 --output-dir runs/sst2-tiny"""
 
+EXAMPLE_PRUNE = """examples:
+  distill prune runs/sst2-tiny/student --heads 0.5 --ffn 0.5 --output-dir runs/student-pruned
+  distill prune runs/sst2-mini/student --layers 2 --ffn 0.5 --importance taylor --teacher runs/sst2-mini/teacher \\
+      --task sst2 --data ../shared/data/SST-2 --max-train-samples 2000 --output-dir runs/mini-pruned"""
+
+EXAMPLE_REPORT = """examples:
+  distill report runs/sst2-tiny                                   # rewrite report.json/md/html
+  distill report runs/sst2-tiny runs/sst2-mini runs/sst2-small     # compare, one Pareto plot
+  distill report runs/sst2-mini --min-retention 0.97 --max-latency-ms 5   # exit 1 if a gate fails"""
+
 EXAMPLE_FT = """example:
   distill finetune-teacher --teacher minilm --task sst2 --data ../shared/data/SST-2 --output-dir runs/minilm-sst2"""
 
@@ -45,6 +55,29 @@ def _output_args(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output, only the final table")
 
 
+def _gate_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("quality gates (exit code 1 when the final stage misses one)")
+    g.add_argument("--min-retention", type=float, help="e.g. 0.97: final metric ≥ 97%% of the teacher's")
+    g.add_argument("--max-latency-ms", type=float, help="e.g. 5: final latency (batch 1) at most 5 ms")
+    g.add_argument("--max-size-mb", type=float, help="e.g. 10: final artifact at most 10 MB")
+
+
+def _gate_failures(report: dict, args: argparse.Namespace) -> int:
+    from distill.report import check_gates
+
+    failures = check_gates(report, min_retention=args.min_retention, max_latency_ms=args.max_latency_ms,
+                           max_size_mb=args.max_size_mb)
+    for line in failures:
+        print(line, file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _schedules() -> list[str]:
+    from distill.schedules import SCHEDULES
+
+    return SCHEDULES.names()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distill", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -65,16 +98,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=2.0, help="softmax temperature T (2.0)")
     g.add_argument("--alpha", type=float, default=0.5, help="weight of hard-label CE; 1-alpha weighs T²·KL (0.5)")
     g.add_argument("--hidden-weight", type=float, default=0.1, help="β, weight of hidden-state MSE (0.1; 0 = off)")
+    g.add_argument("--attention-weight", type=float, default=0.0, help="weight of the attention-map loss (TinyBERT)")
+    g.add_argument("--attention-loss", default="kl", choices=("kl", "mse"), help="attention-map loss (kl)")
+    g.add_argument("--embedding-weight", type=float, default=0.0, help="weight of the embedding-layer MSE")
+    g.add_argument("--cosine-weight", type=float, default=0.0, help="weight of the hidden-state cosine loss")
+    g.add_argument("--relation-weight", type=float, default=0.0,
+                   help="weight of the MiniLMv2 Q-Q/K-K/V-V self-attention relation loss")
+    g.add_argument("--relation-heads", type=int, help="relation heads (default: the student's head count)")
+    g.add_argument("--relation-layer", type=int, default=-1, help="teacher layer for relations (1-based; -1 = last)")
+    for name, end in (("temperature", "temperature-end"), ("alpha", "alpha-end"), ("feature", "feature-scale-end")):
+        g.add_argument(f"--{name}-schedule", default="constant", choices=_schedules(),
+                       help=f"schedule of the {name} (weight) over training (constant)")
+        g.add_argument(f"--{end}", type=float, help=f"final value for --{name}-schedule")
     g = _common_train_args(run, None, 3.0, "distillation")
     g.add_argument("--teacher-lr", type=float, default=5e-5, help="teacher fine-tuning learning rate (5e-5)")
     g.add_argument("--teacher-epochs", type=float, default=3.0, help="teacher fine-tuning epochs (3)")
     g = run.add_argument_group("compression")
     g.add_argument("--prune-heads", type=float, default=0.5, help="fraction of heads (with hidden width) removed (0.5)")
     g.add_argument("--prune-ffn", type=float, default=0.5, help="fraction of FFN neurons removed (0.5)")
+    g.add_argument("--prune-hidden", type=float,
+                   help="fraction of hidden width removed on its own (default: with the heads; 0 = keep it)")
+    g.add_argument("--prune-layers", type=int, help="transformer layers kept (default: all)")
+    g.add_argument("--prune-importance", default="magnitude", help="magnitude, taylor or distillation (magnitude)")
+    g.add_argument("--prune-steps", type=int, default=1, help="iterative pruning steps, each with recovery (1)")
     g.add_argument("--recover-epochs", type=float, default=1.0, help="distillation epochs after pruning (1)")
     g.add_argument("--no-prune", dest="prune", action="store_false", help="skip pruning")
     g.add_argument("--no-quantize", dest="quantize", action="store_false", help="skip INT8 quantization")
     g.add_argument("--latency-runs", type=int, default=30, help="timed runs per latency measurement (30)")
+    _gate_args(run)
     _output_args(run, "runs/distill")
     run.set_defaults(func=cmd_run)
 
@@ -85,6 +136,31 @@ def build_parser() -> argparse.ArgumentParser:
     _common_train_args(ft, 5e-5, 3.0, "fine-tuning")
     _output_args(ft, "runs/teacher")
     ft.set_defaults(func=cmd_finetune_teacher)
+
+    pr = sub.add_parser("prune", help="structured pruning of any HF model dir, with optional recovery distillation",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE_PRUNE)
+    pr.add_argument("model_dir", help="a Hugging Face model dir (bare encoder or with a task head)")
+    pr.add_argument("--heads", dest="prune_heads", type=float, default=0.0,
+                    help="fraction of heads removed per layer, with the hidden width unless --hidden is given")
+    pr.add_argument("--ffn", dest="prune_ffn", type=float, default=0.0, help="fraction of FFN neurons removed")
+    pr.add_argument("--hidden", dest="prune_hidden", type=float, help="fraction of hidden width removed")
+    pr.add_argument("--layers", dest="prune_layers", type=int, help="transformer layers kept")
+    pr.add_argument("--importance", dest="prune_importance", default="magnitude",
+                    help="magnitude (data-free), taylor (task gradients) or distillation (needs --teacher)")
+    pr.add_argument("--steps", dest="prune_steps", type=int, default=1, help="iterative steps, each with recovery (1)")
+    pr.add_argument("--teacher", default="", help="teacher for recovery distillation (needs --task/--data)")
+    pr.add_argument("--temperature", type=float, default=2.0, help="KD temperature for recovery (2.0)")
+    _common_data_args(pr)
+    _common_train_args(pr, 1e-4, 1.0, "recovery")
+    _output_args(pr, "runs/pruned")
+    pr.set_defaults(func=cmd_prune)
+
+    rp = sub.add_parser("report", help="rewrite a run's report.{json,md,html}; compare several runs side by side",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE_REPORT)
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="output dirs of `distill run`")
+    rp.add_argument("--output-dir", help="where a comparison goes (default: the runs' common parent)")
+    _gate_args(rp)
+    rp.set_defaults(func=cmd_report)
     return parser
 
 
@@ -102,7 +178,28 @@ def _run_config(args: argparse.Namespace, **fixed):
 def cmd_run(args: argparse.Namespace) -> int:
     from distill.pipeline import run
 
-    run(_run_config(args))
+    return _gate_failures(run(_run_config(args)), args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from distill.compare import report_runs
+    from distill.core.console import out
+    from distill.report import render_table
+
+    result = report_runs(args.run_dirs, args.output_dir, min_retention=args.min_retention,
+                         max_latency_ms=args.max_latency_ms, max_size_mb=args.max_size_mb)
+    for report in result.reports.values():
+        out.print(render_table(report))
+    for line in result.failures:
+        print(line, file=sys.stderr)
+    return 1 if result.failures else 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from distill.pipeline import prune_only
+
+    prune_only(_run_config(args, student=args.model_dir, hidden_weight=0.0, recover_epochs=args.epochs),
+               args.model_dir)
     return 0
 
 

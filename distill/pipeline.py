@@ -9,19 +9,26 @@ from __future__ import annotations
 import copy
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from itertools import islice
 from pathlib import Path
 
 from distill.core.artifacts import dir_size_mb, staged_dir, write_json, write_yaml
 from distill.core.console import info, out
-from distill.core.errors import ConfigError, DataError, ModelError
+from distill.core.errors import ConfigError, DataError, DistillError, ModelError
 from distill.core.runtime import environment_info, seed_everything
 from distill.data import Splits, load_splits, make_loader, tokenize
 from distill.engine import TrainConfig, fit
 from distill.evaluation import evaluator, predict
 from distill.measure import OnnxClassifier, count_params, onnx_latency_ms, onnx_param_count, torch_latency_ms
-from distill.objective import DistillConfig, Objective, uniform_layer_map
-from distill.report import render_table, write_report
+from distill.objective import (
+    DistillConfig,
+    Objective,
+    disable_unsupported,
+    supported_losses,
+    uniform_layer_map,
+)
+from distill.report import dev_predictions, render_table, write_report
 from distill.scoring import StageScore, score_stage
 from distill.tasks import Task, get_task
 
@@ -44,6 +51,19 @@ class RunConfig:
     temperature: float = 2.0
     alpha: float = 0.5
     hidden_weight: float = 0.1
+    attention_weight: float = 0.0
+    attention_loss: str = "kl"
+    embedding_weight: float = 0.0
+    cosine_weight: float = 0.0
+    relation_weight: float = 0.0
+    relation_heads: int | None = None
+    relation_layer: int = -1
+    temperature_schedule: str = "constant"
+    temperature_end: float | None = None
+    alpha_schedule: str = "constant"
+    alpha_end: float | None = None
+    feature_schedule: str = "constant"
+    feature_scale_end: float | None = None
     lr: float | None = None  # None: 1e-3 for a student trained from (projected-)random weights, 1e-4 otherwise
     epochs: float = 3.0
     batch_size: int = 32
@@ -55,12 +75,20 @@ class RunConfig:
     prune: bool = True
     prune_heads: float = 0.5
     prune_ffn: float = 0.5
+    prune_hidden: float | None = None
+    prune_layers: int | None = None
+    prune_importance: str = "magnitude"
+    prune_steps: int = 1
+    importance_batches: int = 8
     recover_epochs: float = 1.0
     quantize: bool = True
     latency_seq: int = 128
     latency_threads: int = 2
     latency_runs: int = 30
     device: str = "auto"
+    min_retention: float | None = None
+    max_latency_ms: float | None = None
+    max_size_mb: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_seq_length < 8:
@@ -72,12 +100,19 @@ class RunConfig:
         self.distill_config()
         self.train_config()
         if self.prune:
-            from compress import PruneConfig
+            self.prune_config()
+            if self.prune_steps < 1:
+                raise ConfigError(f"--prune-steps {self.prune_steps} must be ≥ 1", "use 1 for one-shot pruning")
 
-            PruneConfig(heads=self.prune_heads, ffn=self.prune_ffn)
+    def prune_config(self):
+        from compress import PruneConfig
+
+        return PruneConfig(heads=self.prune_heads, ffn=self.prune_ffn, hidden=self.prune_hidden,
+                           layers=self.prune_layers, importance=self.prune_importance)
 
     def distill_config(self) -> DistillConfig:
-        return DistillConfig(self.temperature, self.alpha, self.hidden_weight)
+        names = {f.name for f in fields(DistillConfig)}
+        return DistillConfig(**{k: v for k, v in asdict(self).items() if k in names})
 
     def train_config(self, **changes) -> TrainConfig:
         base = TrainConfig(lr=self.lr or 1e-4, epochs=self.epochs, batch_size=self.batch_size, seed=self.seed,
@@ -216,10 +251,15 @@ def stage_teacher(ctx: Context, teacher, force: bool = False) -> tuple[object, s
 
 
 def _objective(ctx: Context, student, teacher) -> Objective:
+    """The loss for distilling ``teacher`` into ``student``, with unsupported terms turned off (and said so)."""
     layers = uniform_layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
-    return Objective(ctx.cfg.distill_config(), regression=ctx.task.is_regression,
-                     student_width=student.config.hidden_size, teacher_width=teacher.config.hidden_size,
-                     layer_map=layers)
+    config, messages = disable_unsupported(ctx.cfg.distill_config(),
+                                           supported_losses(student.config, teacher.config, same_tokenizer=True))
+    for message in messages:
+        info(f"  note: {message}")
+    return Objective(config, regression=ctx.task.is_regression, student_width=student.config.hidden_size,
+                     teacher_width=teacher.config.hidden_size, layer_map=layers,
+                     student_heads=student.config.num_attention_heads)
 
 
 def stage_student(ctx: Context, teacher):
@@ -249,28 +289,48 @@ def stage_student(ctx: Context, teacher):
     return student
 
 
-def stage_prune(ctx: Context, student, teacher):
-    """Prune heads (with hidden width) and FFN neurons, then recover by a short distillation; save it."""
-    from compress import PruneConfig, prune_model
+def prune_and_recover(ctx: Context, model, teacher, prune_config, steps: int = 1, lr: float | None = None):
+    """Prune ``model`` in ``steps`` steps from 0 to the target, each followed by distillation recovery.
+
+    Returns the last PruneReport; ``ctx.history["prune_steps"]`` records widths and the dev metric after each step.
+    """
+    from compress import kd_loss_fn, prune_model, step_configs
 
     cfg = ctx.cfg
-    pruned = copy.deepcopy(student).to("cpu").eval()
-    example = next(iter(ctx.dev_loader))
-    example = {k: v[:2] for k, v in example.items() if k != "labels"}
-    report = prune_model(pruned, PruneConfig(heads=cfg.prune_heads, ffn=cfg.prune_ffn), example)
-    for note in report.notes:
-        info(f"  note: {note}")
-    info(f"  pruned {report.params_before:,} → {report.params_after:,} params "
-         f"(heads {report.heads_before}→{report.heads_after}, hidden {report.hidden_before}→{report.hidden_after}, "
-         f"FFN {report.ffn_before}→{report.ffn_after})")
-    if cfg.recover_epochs > 0:
-        result = fit(pruned, _objective(ctx, pruned, teacher), ctx.train_loader,
-                     cfg.train_config(epochs=cfg.recover_epochs, lr=ctx.student_lr), teacher=teacher,
-                     evaluate=evaluator(ctx.task, ctx.dev_loader, cfg.device), metric=ctx.task.main_metric,
-                     description="recover")
-        ctx.history["pruned"] = result.history
-    _save_model(pruned.to("cpu"), ctx.tokenizer, ctx.out / "pruned")
+    batches = list(islice(iter(ctx.train_loader), cfg.importance_batches))
+    example = {k: v[:2] for k, v in batches[0].items()}
+    loss_fn = kd_loss_fn(teacher, cfg.temperature) if prune_config.importance == "distillation" else None
+    evaluate = evaluator(ctx.task, ctx.dev_loader, cfg.device)
+    ctx.history["prune_steps"] = []
+    report = None
+    for i, step in enumerate(step_configs(prune_config, steps, n_layers=model.config.num_hidden_layers), 1):
+        model.to("cpu").eval()
+        report = prune_model(model, step, example, batches=batches, loss_fn=loss_fn)
+        for note in report.notes:
+            info(f"  note: {note}")
+        info(f"  step {i}/{steps}: {report.params_before:,} → {report.params_after:,} params (layers "
+             f"{report.layers_before}→{report.layers_after}, heads {report.heads_before}→{report.heads_after}, "
+             f"hidden {report.hidden_before}→{report.hidden_after}, FFN {report.ffn_before}→{report.ffn_after})")
+        record = {"step": i, "params": report.params_after, "per_layer": report.per_layer}
+        if cfg.recover_epochs > 0 and teacher is not None:
+            result = fit(model, _objective(ctx, model, teacher), ctx.train_loader,
+                         cfg.train_config(epochs=cfg.recover_epochs / steps, lr=lr), teacher=teacher,
+                         evaluate=evaluate, metric=ctx.task.main_metric, description=f"recover {i}/{steps}")
+            ctx.history.setdefault("pruned", []).extend(result.history)
+        record["metric"] = evaluate(model)[ctx.task.main_metric]
+        ctx.history["prune_steps"].append(record)
     ctx.history["prune_report"] = report.to_dict()
+    return report
+
+
+def stage_prune(ctx: Context, student, teacher):
+    """Prune a copy of the student (heads with hidden width and FFN neurons by default), recover, and save it."""
+    from compress import save_pruned
+
+    pruned = copy.deepcopy(student).to("cpu").eval()
+    prune_and_recover(ctx, pruned, teacher, ctx.cfg.prune_config(), ctx.cfg.prune_steps, lr=ctx.student_lr)
+    with staged_dir(ctx.out / "pruned") as tmp:
+        save_pruned(pruned.to("cpu"), tmp, ctx.tokenizer)
     return pruned
 
 
@@ -284,13 +344,14 @@ def stage_quantize(ctx: Context, model) -> Path:
     return ctx.out / "int8" / "model.onnx"
 
 
-def stage_score(ctx: Context, teacher, teacher_path: str, models: dict) -> list[StageScore]:
+def stage_score(ctx: Context, teacher, teacher_path: str, models: dict) -> tuple[list[StageScore], dict]:
     """Score teacher, student, pruned and int8 on dev; measure size and CPU latency of each."""
     cfg = ctx.cfg
     vocab = teacher.config.vocab_size
     lat = {"seq": cfg.latency_seq, "threads": cfg.latency_threads, "runs": cfg.latency_runs}
     t_logits, labels = predict(teacher, ctx.dev_loader, cfg.device)
     rows: list[StageScore] = []
+    predictions: dict[str, list] = {}
     teacher_metric = None
     for name, obj in [("teacher", teacher), *models.items()]:
         if isinstance(obj, Path):
@@ -309,10 +370,12 @@ def stage_score(ctx: Context, teacher, teacher_path: str, models: dict) -> list[
             latency = torch_latency_ms(obj, **lat)
         row = score_stage(name, ctx.task, logits, labels, t_logits, teacher_metric, params=params, size_mb=size,
                           latency_ms=latency, path=path)
+        row.latencies_ms = {"onnxruntime" if isinstance(obj, Path) else "torch": row.latency_ms}
+        predictions[name] = dev_predictions(ctx.task, logits)
         teacher_metric = row.metric if teacher_metric is None else teacher_metric
         info(f"  {name}: {ctx.task.main_metric} {row.metric:.4f}, {row.latency_ms:.2f} ms")
         rows.append(row)
-    return rows
+    return rows, predictions
 
 
 def _start(cfg: RunConfig, need_student: bool = True):
@@ -362,14 +425,71 @@ def run(cfg: RunConfig) -> dict:
         with _timed(ctx, "quantize"):
             models["int8"] = stage_quantize(ctx, final)
     with _timed(ctx, "score"):
-        rows = stage_score(ctx, teacher_model, teacher_path, models)
+        rows, predictions = stage_score(ctx, teacher_model, teacher_path, models)
     report = {"task": ctx.task.name, "metric_name": ctx.task.main_metric,
               "stages": [r.to_dict() for r in rows], "latency_seq": cfg.latency_seq,
               "latency_threads": cfg.latency_threads, "latency_runs": cfg.latency_runs,
               "stage_seconds": ctx.seconds, "wall_seconds": round(time.perf_counter() - start, 2),
-              "history": ctx.history, "settings": asdict(cfg)}
-    write_report(out_dir, report)
+              "history": ctx.history, "settings": asdict(cfg), "predictions": predictions,
+              "label_names": list(ctx.task.label_names)}
+    report = write_report(out_dir, report)
     out.print(render_table(report))
     info(f"report written to {out_dir / 'report.md'} ({report['wall_seconds']:.0f} s)")
     return report
 
+
+
+def prune_only(cfg: RunConfig, model_dir: str) -> dict:
+    """``distill prune``: prune any HF model dir (bare encoder or task model), optionally recovering from a teacher.
+
+    ``cfg.teacher`` empty means no recovery; taylor importance and recovery read the task data.
+    """
+    from transformers import AutoTokenizer
+
+    from compress import load_pruned, prune_model, save_pruned
+    from teachers import load_teacher
+    from teachers.loading import check_model_dir
+
+    check_model_dir(Path(model_dir))
+    prune_config = cfg.prune_config()
+    has_data = bool(cfg.task or cfg.data)
+    if prune_config.importance != "magnitude" and not has_data:
+        raise ConfigError(f"--importance {prune_config.importance} needs gradients from task data",
+                          "pass --task/--data, or use --importance magnitude")
+    if cfg.teacher and not has_data:
+        raise ConfigError("recovery from --teacher needs training data", "pass --task/--data, or drop --teacher")
+    if prune_config.importance == "distillation" and not cfg.teacher:
+        raise ConfigError("--importance distillation needs a --teacher", "pass --teacher DIR or use taylor")
+    try:
+        model = load_pruned(model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except DistillError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"cannot load '{model_dir}' ({exc.__class__.__name__})",
+                         "pass a Hugging Face model directory with safetensors weights and a tokenizer") from None
+    out_dir = Path(cfg.output_dir)
+    check_output_dir(out_dir, cfg.overwrite)
+    if has_data:
+        task = get_task(cfg.task) if cfg.task else None
+        splits = load_splits(task, cfg.data, text_columns=tuple(cfg.text_columns) if cfg.text_columns else None,
+                             label_column=cfg.label_column, max_train_samples=cfg.max_train_samples, seed=cfg.seed)
+        teacher = load_teacher(cfg.teacher, splits.task).model if cfg.teacher else None
+        ctx = Context(cfg, splits.task, splits, tokenizer, out_dir)
+        ctx.train_loader = make_loader(tokenize(splits.train, tokenizer, cfg.max_seq_length), tokenizer,
+                                       cfg.batch_size, shuffle=True, seed=cfg.seed)
+        ctx.dev_loader = make_loader(tokenize(splits.dev, tokenizer, cfg.max_seq_length), tokenizer,
+                                     cfg.batch_size * 2, shuffle=False)
+        report = prune_and_recover(ctx, model, teacher, prune_config, cfg.prune_steps, lr=cfg.lr or 1e-4)
+        history = ctx.history
+    else:
+        example = dict(tokenizer(["a short example sentence .", "another one"], padding=True, return_tensors="pt"))
+        report = prune_model(model.eval(), prune_config, example)
+        history = {}
+    if cfg.overwrite:
+        _clear_output_dir(out_dir, keep=())
+    with staged_dir(out_dir) as tmp:
+        save_pruned(model.to("cpu"), tmp, tokenizer)
+        write_json(tmp / "prune_report.json", {**report.to_dict(), "history": history, "source": model_dir})
+    info(f"pruned {report.params_before:,} → {report.params_after:,} params; written to {out_dir}")
+    return report.to_dict()

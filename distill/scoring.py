@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from distill.evaluation import compute_metrics, predictions_from_logits
+from distill.report import kl_to_teacher
 from distill.tasks import Task
 
 
@@ -23,6 +24,8 @@ class StageScore:
     latency_ms: float
     path: str
     metrics: dict[str, float] = field(default_factory=dict)
+    kl_to_teacher: float | None = None
+    latencies_ms: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,4 +50,4 @@ def score_stage(name: str, task: Task, logits: np.ndarray, labels: np.ndarray, t
     base = value if teacher_metric is None else teacher_metric
     retention = value / base if base else 0.0
     return StageScore(name, value, retention, agreement(task, logits, teacher_logits), params, round(size_mb, 3),
-                      round(latency_ms, 3), path, metrics)
+                      round(latency_ms, 3), path, metrics, kl_to_teacher(task, logits, teacher_logits))

@@ -24,7 +24,8 @@ def run_dir(tmp_path_factory):
                  "--output-dir", str(out), "--epochs", "2", "--teacher-epochs", "2", "--batch-size", "16",
                  "--max-seq-length", "32", "--latency-runs", "3", "--quiet"])
     assert code == 0
-    assert time.perf_counter() - start < 60
+    # Wall time is reported, not asserted (speed is checked by experiments/bench, never by timed unit tests).
+    print(f"tiny end-to-end run: {time.perf_counter() - start:.1f} s")
     return out
 
 
@@ -120,3 +121,17 @@ def test_finetune_teacher_then_run_reuses_it(tmp_path, capsys):
     assert "reusing the fine-tuned teacher" in capsys.readouterr().err
     stages = [s["name"] for s in json.loads((out / "report.json").read_text())["stages"]]
     assert stages == ["teacher", "student"]
+
+
+def test_report_command_and_gates(run_dir: Path, capsys):
+    assert (run_dir / "report.html").is_file()
+    report = json.loads((run_dir / "report.json").read_text())
+    assert set(report["predictions"]) == {"teacher", "student", "pruned", "int8"}
+    assert all(s["kl_to_teacher"] is not None and s["kl_to_teacher"] >= 0 for s in report["stages"])
+    (run_dir / "report.html").unlink()
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "report.html").is_file()
+    capsys.readouterr()
+    assert main(["report", str(run_dir), "--min-retention", "1.5", "--max-size-mb", "0.0001"]) == 1
+    err = capsys.readouterr().err
+    assert "gate failed" in err and "--min-retention" in err and "--max-size-mb" in err

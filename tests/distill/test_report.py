@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from rich.console import Console
 
 from distill.report import render_table, to_markdown, write_report
@@ -27,3 +28,102 @@ def test_rich_table_lists_every_stage():
     console.print(render_table(REPORT))
     text = console.export_text()
     assert "teacher" in text and "int8" in text and "10.0×" in text
+
+
+def _task(num_labels=2):
+    from distill.tasks import Task
+
+    return Task("t", num_labels=num_labels)
+
+
+def _rich_report():
+    """REPORT with KL, per-backend latency and the environment."""
+    stages = [{**s, "kl_to_teacher": kl, "latencies_ms": {b: s["latency_ms"]}}
+              for s, kl, b in zip(REPORT["stages"], (0.0, 0.25), ("torch", "onnxruntime"), strict=True)]
+    return {**REPORT, "stages": stages}
+
+
+def test_kl_to_teacher_is_mean_kl_of_softmaxes():
+    import numpy as np
+
+    from distill.report import kl_to_teacher
+
+    teacher = np.array([[2.0, 0.0], [0.0, 1.0]])
+    assert kl_to_teacher(_task(), teacher, teacher) == pytest.approx(0.0, abs=1e-12)
+    p, q = np.array([0.8, 0.2]), np.array([0.5, 0.5])
+    one = kl_to_teacher(_task(), np.log(q)[None], np.log(p)[None])
+    assert one == pytest.approx(float((p * np.log(p / q)).sum()))
+    assert kl_to_teacher(_task(1), np.zeros((3, 1)), np.ones((3, 1))) is None
+
+
+def test_dev_predictions_are_plain_ints():
+    import numpy as np
+
+    from distill.report import dev_predictions
+
+    preds = dev_predictions(_task(), np.array([[0.1, 0.9], [2.0, 1.0]], dtype=np.float32))
+    assert preds == [1, 0] and all(type(p) is int for p in preds)
+    json.dumps(preds)
+
+
+def test_gates_on_the_final_stage():
+    from distill.report import check_gates
+
+    assert check_gates(REPORT) == []
+    assert check_gates(REPORT, min_retention=0.97, max_latency_ms=2.0, max_size_mb=0.5) == []
+    lines = check_gates(REPORT, min_retention=0.99, max_latency_ms=1.5, max_size_mb=0.25)
+    assert lines == ["gate failed: int8 retention 0.9778 < --min-retention 0.99",
+                     "gate failed: int8 latency 2 ms > --max-latency-ms 1.5",
+                     "gate failed: int8 size 0.5 MB > --max-size-mb 0.25"]
+    assert check_gates(REPORT, max_size_mb=1, stage="teacher") == ["gate failed: teacher size 4 MB > --max-size-mb 1"]
+    assert "no stage 'nope'" in check_gates(REPORT, min_retention=0.5, stage="nope")[0]
+
+
+def test_pareto_front_and_confusion():
+    from distill.report import confusion, confusion_matrices, pareto_front
+
+    assert pareto_front([(4.0, 0.9), (0.5, 0.88), (1.0, 0.85), (0.5, 0.88)]) == [True, True, False, True]
+    assert confusion([0, 0, 1, 1], [0, 1, 1, 1], 2) == [[1, 1], [0, 2]]
+    preds = {"teacher": [0, 1, 1], "int8": [0, 0, 1]}
+    assert confusion_matrices({**REPORT, "predictions": preds}) == {"int8": [[1, 0], [1, 1]]}
+    assert confusion_matrices({**REPORT, "predictions": {"teacher": [0.5], "int8": [0.4]}}) == {}
+
+
+def test_kl_and_backend_columns_appear_only_when_measured():
+    md = to_markdown(_rich_report(), env={"python": "3.11", "packages": {"torch": "2.13"}})
+    assert "| stage | metric | retention | agreement | KL to teacher | params | size MB | latency torch ms | " \
+           "latency onnxruntime ms | speedup | path |" in md
+    assert "| int8 | 0.8800 | 97.8% | 95.0% | 0.2500 | 100 | 0.50 | — | 2.00 | 10.0× | int8 |" in md
+    assert "- packages.torch: 2.13" in md
+    assert "KL to teacher" not in to_markdown(REPORT)
+
+
+def test_write_report_writes_three_self_contained_files(tmp_path):
+    (tmp_path / "env.json").write_text(json.dumps({"python": "3.11.7", "device": "cpu"}))
+    written = write_report(tmp_path, {**_rich_report(), "history": {"student": [{"epoch": 1, "loss": 1.0}]}})
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data == json.loads(json.dumps(written))
+    assert data["environment"]["device"] == "cpu" and [s["speedup"] for s in data["stages"]] == [1.0, 10.0]
+    page = (tmp_path / "report.html").read_text()
+    assert "://" not in page and "<script" not in page
+    assert page.count('src="data:image/png;base64,') == 2  # Pareto and training curves; no pruning, no predictions
+    assert 'id="plot-pruning"' not in page and 'id="plot-confusion"' not in page
+    assert 'data-key="kl_to_teacher" data-value="0.25">0.2500</td>' in page
+    assert "3.11.7" in page and "distil" in page
+    assert write_report(tmp_path, data) == written  # regenerating from report.json changes nothing
+
+
+def test_html_escapes_text():
+    from distill.report import render_html
+
+    page = render_html({**REPORT, "settings": {"note": "<b>&"}}, env={})
+    assert "&lt;b&gt;&amp;" in page and "<b>&" not in page
+
+
+def test_matplotlib_loads_only_for_plots():
+    import subprocess
+    import sys
+
+    code = "import sys, distill.report, distill.compare; print('matplotlib' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.stdout.strip() == "False", res.stderr
