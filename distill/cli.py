@@ -88,7 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="the whole pipeline: teacher → student → prune → INT8 → report",
                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE_RUN)
-    run.add_argument("--teacher", required=True, help="alias (bert-base, bert-large, minilm, ...), model dir or Hub id")
+    run.add_argument("--config", help="a YAML recipe (only changes from the defaults), e.g. "
+                                      "experiments/recipes/sst2-mini.yaml")
+    run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override one recipe value, e.g. --set train.lr=5e-5 (repeatable)")
+    run.add_argument("--teacher", help="alias (bert-base, bert-large, minilm, ...), model dir or Hub id")
     run.add_argument("--student", default="tiny", help="preset (tiny, mini, small, medium), model dir or Hub id")
     run.add_argument("--init", default="auto", choices=("auto", "random", "teacher-layers", "teacher-embeddings"),
                      help="student init: teacher-layers copies every k-th teacher layer (equal widths only), "
@@ -161,18 +165,43 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--output-dir", help="where a comparison goes (default: the runs' common parent)")
     _gate_args(rp)
     rp.set_defaults(func=cmd_report)
+
+    ps = sub.add_parser("presets", help="list student presets, teacher aliases, tasks and quantization targets",
+                        epilog="example:\n  distill presets", formatter_class=argparse.RawDescriptionHelpFormatter)
+    ps.set_defaults(func=cmd_presets)
+    en = sub.add_parser("env", help="versions, CPU features and GPU of this machine (paste it into bug reports)",
+                        epilog="example:\n  distill env", formatter_class=argparse.RawDescriptionHelpFormatter)
+    en.set_defaults(func=cmd_env)
     return parser
 
 
+def _explicit(args: argparse.Namespace) -> dict:
+    """Flags the user actually typed (values that differ from the parser's defaults)."""
+    parser = args._parser
+    return {k: v for k, v in vars(args).items() if v is not None and v != parser.get_default(k)}
+
+
 def _run_config(args: argparse.Namespace, **fixed):
+    """defaults < recipe (--config) < typed flags < --set, checked by RunConfig."""
     from dataclasses import fields
 
+    from distill.core.errors import ConfigError
     from distill.pipeline import RunConfig
+    from distill.recipe import load_recipe, parse_overrides
 
     names = {f.name for f in fields(RunConfig)}
     values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if getattr(args, "config", None):
+        values.update(load_recipe(args.config))
+        values.update({k: v for k, v in _explicit(args).items() if k in names})
+    values.update(parse_overrides(getattr(args, "set", [])))
     values.update(fixed)
-    return RunConfig(**values)
+    if not values.get("teacher") and "teacher" not in fixed:
+        raise ConfigError("no teacher given", "pass --teacher NAME_OR_DIR or set teacher.name in the recipe")
+    try:
+        return RunConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(f"bad setting ({exc})", "check the recipe and flags") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -203,6 +232,73 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_presets(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from distill.core.console import out
+    from distill.tasks import TASKS
+    from students import PRESETS
+    from teachers import TEACHERS
+
+    students = Table(title="student presets (BERT; vocabulary and positions from the teacher)")
+    for col in ("name", "layers", "hidden", "heads", "FFN", "params (30,522-token vocab)"):
+        students.add_column(col)
+    for name, p in PRESETS.items():
+        emb = 30522 * p.hidden + 512 * p.hidden + 2 * p.hidden + 2 * p.hidden
+        layer = 4 * (p.hidden * p.hidden + p.hidden) + 2 * p.hidden * p.ffn + p.ffn + p.hidden + 4 * p.hidden
+        params = emb + p.layers * layer + p.hidden * p.hidden + p.hidden
+        students.add_row(name, str(p.layers), str(p.hidden), str(p.heads), str(p.ffn), f"{params / 1e6:.1f}M")
+    teachers = Table(title="teacher aliases")
+    teachers.add_column("alias")
+    teachers.add_column("source")
+    for name, source in TEACHERS.items():
+        teachers.add_row(name, source if isinstance(source, str) else (source.__doc__ or "").strip())
+    tasks = Table(title="tasks")
+    for col in ("name", "text columns", "labels", "metrics"):
+        tasks.add_column(col)
+    for name, t in TASKS.items():
+        tasks.add_row(name, ", ".join(t.text_columns), "regression" if t.is_regression else str(t.num_labels),
+                      ", ".join(t.metrics))
+    for table in (students, teachers, tasks, *_target_tables()):
+        out.print(table)
+    return 0
+
+
+def _target_tables():
+    from rich.table import Table
+
+    try:
+        from compress.targets import TARGETS, detect_target
+    except ImportError:
+        return []
+    default = detect_target()
+    table = Table(title=f"quantization targets (this machine: {default})")
+    table.add_column("target")
+    table.add_column("settings")
+    for name, target in TARGETS.items():
+        table.add_row(name, target.about)
+    return [table]
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    import json
+
+    from distill.core.console import out
+    from distill.core.runtime import environment_info
+
+    info = environment_info()
+    try:
+        from compress.targets import cpu_flags, detect_target
+
+        flags = cpu_flags()
+        info["cpu_features"] = sorted(f for f in flags if f.startswith(("avx", "amx", "sse4", "fma", "neon", "asimd")))
+        info["quantization_target"] = detect_target()
+    except ImportError:
+        pass
+    out.print_json(json.dumps(info, default=str))
+    return 0
+
+
 def cmd_finetune_teacher(args: argparse.Namespace) -> int:
     from distill.pipeline import finetune_only
 
@@ -214,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "command", None):
+        args._parser = parser._subparsers._group_actions[0].choices[args.command]
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

