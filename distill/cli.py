@@ -53,6 +53,12 @@ def _output_args(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--output-dir", default=default, help=f"where to write (default {default})")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output dir")
     p.add_argument("--quiet", action="store_true", help="no progress output, only the final table")
+    g = p.add_argument_group("safety")
+    g.add_argument("--offline", action="store_true", help="no network access at all (Hub lookups fail fast)")
+    g.add_argument("--allow-pickle", action="store_true",
+                   help="also load pickle checkpoints (pytorch_model.bin), which can run code: trusted files only")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="run modelling code shipped with a checkpoint: trusted sources only")
 
 
 def _gate_args(p: argparse.ArgumentParser) -> None:
@@ -319,10 +325,16 @@ def main(argv: list[str] | None = None) -> int:
     from distill.core.console import configure_logging, console, set_quiet
     from distill.core.errors import DistillError
 
+    from distill.core.runtime import LoadPolicy, go_offline, using_load_policy
+
     configure_logging(args.log_level)
     set_quiet(getattr(args, "quiet", False))
+    if getattr(args, "offline", False):
+        go_offline()
+    policy = LoadPolicy(getattr(args, "allow_pickle", False), getattr(args, "trust_remote_code", False))
     try:
-        return args.func(args)
+        with using_load_policy(policy):
+            return args.func(args)
     except DistillError as exc:
         console.print(exc.line(), style="bold red", highlight=False, markup=False, soft_wrap=True)
         return exc.exit_code

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from distill.core.errors import ConfigError, ModelError
+from distill.core.runtime import load_policy
 from students.presets import PRESETS, StudentPreset
 
 # Settings copied from the teacher so the student reads the same token ids and predicts the same labels.
@@ -34,7 +35,8 @@ def load_student(source: str, teacher_config):
     kwargs = {k: getattr(teacher_config, k) for k in ("num_labels", "id2label", "label2id", "problem_type")
               if getattr(teacher_config, k, None) is not None}
     try:
-        return AutoModelForSequenceClassification.from_pretrained(source, use_safetensors=True, **kwargs)
+        return AutoModelForSequenceClassification.from_pretrained(source, **load_policy().from_pretrained_kwargs(),
+                                                                  **kwargs)
     except Exception as exc:
         raise ModelError(f"cannot load student '{source}' ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})",
                          "pass a preset name or a Hugging Face model directory with safetensors weights") from None

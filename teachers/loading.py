@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from distill.core.errors import ModelError, UnknownNameError
+from distill.core.runtime import load_policy
 from distill.tasks import Task
 from teachers.registry import TEACHERS
 
@@ -39,15 +41,19 @@ def resolve_model_source(name: str, kind: str = "teacher", registry=TEACHERS) ->
 
 
 def check_model_dir(path: Path) -> None:
-    """A model dir needs config.json and safetensors weights (pickle checkpoints are refused)."""
+    """A model dir needs config.json and safetensors weights (pickle checkpoints only with --allow-pickle)."""
     if not path.is_dir():
         raise ModelError(f"'{path}' is not a directory", "pass a Hugging Face model directory")
     if not (path / "config.json").is_file():
         raise ModelError(f"'{path}' has no config.json", "pass a directory written by save_pretrained")
     if not any((path / f).is_file() for f in WEIGHT_FILES):
         if any((path / f).is_file() for f in PICKLE_FILES):
+            if load_policy().allow_pickle:
+                warnings.warn(f"loading pickle weights from '{path}' (--allow-pickle): they can run code on load",
+                              stacklevel=2)
+                return
             raise ModelError(f"'{path}' has only pickle weights (pytorch_model.bin), which can run code on load",
-                             "convert it with model.save_pretrained(dir) (safetensors)")
+                             "convert it with model.save_pretrained(dir) (safetensors), or pass --allow-pickle")
         raise ModelError(f"'{path}' has no model weights", "pass a directory with model.safetensors")
 
 
@@ -64,7 +70,7 @@ def load_config(source: str):
 
     _quiet_transformers()
     try:
-        return AutoConfig.from_pretrained(source)
+        return AutoConfig.from_pretrained(source, trust_remote_code=load_policy().trust_remote_code)
     except Exception as exc:
         raise ModelError(f"cannot load the config of '{source}' ({exc.__class__.__name__})",
                          "check the name, your connection, or pass a local model directory") from None
@@ -92,8 +98,8 @@ def load_teacher(name: str, task: Task) -> LoadedTeacher:
         kwargs["problem_type"] = "regression"
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            source, output_loading_info=True, use_safetensors=True, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+            source, output_loading_info=True, **load_policy().from_pretrained_kwargs(), **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=load_policy().trust_remote_code)
     except ModelError:
         raise
     except Exception as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -57,3 +58,52 @@ def environment_info(seed: int | None = None, device: str = "auto") -> dict:
     if dev.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(dev)
     return info
+
+
+@dataclass(frozen=True)
+class LoadPolicy:
+    """What checkpoint loading may do: pickle weights and remote code are refused unless asked for."""
+
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+    def from_pretrained_kwargs(self) -> dict:
+        """Keyword arguments for every ``from_pretrained`` call (safetensors only, unless pickles are allowed)."""
+        kwargs = {"trust_remote_code": self.trust_remote_code}
+        if not self.allow_pickle:
+            kwargs["use_safetensors"] = True
+        return kwargs
+
+
+_POLICY = [LoadPolicy()]
+
+
+def load_policy() -> LoadPolicy:
+    return _POLICY[-1]
+
+
+@contextlib.contextmanager
+def using_load_policy(policy: LoadPolicy):
+    """Apply ``policy`` to every checkpoint load inside the block."""
+    _POLICY.append(policy)
+    try:
+        yield policy
+    finally:
+        _POLICY.pop()
+
+
+def go_offline() -> None:
+    """No network at all: the Hugging Face libraries' offline switches, and any socket connect raises."""
+    import socket
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ[var] = "1"
+
+    def refuse(self, address, *args, **kwargs):
+        if isinstance(address, str) or (isinstance(address, tuple) and str(address[0]) in ("127.0.0.1", "::1")):
+            return _connect(self, address, *args, **kwargs)  # local IPC (e.g. torch's own helpers) stays allowed
+        raise OSError(f"network access refused by --offline (connect to {address})")
+
+    _connect = socket.socket.connect
+    if getattr(socket.socket.connect, "__name__", "") != "refuse":
+        socket.socket.connect = refuse
