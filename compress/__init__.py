@@ -18,10 +18,19 @@ from compress.prune_schedule import step_ratios as step_ratios
 
 # --- end pruning ---
 # --- quantization (compress/quantize.py; onnx / onnxruntime are imported lazily inside its functions) ---
+from compress.qat import export_qat_onnx as export_qat_onnx
+from compress.qat import prepare_qat as prepare_qat
+from compress.qat import strip_qat as strip_qat
+from compress.quantize import CALIBRATIONS as CALIBRATIONS
 from compress.quantize import QUANTIZERS as QUANTIZERS
 from compress.quantize import QuantizeConfig as QuantizeConfig
 from compress.quantize import QuantizeReport as QuantizeReport
 from compress.quantize import export_onnx as export_onnx
 from compress.quantize import quantize_model as quantize_model
+from compress.speed import speed_check as speed_check
+from compress.targets import TARGETS as TARGETS
+from compress.targets import detect_target as detect_target
+from compress.tolerance import ToleranceReport as ToleranceReport
+from compress.tolerance import quantize_with_tolerance as quantize_with_tolerance
 
 # --- end quantization ---

@@ -22,6 +22,15 @@ EXAMPLE_REPORT = """examples:
   distill report runs/sst2-tiny runs/sst2-mini runs/sst2-small     # compare, one Pareto plot
   distill report runs/sst2-mini --min-retention 0.97 --max-latency-ms 5   # exit 1 if a gate fails"""
 
+EXAMPLE_QUANTIZE = """examples:
+  distill quantize runs/sst2-tiny/pruned --output-dir runs/tiny-int8                      # dynamic INT8
+  distill quantize runs/sst2-tiny/pruned --mode static --calibration-data ../shared/data/SST-2 \\
+      --calibration percentile --target avx512_vnni --output-dir runs/tiny-int8-static"""
+
+EXAMPLE_EVAL = """example:
+  distill eval runs/sst2-tiny/student runs/sst2-tiny/int8/model.onnx --teacher runs/sst2-tiny/teacher \\
+      --task sst2 --data ../shared/data/SST-2"""
+
 EXAMPLE_FT = """example:
   distill finetune-teacher --teacher minilm --task sst2 --data ../shared/data/SST-2 --output-dir runs/minilm-sst2"""
 
@@ -134,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--recover-epochs", type=float, default=1.0, help="distillation epochs after pruning (1)")
     g.add_argument("--no-prune", dest="prune", action="store_false", help="skip pruning")
     g.add_argument("--no-quantize", dest="quantize", action="store_false", help="skip INT8 quantization")
+    g.add_argument("--quantize-mode", default="dynamic", choices=("dynamic", "static"),
+                   help="dynamic INT8, or static INT8 (QDQ) calibrated on training batches (dynamic)")
+    g.add_argument("--quantize-target", help="avx512_vnni, avx2 or arm64 (default: detected from this CPU)")
+    g.add_argument("--calibration", default="minmax", choices=("minmax", "percentile", "entropy"),
+                   help="static calibration method (minmax)")
+    g.add_argument("--calibration-samples", type=int, default=128, help="rows used for calibration (128)")
+    g.add_argument("--max-int8-drop", type=float,
+                   help="accuracy-aware INT8: keep the most sensitive layers FP32 until the drop ≤ this (e.g. 0.01)")
+    g.add_argument("--qat", action="store_true", help="quantization-aware distillation instead of post-training")
     g.add_argument("--latency-runs", type=int, default=30, help="timed runs per latency measurement (30)")
     _gate_args(run)
     _output_args(run, "runs/distill")
@@ -164,6 +182,34 @@ def build_parser() -> argparse.ArgumentParser:
     _common_train_args(pr, 1e-4, 1.0, "recovery")
     _output_args(pr, "runs/pruned")
     pr.set_defaults(func=cmd_prune)
+
+    qz = sub.add_parser("quantize", help="INT8 ONNX bundle of any model dir (dynamic, or static with calibration)",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE_QUANTIZE)
+    qz.add_argument("model_dir", help="a Hugging Face model dir (bare encoder or with a task head)")
+    qz.add_argument("--mode", dest="quantize_mode", default="dynamic", choices=("dynamic", "static"))
+    qz.add_argument("--target", dest="quantize_target", help="avx512_vnni, avx2 or arm64 (default: this CPU's)")
+    qz.add_argument("--calibration", default="minmax", choices=("minmax", "percentile", "entropy"))
+    qz.add_argument("--calibration-samples", type=int, default=128, help="rows used for calibration (128)")
+    qz.add_argument("--calibration-data", dest="data", help="local data (same formats as run --data)")
+    qz.add_argument("--task", help="task of --calibration-data when it is a GLUE dir (e.g. mrpc)")
+    qz.add_argument("--text-column", "--text-columns", dest="text_columns", nargs="+")
+    qz.add_argument("--label-column")
+    qz.add_argument("--max-seq-length", type=int, default=128)
+    qz.add_argument("--latency-runs", type=int, default=30)
+    _output_args(qz, "runs/int8")
+    qz.set_defaults(func=cmd_quantize)
+
+    ev = sub.add_parser("eval", help="score model dirs and ONNX files against a teacher on the dev set",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE_EVAL)
+    ev.add_argument("models", nargs="+", metavar="MODEL", help="model dirs or .onnx files")
+    ev.add_argument("--teacher", required=True, help="alias, model dir or Hub id with a trained head")
+    _common_data_args(ev)
+    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--latency-runs", type=int, default=30)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--json", dest="json_out", help="also write the scores to this JSON file")
+    ev.add_argument("--offline", action="store_true", help="no network access at all")
+    ev.set_defaults(func=cmd_eval)
 
     rp = sub.add_parser("report", help="rewrite a run's report.{json,md,html}; compare several runs side by side",
                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE_REPORT)
@@ -305,6 +351,23 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from distill.pipeline import quantize_only
+
+    quantize_only(_run_config(args, teacher="", student=args.model_dir), args.model_dir)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from distill.core.artifacts import write_json
+    from distill.pipeline import eval_only
+
+    report = eval_only(_run_config(args, output_dir="."), args.models)
+    if args.json_out:
+        write_json(args.json_out, report)
+    return 0
+
+
 def cmd_finetune_teacher(args: argparse.Namespace) -> int:
     from distill.pipeline import finetune_only
 
@@ -324,7 +387,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from distill.core.console import configure_logging, console, set_quiet
     from distill.core.errors import DistillError
-
     from distill.core.runtime import LoadPolicy, go_offline, using_load_policy
 
     configure_logging(args.log_level)

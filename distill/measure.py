@@ -145,3 +145,26 @@ def _as_int64(value: torch.Tensor | np.ndarray) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     return np.ascontiguousarray(value, dtype=np.int64)
+
+
+def onnx_text_dims(path: Path) -> dict[str, int | None]:
+    """Vocabulary, hidden width and position-table size of an exported text model, so latency inputs fit it."""
+    # read from the embedding tables; None where a table is not found
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    # a quantized table reaches its Gather through DequantizeLinear: follow it back to the initializer
+    source = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    dims: dict[str, int | None] = {"vocab_size": None, "hidden_size": None, "max_positions": None}
+    for node in graph.node:
+        if node.op_type != "Gather" or not node.input:
+            continue
+        table = shapes.get(source.get(node.input[0], node.input[0]))
+        if table is None or len(table) != 2:
+            continue
+        if "input_ids" in node.input[1:]:
+            dims["vocab_size"], dims["hidden_size"] = int(table[0]), int(table[1])
+        elif "position" in node.input[0]:
+            dims["max_positions"] = int(table[0])
+    return dims

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from itertools import islice
 from pathlib import Path
@@ -19,7 +20,7 @@ from distill.core.errors import ConfigError, DataError, DistillError, ModelError
 from distill.core.runtime import environment_info, seed_everything
 from distill.data import Splits, load_splits, make_loader, tokenize
 from distill.engine import TrainConfig, fit
-from distill.evaluation import evaluator, predict
+from distill.evaluation import compute_metrics, evaluator, predict
 from distill.measure import OnnxClassifier, count_params, onnx_latency_ms, onnx_param_count, torch_latency_ms
 from distill.objective import (
     DistillConfig,
@@ -83,6 +84,12 @@ class RunConfig:
     importance_batches: int = 8
     recover_epochs: float = 1.0
     quantize: bool = True
+    quantize_mode: str = "dynamic"
+    quantize_target: str | None = None
+    calibration: str = "minmax"
+    calibration_samples: int = 128
+    max_int8_drop: float | None = None
+    qat: bool = False
     latency_seq: int = 128
     latency_threads: int = 2
     latency_runs: int = 30
@@ -100,10 +107,20 @@ class RunConfig:
             raise ConfigError(f"--recover-epochs {self.recover_epochs} is negative", "use 0 to skip recovery")
         self.distill_config()
         self.train_config()
+        if self.quantize:
+            self.quantize_config()
+            if self.max_int8_drop is not None and not 0 <= self.max_int8_drop < 1:
+                raise ConfigError(f"--max-int8-drop {self.max_int8_drop} is outside [0, 1)", "use e.g. 0.01")
         if self.prune:
             self.prune_config()
             if self.prune_steps < 1:
                 raise ConfigError(f"--prune-steps {self.prune_steps} must be ≥ 1", "use 1 for one-shot pruning")
+
+    def quantize_config(self):
+        from compress import QuantizeConfig
+
+        return QuantizeConfig(mode=self.quantize_mode, target=self.quantize_target, calibration=self.calibration,
+                              calibration_samples=self.calibration_samples)
 
     def prune_config(self):
         from compress import PruneConfig
@@ -335,14 +352,71 @@ def stage_prune(ctx: Context, student, teacher):
     return pruned
 
 
-def stage_quantize(ctx: Context, model) -> Path:
-    """Export to ONNX and quantize to dynamic INT8 (per-channel) with ONNX Runtime."""
-    from compress import QuantizeConfig, quantize_model
+def _onnx_metric(ctx: Context):
+    """Dev-set metric of an ONNX file, for accuracy-aware quantization."""
 
-    report = quantize_model(model.to("cpu").eval(), ctx.out / "int8", QuantizeConfig(), tokenizer=ctx.tokenizer)
-    info(f"  ONNX FP32 {report.onnx_fp32_mb:.1f} MB → INT8 {report.onnx_int8_mb:.1f} MB")
-    ctx.history["quantize_report"] = report.to_dict()
-    return ctx.out / "int8" / "model.onnx"
+    def metric(path: Path) -> float:
+        logits, labels = predict(OnnxClassifier(path, threads=ctx.cfg.latency_threads), ctx.dev_loader)
+        return compute_metrics(ctx.task, logits, labels)[ctx.task.main_metric]
+
+    return metric
+
+
+def stage_qat(ctx: Context, model, teacher):
+    """Quantization-aware distillation: fake-quantize the Linear layers and distil again (when PTQ loses too much)."""
+    from compress.qat import prepare_qat
+
+    qat_model = prepare_qat(copy.deepcopy(model).to("cpu"), target=ctx.cfg.quantize_target)
+    result = fit(qat_model, _objective(ctx, qat_model, teacher), ctx.train_loader,
+                 ctx.cfg.train_config(epochs=max(ctx.cfg.recover_epochs, 1.0), lr=(ctx.student_lr or 1e-4) / 10),
+                 teacher=teacher, evaluate=evaluator(ctx.task, ctx.dev_loader, ctx.cfg.device),
+                 metric=ctx.task.main_metric, description="QAT")
+    ctx.history["qat"] = result.history
+    return qat_model
+
+
+def stage_quantize(ctx: Context, model, teacher) -> Path:
+    """INT8 through ONNX Runtime (dynamic, static with calibration, accuracy-aware, or QAT), then a speed check."""
+    import tempfile
+
+    from compress import export_onnx, quantize_model
+    from compress.speed import speed_check
+
+    cfg, out = ctx.cfg, ctx.out / "int8"
+    model = model.to("cpu").eval()
+    qcfg = cfg.quantize_config()
+    batches = ctx.train_loader if qcfg.mode == "static" else None
+    if cfg.qat:
+        from compress.qat import export_qat_onnx
+
+        qat_model = stage_qat(ctx, model, teacher).to("cpu").eval()
+        with staged_dir(out) as tmp:
+            export_qat_onnx(qat_model, tmp / "model.onnx", max_seq_length=cfg.max_seq_length)
+            model.config.save_pretrained(tmp)
+            ctx.tokenizer.save_pretrained(tmp)
+        ctx.history["quantize_report"] = {"mode": "qat", "target": qcfg.target}
+    elif cfg.max_int8_drop is not None:
+        from compress.tolerance import quantize_with_tolerance
+
+        tol = quantize_with_tolerance(model, out, qcfg, evaluate=_onnx_metric(ctx), max_drop=cfg.max_int8_drop,
+                                      tokenizer=ctx.tokenizer, max_seq_length=cfg.max_seq_length,
+                                      calibration_batches=batches)
+        ctx.history["quantize_report"] = tol.to_dict()
+        info(f"  accuracy-aware INT8: {len(tol.quantize.fp32_nodes)} nodes kept in FP32")
+    else:
+        report = quantize_model(model, out, qcfg, tokenizer=ctx.tokenizer, max_seq_length=cfg.max_seq_length,
+                                calibration_batches=batches)
+        info(f"  {qcfg.mode} INT8 for {qcfg.target}: ONNX FP32 {report.onnx_fp32_mb:.1f} MB → "
+             f"INT8 {report.onnx_int8_mb:.1f} MB")
+        ctx.history["quantize_report"] = report.to_dict()
+    with tempfile.TemporaryDirectory(prefix="distill-fp32-") as tmp:
+        fp32 = export_onnx(model, Path(tmp) / "model.onnx", max_seq_length=cfg.max_seq_length)
+        speed = speed_check(fp32, out / "model.onnx", threads=cfg.latency_threads, runs=cfg.latency_runs)
+    ctx.history["int8_speed"] = speed
+    if speed.get("warning"):
+        warnings.warn(speed["warning"], stacklevel=2)
+        info(f"  [yellow]warning:[/] {speed['warning']}")
+    return out / "model.onnx"
 
 
 def stage_score(ctx: Context, teacher, teacher_path: str, models: dict) -> tuple[list[StageScore], dict]:
@@ -360,14 +434,16 @@ def stage_score(ctx: Context, teacher, teacher_path: str, models: dict) -> tuple
             logits, _ = predict(session, ctx.dev_loader)
             params, size = onnx_param_count(obj), dir_size_mb(obj)
             latency = onnx_latency_ms(obj, vocab_size=vocab, **lat)
-            path = str(obj.parent.relative_to(ctx.out))
+            path = str(obj.parent.relative_to(ctx.out)) if obj.parent.is_relative_to(ctx.out) else str(obj)
         else:
             logits = t_logits if name == "teacher" else predict(obj, ctx.dev_loader, cfg.device)[0]
             obj.to("cpu")
             params = count_params(obj)
             path = teacher_path if name == "teacher" else name
             on_disk = ctx.out / path if not Path(path).is_absolute() else Path(path)
-            size = dir_size_mb(on_disk) if on_disk.is_dir() else params * 4 / 1e6
+            if not on_disk.is_dir():  # scored in place (distill eval): the dir it was loaded from
+                on_disk = Path(getattr(obj.config, "_name_or_path", "") or "")
+            size = dir_size_mb(on_disk) if on_disk.is_dir() and str(on_disk) else params * 4 / 1e6
             latency = torch_latency_ms(obj, **lat)
         row = score_stage(name, ctx.task, logits, labels, t_logits, teacher_metric, params=params, size_mb=size,
                           latency_ms=latency, path=path)
@@ -424,7 +500,7 @@ def run(cfg: RunConfig) -> dict:
             final = models["pruned"] = stage_prune(ctx, student, teacher_model)
     if cfg.quantize:
         with _timed(ctx, "quantize"):
-            models["int8"] = stage_quantize(ctx, final)
+            models["int8"] = stage_quantize(ctx, final, teacher_model)
     with _timed(ctx, "score"):
         rows, predictions = stage_score(ctx, teacher_model, teacher_path, models)
     report = {"task": ctx.task.name, "metric_name": ctx.task.main_metric,
@@ -434,6 +510,15 @@ def run(cfg: RunConfig) -> dict:
               "history": ctx.history, "settings": asdict(cfg), "predictions": predictions,
               "label_names": list(ctx.task.label_names)}
     report = write_report(out_dir, report)
+    if "int8" in models:
+        from compress.bundle import write_bundle
+
+        row = report["stages"][-1]
+        write_bundle(out_dir / "int8", numbers={ctx.task.main_metric: round(row["metric"], 4),
+                                                "retention": round(row["retention"], 4), "size_mb": row["size_mb"],
+                                                "latency_ms (batch 1, CPU)": row["latency_ms"],
+                                                "target": ctx.history["quantize_report"].get("target")},
+                     id2label=getattr(final.config, "id2label", None))
     out.print(render_table(report))
     info(f"report written to {out_dir / 'report.md'} ({report['wall_seconds']:.0f} s)")
     return report
@@ -494,3 +579,101 @@ def prune_only(cfg: RunConfig, model_dir: str) -> dict:
         write_json(tmp / "prune_report.json", {**report.to_dict(), "history": history, "source": model_dir})
     info(f"pruned {report.params_before:,} → {report.params_after:,} params; written to {out_dir}")
     return report.to_dict()
+
+
+def _local_loaders(cfg: RunConfig, tokenizer, task_required: bool = False):
+    """Read ``cfg.task``/``cfg.data`` and build (task, splits, train loader, dev loader)."""
+    task = get_task(cfg.task) if cfg.task else None
+    if task is None and not cfg.data:
+        if task_required:
+            raise DataError("no --task and no --data given", "pass --task NAME and/or --data DIR")
+        return None
+    splits = load_splits(task, cfg.data, text_columns=tuple(cfg.text_columns) if cfg.text_columns else None,
+                         label_column=cfg.label_column, max_train_samples=cfg.max_train_samples, seed=cfg.seed)
+    train = make_loader(tokenize(splits.train, tokenizer, cfg.max_seq_length), tokenizer, cfg.batch_size,
+                        shuffle=True, seed=cfg.seed)
+    dev = make_loader(tokenize(splits.dev, tokenizer, cfg.max_seq_length), tokenizer, cfg.batch_size * 2,
+                      shuffle=False)
+    return splits, train, dev
+
+
+def _load_any(model_dir: str):
+    """A model dir as written by any stage (plain HF layout or per-layer widths) and its tokenizer."""
+    from transformers import AutoTokenizer
+
+    from compress import load_pruned
+    from teachers.loading import check_model_dir
+
+    check_model_dir(Path(model_dir))
+    try:
+        return load_pruned(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir)
+    except DistillError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"cannot load '{model_dir}' ({exc.__class__.__name__})",
+                         "pass a Hugging Face model directory with safetensors weights and a tokenizer") from None
+
+
+def quantize_only(cfg: RunConfig, model_dir: str) -> dict:
+    """``distill quantize``: INT8 bundle of any model dir; static mode calibrates on ``--calibration-data``."""
+    import tempfile
+
+    from compress import export_onnx, quantize_model
+    from compress.bundle import write_bundle
+    from compress.speed import speed_check
+
+    qcfg = cfg.quantize_config()
+    model, tokenizer = _load_any(model_dir)
+    loaders = _local_loaders(cfg, tokenizer)
+    if qcfg.mode == "static" and loaders is None:
+        raise ConfigError("static quantization needs calibration data",
+                          "pass --calibration-data DIR (and --task for GLUE files), or use --mode dynamic")
+    out_dir = Path(cfg.output_dir)
+    check_output_dir(out_dir, cfg.overwrite)
+    if cfg.overwrite:
+        _clear_output_dir(out_dir, keep=())
+    report = quantize_model(model, out_dir, qcfg, tokenizer=tokenizer, max_seq_length=cfg.max_seq_length,
+                            calibration_batches=loaders[1] if loaders else None)
+    with tempfile.TemporaryDirectory(prefix="distill-fp32-") as tmp:
+        fp32 = export_onnx(model, Path(tmp) / "model.onnx", max_seq_length=cfg.max_seq_length)
+        speed = speed_check(fp32, out_dir / "model.onnx", threads=cfg.latency_threads, runs=cfg.latency_runs)
+    if speed.get("warning"):
+        info(f"[yellow]warning:[/] {speed['warning']}")
+    numbers = {"size_mb": report.onnx_int8_mb, "fp32_onnx_mb": report.onnx_fp32_mb, "target": report.target,
+               **{k: v for k, v in speed.items() if k.endswith("_ms") or k == "speedup"}}
+    if getattr(model.config, "id2label", None) and hasattr(model, "classifier"):
+        write_bundle(out_dir, numbers=numbers, id2label=model.config.id2label)
+    write_json(out_dir / "quantize_report.json", {**report.to_dict(), "speed": speed, "source": model_dir})
+    info(f"INT8 ({report.mode}, {report.target}): {report.onnx_fp32_mb:.1f} → {report.onnx_int8_mb:.1f} MB; "
+         f"written to {out_dir}")
+    return {**report.to_dict(), "speed": speed}
+
+
+def eval_only(cfg: RunConfig, paths: list[str]) -> dict:
+    """``distill eval``: score model dirs and ONNX files against a teacher on the task's dev set."""
+    from teachers import load_teacher
+
+    task = get_task(cfg.task) if cfg.task else None
+    if task is None and not cfg.data:
+        raise DataError("no --task and no --data given", "pass --task sst2 and/or --data DIR")
+    splits = load_splits(task, cfg.data, text_columns=tuple(cfg.text_columns) if cfg.text_columns else None,
+                         label_column=cfg.label_column, max_train_samples=1, seed=cfg.seed)
+    teacher = load_teacher(cfg.teacher, splits.task)
+    models: dict = {}
+    for path in paths:
+        p = Path(path)
+        if p.suffix == ".onnx":
+            OnnxClassifier(p)  # a missing or invalid file fails here, before anything is scored
+            models[p.parent.name] = p
+        else:
+            models[p.name] = _load_any(path)[0]
+    ctx = Context(cfg, splits.task, splits, teacher.tokenizer, Path(cfg.output_dir))
+    ctx.dev_loader = make_loader(tokenize(splits.dev, teacher.tokenizer, cfg.max_seq_length), teacher.tokenizer,
+                                 cfg.batch_size * 2, shuffle=False)
+    rows, predictions = stage_score(ctx, teacher.model, teacher.source, models)
+    report = {"task": splits.task.name, "metric_name": splits.task.main_metric, "stages": [r.to_dict() for r in rows],
+              "latency_seq": cfg.latency_seq, "latency_threads": cfg.latency_threads,
+              "latency_runs": cfg.latency_runs, "predictions": predictions,
+              "label_names": list(splits.task.label_names)}
+    out.print(render_table(report))
+    return report

@@ -124,7 +124,8 @@ def test_int8_is_smaller_and_really_quantized(bundle, fp32):
     assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)
     assert report.quantized_nodes >= ops["MatMulInteger"]
     assert report.to_dict() == {"onnx_fp32_mb": report.onnx_fp32_mb, "onnx_int8_mb": report.onnx_int8_mb,
-                                "quantized_nodes": report.quantized_nodes, "mode": "dynamic", "per_channel": True}
+                                "quantized_nodes": report.quantized_nodes, "mode": "dynamic", "per_channel": True,
+                                "target": report.target, "calibration": None, "fp32_nodes": []}
 
 
 def test_int8_dynamic_axes(bundle):

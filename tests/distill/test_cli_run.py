@@ -135,3 +135,25 @@ def test_report_command_and_gates(run_dir: Path, capsys):
     assert main(["report", str(run_dir), "--min-retention", "1.5", "--max-size-mb", "0.0001"]) == 1
     err = capsys.readouterr().err
     assert "gate failed" in err and "--min-retention" in err and "--max-size-mb" in err
+
+
+@pytest.mark.parametrize("extra", [["--quantize-mode", "static", "--calibration", "percentile"],
+                                   ["--max-int8-drop", "0.0"], ["--qat"]], ids=["static", "tolerance", "qat"])
+def test_quantization_variants(tmp_path, extra):
+    teacher = factories.save_teacher(tmp_path / "t", tmp_path)
+    data = factories.write_sst2_like(tmp_path / "d", n_train=32, n_dev=16)
+    out = tmp_path / "run"
+    assert main(["run", "--teacher", str(teacher), "--task", "sst2", "--data", str(data), "--output-dir", str(out),
+                 "--no-prune", *COMMON, *extra]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [s["name"] for s in report["stages"]] == ["teacher", "student", "int8"]
+    q = report["history"]["quantize_report"]
+    assert "int8_speed" in report["history"]
+    assert json.loads((out / "int8" / "labels.json").read_text()) and (out / "int8" / "README.md").is_file()
+    if "--max-int8-drop" in extra:
+        assert report["stages"][-1]["metric"] == pytest.approx(report["stages"][1]["metric"], abs=1e-9)
+        assert q["quantize"]["fp32_nodes"] or q.get("int8_metric") == q.get("fp32_metric")
+    elif "--qat" in extra:
+        assert q["mode"] == "qat" and report["history"]["qat"]
+    else:
+        assert q["mode"] == "static" and q["calibration"] == "percentile"
