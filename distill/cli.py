@@ -31,6 +31,10 @@ EXAMPLE_EVAL = """example:
   distill eval runs/sst2-tiny/student runs/sst2-tiny/int8/model.onnx --teacher runs/sst2-tiny/teacher \\
       --task sst2 --data ../shared/data/SST-2"""
 
+EXAMPLE_DISTIL = """example:
+  distill distil --teacher runs/sst2-tiny/teacher --student mini --task sst2 --data ../shared/data/SST-2 \\
+      --output-dir runs/sst2-mini-kd"""
+
 EXAMPLE_FT = """example:
   distill finetune-teacher --teacher minilm --task sst2 --data ../shared/data/SST-2 --output-dir runs/minilm-sst2"""
 
@@ -93,16 +97,8 @@ def _schedules() -> list[str]:
     return SCHEDULES.names()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="distill", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Distil a large transformer into a small student, prune it, quantize it to INT8, "
-                    "and score every stage against the teacher.", epilog=EXAMPLE_RUN)
-    parser.add_argument("--log-level", default="WARNING", help="library log level (WARNING)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    run = sub.add_parser("run", help="the whole pipeline: teacher → student → prune → INT8 → report",
-                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE_RUN)
+def _add_run_args(run: argparse.ArgumentParser) -> None:
+    """The flags of `distill run` (and of `distill distil`, which only changes two defaults)."""
     run.add_argument("--config", help="a YAML recipe (only changes from the defaults), e.g. "
                                       "experiments/recipes/sst2-mini.yaml")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -155,7 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--latency-runs", type=int, default=30, help="timed runs per latency measurement (30)")
     _gate_args(run)
     _output_args(run, "runs/distill")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distill", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Distil a large transformer into a small student, prune it, quantize it to INT8, "
+                    "and score every stage against the teacher.", epilog=EXAMPLE_RUN)
+    parser.add_argument("--log-level", default="WARNING", help="library log level (WARNING)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="the whole pipeline: teacher → student → prune → INT8 → report",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE_RUN)
+    _add_run_args(run)
     run.set_defaults(func=cmd_run)
+
+    dl = sub.add_parser("distil", help="distillation only: teacher → student → report (no pruning, no INT8)",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE_DISTIL)
+    _add_run_args(dl)
+    dl.set_defaults(func=cmd_run, prune=False, quantize=False)
 
     ft = sub.add_parser("finetune-teacher", help="fine-tune a teacher on the task (the run's first stage alone)",
                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE_FT)

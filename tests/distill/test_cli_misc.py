@@ -21,7 +21,8 @@ def test_presets_and_env(capsys):
     assert info["packages"]["torch"] and info["cpu_count"] >= 1 and "quantization_target" in info
 
 
-@pytest.mark.parametrize("command", ["run", "finetune-teacher", "prune", "report", "presets", "env"])
+@pytest.mark.parametrize("command", ["run", "distil", "finetune-teacher", "prune", "quantize", "eval", "report",
+                                     "presets", "env"])
 def test_every_subcommand_shows_an_example(command):
     sub = build_parser()._subparsers._group_actions[0].choices[command]
     assert "example" in sub.format_help()
