@@ -209,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--text-column", "--text-columns", dest="text_columns", nargs="+")
     qz.add_argument("--label-column")
     qz.add_argument("--max-seq-length", type=int, default=128)
+    qz.add_argument("--max-train-samples", type=int, help="read at most N rows of --calibration-data")
     qz.add_argument("--latency-runs", type=int, default=30)
     _output_args(qz, "runs/int8")
     qz.set_defaults(func=cmd_quantize)
