@@ -24,15 +24,6 @@ LABELS = {0: "negative", 1: "positive"}
 BLOCKED = ["distill", "compress", "teachers", "students", "torch", "transformers"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny matrices: a second thread only adds sync cost (10-100x slower on a busy 2-core box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
     torch.manual_seed(0)

@@ -22,15 +22,6 @@ from distill.core.errors import ModelError
 VOCAB = 60
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny matrices: a second thread only adds sync cost (10-100x slower on a busy 2-core box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _model() -> BertForSequenceClassification:
     torch.manual_seed(0)
     return BertForSequenceClassification(BertConfig(hidden_size=64, num_attention_heads=4, intermediate_size=128,

@@ -17,15 +17,6 @@ from compress.speed import slow_int8_causes
 from distill.measure import onnx_text_dims
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny matrices: a second thread only adds sync cost (10-100x slower on a busy 2-core box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory) -> tuple[Path, Path]:
     torch.manual_seed(0)

@@ -28,15 +28,6 @@ from distill.core.errors import ConfigError, UnknownNameError
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny matrices: a second thread only adds sync cost (10-100x slower on a busy 2-core box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _batch(n: int, seq: int, vocab: int, seed: int) -> dict[str, torch.Tensor]:
     """A DataLoader-style batch: padded ids, mask, segments and labels (which the graph does not take)."""
     gen = torch.Generator().manual_seed(seed)

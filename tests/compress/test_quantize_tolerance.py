@@ -24,15 +24,6 @@ from distill.core.errors import ConfigError
 VOCAB = 60
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny matrices: a second thread only adds sync cost (10-100x slower on a busy 2-core box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _inputs(n: int, seq: int, seed: int) -> dict[str, np.ndarray]:
     ids = np.random.default_rng(seed).integers(0, VOCAB, (n, seq))
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
