@@ -45,9 +45,21 @@ def _is_regression(out_dir: Path, labels: dict[str, str]) -> bool:
     return problem == "regression" or len(labels) == 1
 
 
-def usage_snippet(regression: bool = False, example: str = "a truly great movie") -> str:
-    """Ten lines of Python that load the bundle with onnxruntime + tokenizers and print one prediction."""
-    result = "float(logits[0, 0])" if regression else "labels[str(int(logits[0].argmax()))]"
+def _is_token(out_dir: Path) -> bool:
+    """A token-classification head (NER): one prediction per word piece."""
+    config = out_dir / "config.json"
+    archs = json.loads(config.read_text()).get("architectures") or [] if config.is_file() else []
+    return any(str(a).endswith("ForTokenClassification") for a in archs)
+
+
+def usage_snippet(regression: bool = False, example: str | None = None, *, token: bool = False) -> str:
+    """Ten lines of Python that load the bundle with onnxruntime + tokenizers and print one prediction
+    (``token``: a tag for every word piece)."""
+    if token:
+        result = "[(t, labels[str(int(i))]) for t, i in zip(enc.tokens, logits[0].argmax(-1))]"
+    else:
+        result = "float(logits[0, 0])" if regression else "labels[str(int(logits[0].argmax()))]"
+    example = example or ("John Smith visited Paris" if token else "a truly great movie")
     return _SNIPPET.format(example=example.replace('"', "'"), result=result)
 
 
@@ -72,7 +84,7 @@ def write_bundle(out_dir: Path, *, numbers: Mapping[str, object] | None = None,
         "(class id -> name), `config.json`, `quantize_config.json` (how it was quantized).",
         "## Numbers\n\n" + (_table(numbers) if numbers else "(none recorded)"),
         "## Use\n\n`pip install onnxruntime tokenizers numpy`, then run this from inside this folder:\n\n"
-        f"```python\n{usage_snippet(_is_regression(out_dir, labels))}```",
+        f"```python\n{usage_snippet(_is_regression(out_dir, labels), token=_is_token(out_dir))}```",
     ])
     return atomic_write_text(out_dir / README_FILE, text + "\n")
 

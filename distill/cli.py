@@ -294,7 +294,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     from distill.pipeline import prune_only
 
-    prune_only(_run_config(args, student=args.model_dir, hidden_weight=0.0, recover_epochs=args.epochs),
+    prune_only(_run_config(args, teacher=args.teacher, student=args.model_dir, hidden_weight=0.0,
+                           recover_epochs=args.epochs),
                args.model_dir)
     return 0
 

@@ -223,6 +223,10 @@ def load_hub(task: Task) -> Splits:
 def load_splits(task: Task | None, data: str | None = None, *, text_columns: tuple[str, ...] | None = None,
                 label_column: str | None = None, max_train_samples: int | None = None, seed: int = 0) -> Splits:
     """Resolve the data source, read it, validate labels, and cap the training set if asked."""
+    if _is_token_source(task, data, text_columns, label_column):  # NER: distill.token_data
+        from distill.token_data import load_token_splits
+
+        return load_token_splits(task, data, max_train_samples=max_train_samples, seed=seed)
     if data:
         splits = load_local(data, task, text_columns, label_column)
     elif task is not None:
@@ -236,27 +240,164 @@ def load_splits(task: Task | None, data: str | None = None, *, text_columns: tup
     return splits
 
 
-def tokenize(dataset, tokenizer, max_length: int):
-    """Tokenize canonical columns without padding (the collator pads each batch to its longest row)."""
+def tokenize(dataset, tokenizer, max_length: int, *, index: bool = False):
+    """Tokenize canonical columns without padding (the collator pads each batch to its longest row).
+
+    With ``index=True`` each row also carries ``idx`` (its position), which a teacher cache looks rows up by.
+    """
+    if "tokens" in dataset.column_names:  # NER words and tags: labels aligned to word pieces
+        from distill.token_data import tokenize_tokens
+
+        return tokenize_tokens(dataset, tokenizer, max_length, index=index)
     from datasets.utils.logging import disable_progress_bar
 
     disable_progress_bar()
 
-    def encode(batch):
+    def encode(batch, positions):
         pair = batch.get("text_pair")
         enc = tokenizer(batch["text"], pair, truncation=True, max_length=max_length)
         enc["labels"] = batch["label"]
+        if index:
+            enc["idx"] = positions
         return enc
 
-    return dataset.map(encode, batched=True, remove_columns=dataset.column_names)
+    return dataset.map(encode, batched=True, with_indices=True, remove_columns=dataset.column_names)
 
 
-def make_loader(dataset, tokenizer, batch_size: int, *, shuffle: bool, seed: int = 0):
-    """A DataLoader with dynamic padding; shuffling uses its own seeded generator so runs repeat."""
+def row_lengths(dataset) -> list[int]:
+    """Token count of every tokenized row (read from the Arrow column when the dataset has one)."""
+    try:
+        import pyarrow.compute as pc
+
+        return pc.list_value_length(dataset.with_format("arrow")[:].column("input_ids")).to_numpy().tolist()
+    except (AttributeError, ImportError, KeyError, TypeError):
+        return [len(row["input_ids"]) for row in dataset]
+
+
+class PadCollator:
+    """Pad a list of tokenized rows to the longest one (dynamic padding); labels and ``idx`` become tensors.
+
+    A plain-numpy equivalent of ``DataCollatorWithPadding`` (same tensors), without its per-batch tokenizer call.
+    """
+
+    def __init__(self, tokenizer, pad_to_multiple_of: int | None = None) -> None:
+        self.pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
+        self.left = getattr(tokenizer, "padding_side", "right") == "left"
+        self.multiple = pad_to_multiple_of
+
+    def __call__(self, rows: list[dict]) -> dict:
+        import numpy as np
+        import torch
+
+        width = max(len(r["input_ids"]) for r in rows)
+        if self.multiple:
+            width = -(-width // self.multiple) * self.multiple
+        batch: dict = {}
+        for key in rows[0]:
+            if key in ("labels", "label", "idx"):
+                values = [r[key] for r in rows]
+                dtype = torch.float32 if any(isinstance(v, float) for v in values) else torch.long
+                batch["labels" if key == "label" else key] = torch.tensor(values, dtype=dtype)
+                continue
+            fill = self.pad_id if key == "input_ids" else 0
+            out = np.full((len(rows), width), fill, dtype=np.int64)
+            for i, r in enumerate(rows):
+                seq = r[key]
+                if self.left:
+                    out[i, width - len(seq):] = seq
+                else:
+                    out[i, :len(seq)] = seq
+            batch[key] = torch.from_numpy(out)
+        return batch
+
+
+class LengthGroupedBatchSampler:
+    """Batches of similar length: shuffle, cut into buckets of ``bucket_factor × batch_size`` rows, sort each
+    bucket by length, batch it, and shuffle the batches; the order depends only on (seed, epoch).
+
+    Without shuffling, every row is sorted by length (longest first), e.g. for a teacher pass over the data.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, *, shuffle: bool = True, seed: int = 0,
+                 bucket_factor: int = 50, drop_last: bool = False) -> None:
+        if batch_size < 1 or bucket_factor < 1:
+            raise ValueError("batch_size and bucket_factor must be >= 1")
+        self.lengths = list(lengths)
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.bucket_factor, self.drop_last = bucket_factor, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order the next iteration yields."""
+        self.epoch = epoch
+
+    def batches(self) -> list[list[int]]:
+        """This epoch's batches of row indices."""
+        import torch
+
+        n = len(self.lengths)
+        if not self.shuffle:
+            order = sorted(range(n), key=lambda i: -self.lengths[i])
+            return self._cut(order)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(n, generator=gen).tolist()
+        size = self.batch_size * self.bucket_factor
+        out: list[list[int]] = []
+        for start in range(0, n, size):
+            bucket = sorted(perm[start:start + size], key=lambda i: -self.lengths[i])
+            out += self._cut(bucket)
+        return [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
+
+    def _cut(self, order: list[int]) -> list[list[int]]:
+        cut = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        return cut[:-1] if self.drop_last and cut and len(cut[-1]) < self.batch_size else cut
+
+    def __iter__(self):
+        yield from self.batches()
+
+    def __len__(self) -> int:
+        n = len(self.lengths)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+def make_loader(dataset, tokenizer, batch_size: int, *, shuffle: bool, seed: int = 0, group_by_length: bool = False,
+                bucket_factor: int = 50, pin_memory: bool | None = None, pad_to_multiple_of: int | None = None):
+    """A DataLoader with dynamic padding; shuffling uses its own seeded generator so runs repeat.
+
+    ``group_by_length`` batches rows of similar length (see ``LengthGroupedBatchSampler``) so little is padded;
+    ``pin_memory`` defaults to on when CUDA is available.
+    """
     import torch
     from torch.utils.data import DataLoader
-    from transformers import DataCollatorWithPadding
 
+    collate = _collator(dataset, tokenizer, pad_to_multiple_of)
+    pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+    if group_by_length:
+        sampler = LengthGroupedBatchSampler(row_lengths(dataset), batch_size, shuffle=shuffle, seed=seed,
+                                            bucket_factor=bucket_factor)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, pin_memory=pin)
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      collate_fn=DataCollatorWithPadding(tokenizer, return_tensors="pt"))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate,
+                      pin_memory=pin)
+
+
+# ---- token classification (NER): reading, tokenizing and padding live in distill.token_data ------------------
+
+def _is_token_source(task: Task | None, data: str | None, text_columns, label_column) -> bool:
+    """A token task, or (no task, no column names) a CoNLL file/dir or a tokens/tags jsonl."""
+    if task is not None:
+        return task.is_token
+    if text_columns or label_column:
+        return False
+    from distill.token_data import is_token_source
+
+    return is_token_source(None, data)
+
+
+def _collator(dataset, tokenizer, pad_to_multiple_of: int | None):
+    """``PadCollator``, or for per-token labels ``TokenPadCollator`` (labels padded with -100)."""
+    from distill.token_data import TokenPadCollator, is_token_dataset
+
+    if is_token_dataset(dataset):
+        return TokenPadCollator(tokenizer, pad_to_multiple_of)
+    return PadCollator(tokenizer, pad_to_multiple_of)

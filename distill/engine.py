@@ -1,18 +1,24 @@
 """The one training loop: distillation, teacher fine-tuning and pruning recovery all run through ``fit``.
 
-AdamW with linear warm-up/decay, dynamic padding (done by the loader), bf16 autocast on CUDA, the teacher
-under ``torch.inference_mode``, evaluation on dev after each epoch, and the best epoch's weights kept.
+AdamW with linear warm-up/decay, dynamic padding (done by the loader), gradient accumulation, bf16 autocast on
+CUDA, the teacher under ``torch.inference_mode`` (optionally cast to bf16/fp16 on GPU, or replaced by a
+``teachers.CachedTeacher``), optional ``torch.compile``, evaluation on dev after each epoch, and the best epoch's
+weights kept. Launched with ``accelerate launch`` (more than one process) the same loop runs data-parallel
+through ``accelerate.Accelerator`` (DDP); a single process never builds one, so CPU runs stay as they were.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from distill.core.console import info, track
@@ -20,10 +26,18 @@ from distill.core.errors import ConfigError, DistillError
 from distill.core.runtime import autocast, resolve_device, seed_everything
 from distill.objective import Objective, capture_qkv, eager_attention
 
+TEACHER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+OOM_FIX = "use --cache-teacher, a smaller --batch-size or --grad-accum"
+STRIPPED = ("labels", "idx")  # batch columns the models never see
+
 
 @dataclass
 class TrainConfig:
-    """Optimiser and schedule settings shared by every training stage."""
+    """Optimiser and schedule settings shared by every training stage.
+
+    ``grad_accum_steps`` micro-batches make one optimiser step; ``compile`` runs the student through
+    ``torch.compile``; ``teacher_dtype`` casts (a copy of) the teacher on GPU only.
+    """
 
     lr: float = 1e-4
     epochs: float = 3.0
@@ -33,6 +47,9 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 42
     device: str = "auto"
+    grad_accum_steps: int = 1
+    compile: bool = False
+    teacher_dtype: str = "fp32"
 
     def __post_init__(self) -> None:
         if not self.epochs > 0:
@@ -41,6 +58,11 @@ class TrainConfig:
             raise ConfigError(f"--batch-size {self.batch_size} must be ≥ 1", "use e.g. --batch-size 32")
         if not self.lr > 0:
             raise ConfigError(f"--lr {self.lr} must be > 0", "use e.g. --lr 1e-4")
+        if self.grad_accum_steps < 1:
+            raise ConfigError(f"--grad-accum {self.grad_accum_steps} must be ≥ 1", "use e.g. --grad-accum 2")
+        if self.teacher_dtype not in TEACHER_DTYPES:
+            raise ConfigError(f"--teacher-dtype '{self.teacher_dtype}' is unknown",
+                              f"choose one of: {', '.join(TEACHER_DTYPES)}")
 
 
 @dataclass
@@ -54,15 +76,101 @@ class FitResult:
     seconds: float = 0.0
 
 
+# ---- processes ---------------------------------------------------------------------------------------------
+
+_STATE: dict = {}
+
+
+def distributed_requested() -> bool:
+    """True when started by ``accelerate launch``/``torchrun`` with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def get_accelerator(device: str = "auto"):
+    """The process's ``accelerate.Accelerator`` when launched multi-process, else None (created once)."""
+    if not distributed_requested():
+        return None
+    if "accelerator" not in _STATE:
+        from accelerate import Accelerator
+
+        _STATE["accelerator"] = Accelerator(cpu=resolve_device(device).type == "cpu")
+    return _STATE["accelerator"]
+
+
+def is_main_process() -> bool:
+    """Whether this process should write files and print (rank 0, or the only process)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def wait_for_everyone(device: str = "auto") -> None:
+    """A barrier across processes (joining the process group first if need be); a no-op in a single process."""
+    acc = get_accelerator(device)
+    if acc is not None:
+        acc.wait_for_everyone()
+
+
+def gathered_evaluator(task, loader, device: str | torch.device = "auto"):
+    """``evaluation.evaluator``, except that under ``accelerate launch`` each process scores its shard of the dev
+    set and the logits are gathered (``gather_for_metrics``), so every process sees the whole set's metrics."""
+    from distill.evaluation import compute_metrics, evaluator
+
+    acc = get_accelerator(device if isinstance(device, str) else device.type)
+    if acc is None:
+        return evaluator(task, loader, device)
+    shard = acc.prepare_data_loader(loader)
+
+    def run(model) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        logits, labels = [], []
+        for batch in shard:
+            gold = batch.pop("labels")
+            inputs = {k: v.to(acc.device) for k, v in batch.items() if k not in STRIPPED}
+            with torch.inference_mode(), autocast(acc.device):
+                out = model(**inputs).logits.float()
+            out, gold = acc.gather_for_metrics((out, gold.to(acc.device)))
+            logits.append(out.cpu())
+            labels.append(gold.cpu())
+        model.train(was_training)
+        return compute_metrics(task, torch.cat(logits).numpy(), torch.cat(labels).numpy())
+
+    return run
+
+
+# ---- one step ----------------------------------------------------------------------------------------------
+
 def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    """Move the batch to ``device``; ``idx`` stays where it is (a teacher cache reads it on the CPU)."""
+    return {k: v if k == "idx" else v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def _forward(model, batch: dict, hidden: bool, attentions: bool = False):
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    inputs = {k: v for k, v in batch.items() if k not in STRIPPED}
     if attentions:
         inputs["output_attentions"] = True
     return model(**inputs, output_hidden_states=hidden)
+
+
+class _StudentLoss(nn.Module):
+    """Student and objective as one module: DDP then also syncs the objective's projections, and the student's
+    forward may go through its compiled version while ``state_dict`` stays the plain model's."""
+
+    def __init__(self, model: nn.Module, objective: Objective, compiled: Callable | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+        self._run = [compiled or model]  # a list, so the compiled wrapper is not registered twice
+
+    def forward(self, batch: dict, teacher_out, hidden: bool, attentions: bool, qkv=(None, None)):
+        student_out = _forward(self._run[0], batch, hidden, attentions)
+        s_qkv, t_qkv = qkv
+        extra = {}
+        if s_qkv is not None:
+            (s_layer,), (t_layer,) = s_qkv, t_qkv
+            extra = {"student_qkv": s_qkv[s_layer], "teacher_qkv": t_qkv[t_layer]}
+        return self.objective(student_out, batch["labels"], teacher_out, batch.get("attention_mask"), **extra)
 
 
 def _loss_context(stack: contextlib.ExitStack, model, teacher, objective: Objective):
@@ -78,84 +186,197 @@ def _loss_context(stack: contextlib.ExitStack, model, teacher, objective: Object
     return attentions, captured
 
 
-def fit(model: torch.nn.Module, objective: Objective, train_loader, config: TrainConfig, *,
-        teacher: torch.nn.Module | None = None, evaluate: Callable[[torch.nn.Module], dict] | None = None,
-        metric: str | None = None, description: str = "train") -> FitResult:
-    """Train ``model`` (in place) on ``objective``; with ``evaluate``, keep the weights of the best dev epoch."""
-    seed_everything(config.seed)
-    device = resolve_device(config.device)
-    model.to(device).train()
-    objective.to(device).train()
-    if teacher is not None:
-        teacher.to(device).eval()
+def teacher_layers_needed(objective: Objective) -> list[int]:
+    """The teacher ``hidden_states`` indices the objective reads (-1 = the last layer): what a cache must hold."""
+    layers = {j for _, j in objective.layer_map}
+    if objective.config.embedding_weight > 0:
+        layers.add(0)
+    if objective.config.cosine_weight > 0:
+        layers.add(-1)
+    return sorted(layers)
+
+
+def _prepare_teacher(teacher, device: torch.device, dtype_name: str):
+    """The module to run as teacher: on ``device``, in eval mode, cast (as a copy) on GPU when asked.
+
+    A non-module callable (a ``teachers.CachedTeacher``) is returned as is.
+    """
+    if teacher is None or not isinstance(teacher, nn.Module):
+        return teacher
+    dtype = TEACHER_DTYPES[dtype_name]
+    if device.type == "cuda" and dtype != torch.float32:
+        return copy.deepcopy(teacher.to("cpu")).to(device=device, dtype=dtype).eval()
+    return teacher.to(device).eval()
+
+
+def _check_cached_teacher(teacher, objective: Objective) -> None:
+    """A cached teacher has logits and some hidden states only: refuse objectives that need more."""
+    if teacher is None or isinstance(teacher, nn.Module):
+        return
+    if objective.needs_attentions or objective.needs_qkv:
+        raise ConfigError("the teacher cache holds no attention maps or query/key/value",
+                          "drop --cache-teacher, or use --attention-weight 0 and --relation-weight 0")
+    require = getattr(teacher, "require_layers", None)
+    if require is not None:
+        require(teacher_layers_needed(objective))
+
+
+def _teacher_outputs(teacher, batch: dict, hidden: bool, attentions: bool):
+    """The teacher's outputs as constants: a module runs under inference mode, a cache looks rows up by ``idx``."""
+    if not isinstance(teacher, nn.Module):
+        if "idx" not in batch:
+            raise DistillError("the training batches carry no 'idx' column, so the teacher cache cannot find rows",
+                               "tokenize the training set with tokenize(..., index=True)")
+        return teacher(batch)
+    with torch.inference_mode():
+        out = _forward(teacher, batch, hidden, attentions)
+    return _as_constants(out)
+
+
+def _set_epoch(loader, prepared, seed: int, epoch: int) -> None:
+    """The shuffle order depends only on (seed, epoch): repeatable and resumable, for every sampler kind."""
+    sampler = getattr(loader, "batch_sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    generator = getattr(loader, "generator", None)
+    if generator is not None:
+        generator.manual_seed(seed * 1_000_003 + epoch)
+    if prepared is not loader and hasattr(prepared, "set_epoch"):
+        prepared.set_epoch(epoch)
+
+
+def _optimizer(model: nn.Module, objective: Objective, config: TrainConfig):
     params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-    steps_per_epoch = len(train_loader)
+    return optimizer, params
+
+
+def _micro_step(step_module, teacher, batch: dict, needs: tuple, device: torch.device, acc, accum: int,
+                step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """Teacher and student forward, the loss checked, and its backward (scaled by 1/accum when accumulating)."""
+    hidden, attentions, qkv = needs
+    with autocast(device):
+        teacher_out = _teacher_outputs(teacher, batch, hidden, attentions) if teacher is not None else None
+        loss, terms = step_module(batch, teacher_out, hidden, attentions, qkv)
+    if not torch.isfinite(loss):
+        raise DistillError(f"the training loss became {float(loss)} at step {step} ({terms})",
+                           "lower --lr or --temperature")
+    scaled = loss / accum if accum > 1 else loss
+    if acc is not None:
+        acc.backward(scaled)
+    else:
+        scaled.backward()
+    return loss, terms
+
+
+def _optimizer_step(params: list, optimizer, scheduler, max_grad_norm: float) -> None:
+    """Clip, step, schedule, clear."""
+    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _score_epoch(model, evaluate: Callable, metric: str | None, record: dict, result: FitResult) -> dict | None:
+    """Score on dev into ``record``; a CPU copy of the weights when this epoch is the best so far, else None."""
+    model.eval()
+    scores = evaluate(model)
+    model.train()
+    record.update({f"dev_{k}": v for k, v in scores.items()})
+    key = metric or next(iter(scores))
+    if scores[key] > result.best_metric:
+        result.best_metric, result.best_epoch = scores[key], record["epoch"]
+        return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return None
+
+
+def _mean_over_processes(acc, values: dict[str, float]) -> dict[str, float]:
+    """Average per-process epoch means, so the history describes the whole epoch on every process."""
+    if not values:
+        return values
+    keys = list(values)  # the same order on every process
+    mean = acc.reduce(torch.tensor([values[k] for k in keys], dtype=torch.float64, device=acc.device), "mean")
+    return dict(zip(keys, mean.tolist(), strict=True))
+
+
+def _oom(batch: dict) -> DistillError:
+    size = len(next(iter(batch.values())))
+    return DistillError(f"out of GPU memory at batch size {size}", OOM_FIX)
+
+
+# ---- the loop ----------------------------------------------------------------------------------------------
+
+def fit(model: torch.nn.Module, objective: Objective, train_loader, config: TrainConfig, *,
+        teacher: torch.nn.Module | Callable | None = None, evaluate: Callable[[torch.nn.Module], dict] | None = None,
+        metric: str | None = None, description: str = "train") -> FitResult:
+    """Train ``model`` (in place) on ``objective``; with ``evaluate``, keep the weights of the best dev epoch.
+
+    ``teacher`` is a module or a ``teachers.CachedTeacher`` (then the batches must carry ``idx``).
+    """
+    seed_everything(config.seed)
+    acc = get_accelerator(config.device)
+    device = acc.device if acc is not None else resolve_device(config.device)
+    main = is_main_process()
+    model.to(device).train()
+    objective.to(device).train()
+    teacher = _prepare_teacher(teacher, device, config.teacher_dtype)
+    _check_cached_teacher(teacher, objective)
+    optimizer, params = _optimizer(model, objective, config)
+    compiled = torch.compile(model, dynamic=True) if config.compile else None
+    step_module = _StudentLoss(model, objective, compiled)
+    loader, raw_optimizer = train_loader, optimizer
+    if acc is not None:
+        step_module, optimizer, loader = acc.prepare(step_module, optimizer, train_loader)
+    accum = config.grad_accum_steps
+    micro_per_epoch = len(loader)
+    steps_per_epoch = math.ceil(micro_per_epoch / accum)
     total_steps = max(1, math.ceil(steps_per_epoch * config.epochs))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    scheduler = get_linear_schedule_with_warmup(raw_optimizer, int(config.warmup_ratio * total_steps), total_steps)
     hidden = objective.needs_hidden_states
     result, best_state, step, start = FitResult(), None, 0, time.perf_counter()
     n_epochs = math.ceil(config.epochs)
-    generator = getattr(train_loader, "generator", None)
     for epoch in range(n_epochs):
-        if generator is not None:  # the shuffle order depends only on (seed, epoch): repeatable and resumable
-            generator.manual_seed(config.seed * 1_000_003 + epoch)
-        stack = contextlib.ExitStack()
-        attentions, (s_qkv, t_qkv) = _loss_context(stack, model, teacher, objective)
+        _set_epoch(train_loader, loader, config.seed, epoch)
         sums: dict[str, float] = {}
         seen = 0
         last = {"loss": float("nan")}
-        batches = track(train_loader, f"{description} {epoch + 1}/{n_epochs}",
-                        total=min(steps_per_epoch, total_steps - step),
-                        postfix=lambda last=last: f"loss {last['loss']:.4f}")
-        for batch in batches:
-            if step >= total_steps:
-                break
-            batch = _to_device(batch, device)
-            objective.set_progress(step / total_steps)
-            with autocast(device):
-                teacher_out = None
-                if teacher is not None:
-                    with torch.inference_mode():
-                        teacher_out = _forward(teacher, batch, hidden, attentions)
-                    teacher_out = _as_constants(teacher_out)
-                student_out = _forward(model, batch, hidden, attentions)
-                extra = {}
-                if s_qkv is not None:
-                    (s_layer,), (t_layer,) = s_qkv, t_qkv
-                    extra = {"student_qkv": s_qkv[s_layer], "teacher_qkv": t_qkv[t_layer]}
-                loss, terms = objective(student_out, batch["labels"], teacher_out, batch.get("attention_mask"),
-                                        **extra)
-            if not torch.isfinite(loss):
-                raise DistillError(f"the training loss became {float(loss)} at step {step} ({terms})",
-                                   "lower --lr or --temperature")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            seen += 1
-            last["loss"] = float(loss.detach())
-            for k, v in {"loss": last["loss"], **terms}.items():
-                sums[k] = sums.get(k, 0.0) + v
-        stack.close()
-        record = {"epoch": epoch + 1, "step": step, **{k: v / max(seen, 1) for k, v in sums.items()}}
+        remaining = (total_steps - step) * accum
+        batches = loader if not main else track(loader, f"{description} {epoch + 1}/{n_epochs}",
+                                                total=min(micro_per_epoch, remaining),
+                                                postfix=lambda last=last: f"loss {last['loss']:.4f}")
+        with contextlib.ExitStack() as stack:  # hooks and eager attention are undone even on errors
+            attentions, qkv = _loss_context(stack, model, teacher, objective)
+            for i, batch in enumerate(batches):
+                if step >= total_steps:
+                    break
+                batch = _to_device(batch, device)
+                boundary = (i + 1) % accum == 0 or i + 1 == micro_per_epoch
+                objective.set_progress(step / total_steps)
+                sync = contextlib.nullcontext() if acc is None or boundary else acc.no_sync(step_module)
+                try:
+                    with sync:
+                        loss, terms = _micro_step(step_module, teacher, batch, (hidden, attentions, qkv), device,
+                                                  acc, accum, step)
+                    if boundary:
+                        _optimizer_step(params, optimizer, scheduler, config.max_grad_norm)
+                        step += 1
+                except torch.OutOfMemoryError:
+                    raise _oom(batch) from None
+                seen += 1
+                last["loss"] = float(loss.detach())
+                for k, v in {"loss": last["loss"], **terms}.items():
+                    sums[k] = sums.get(k, 0.0) + v
+        means = {k: v / max(seen, 1) for k, v in sums.items()}
+        record = {"epoch": epoch + 1, "step": step, **(_mean_over_processes(acc, means) if acc else means)}
         if evaluate is not None:
-            model.eval()
-            scores = evaluate(model)
-            model.train()
-            record.update({f"dev_{k}": v for k, v in scores.items()})
-            key = metric or next(iter(scores))
-            if scores[key] > result.best_metric:
-                result.best_metric, result.best_epoch = scores[key], epoch + 1
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            best_state = _score_epoch(model, evaluate, metric, record, result) or best_state
         result.history.append(record)
-        info(f"  {description} epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items()
-                                                                  if isinstance(v, float)))
+        if main:
+            info(f"  {description} epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items()
+                                                                      if isinstance(v, float)))
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

@@ -13,9 +13,11 @@ import numpy as np
 import torch
 
 from distill.core.runtime import autocast, resolve_device
+from distill.losses import IGNORE_INDEX
 from distill.tasks import Task
 
 METRICS_DIR = Path(__file__).parent / "metrics"
+TOKEN_METRIC = "seqeval_f1"  # entity-level P/R/F1 for token classification
 
 
 @cache
@@ -33,11 +35,41 @@ def predictions_from_logits(task: Task, logits: np.ndarray) -> np.ndarray:
 
 def compute_metrics(task: Task, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """All of the task's metrics, main metric first."""
+    if task.is_token:
+        return token_metrics(task, logits, labels)
     preds = predictions_from_logits(task, logits)
     scores: dict[str, float] = {}
     for name in task.metrics:
         scores.update(load_metric(name).compute(predictions=preds.tolist(), references=labels.tolist()))
     return {k: float(v) for k, v in scores.items()}
+
+
+def token_metrics(task: Task, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Entity-level F1 (and precision, recall, token accuracy) of word-level tags: the argmax at each labelled
+    word piece (labels ≠ -100) of (N, L, C) logits, through the bundled ``seqeval_f1`` module."""
+    from distill.token_data import word_predictions, word_tags
+
+    names = task.label_names or tuple(str(i) for i in range(logits.shape[-1]))
+    labels = np.asarray(labels)
+    gold = [row[row != IGNORE_INDEX].astype(int).tolist() for row in labels]
+    scores = load_metric(TOKEN_METRIC).compute(predictions=word_tags(word_predictions(logits, labels), names),
+                                               references=word_tags(gold, names))
+    ordered = {k: scores[k] for k in task.metrics if k in scores}
+    return {k: float(v) for k, v in {**ordered, **scores}.items()}
+
+
+def pad_stack(arrays: list[np.ndarray], fill: float) -> np.ndarray:
+    """Concatenate per-batch arrays along rows; token arrays (B, L[, C]) of different widths are right-padded with
+    ``fill`` to the widest (labels with -100, logits with 0) first."""
+    if not arrays or arrays[0].ndim < 2 or len({a.shape[1] for a in arrays}) == 1:
+        return np.concatenate(arrays)
+    width = max(a.shape[1] for a in arrays)
+    padded = []
+    for a in arrays:
+        out = np.full((a.shape[0], width, *a.shape[2:]), fill, dtype=a.dtype)
+        out[:, :a.shape[1]] = a
+        padded.append(out)
+    return np.concatenate(padded)
 
 
 @torch.inference_mode()
@@ -58,6 +90,8 @@ def predict(model, loader, device: str | torch.device = "auto") -> tuple[np.ndar
             logits = np.asarray(model(batch), dtype=np.float32)
         all_logits.append(logits)
         all_labels.append(labels.numpy())
+    if all_labels and all_labels[0].ndim == 2:  # token classification: batches have their own widths
+        return pad_stack(all_logits, 0.0), pad_stack(all_labels, IGNORE_INDEX)
     return np.concatenate(all_logits), np.concatenate(all_labels)
 
 

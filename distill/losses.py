@@ -32,6 +32,36 @@ def hard_label_ce(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     return F.cross_entropy(student_logits.float(), labels)
 
 
+IGNORE_INDEX = -100  # token-classification label of positions that are not scored (pieces, specials, padding)
+
+
+@LOSSES.register("token_kl")
+def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None = None,
+             temperature: float = 1.0) -> torch.Tensor:
+    """T²·KL(teacher ‖ student) of each token's softened distribution (B, L, C), averaged over ``mask`` positions.
+
+    For token classification the mask is ``labels != -100``: first pieces of words, not padding, special tokens or
+    later pieces; without a mask every position counts. An all-false mask gives 0.
+    """
+    t = float(temperature)
+    log_p_student = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    per_token = F.kl_div(log_p_student, log_p_teacher, reduction="none", log_target=True).sum(-1)
+    if mask is None:
+        return per_token.mean() * t * t
+    m = mask.to(per_token.dtype)
+    return (per_token * m).sum() / m.sum().clamp_min(1.0) * t * t
+
+
+@LOSSES.register("token_ce")
+def token_ce(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each token (B, L, C) against its label, mean over labels ≠ -100 (0 when there are none)."""
+    flat = student_logits.float().reshape(-1, student_logits.shape[-1])
+    target = labels.reshape(-1)
+    total = F.cross_entropy(flat, target, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (target != IGNORE_INDEX).sum().clamp_min(1)
+
+
 @LOSSES.register("mse")
 def logits_mse(student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error of outputs (regression tasks: against labels or the teacher's scores)."""

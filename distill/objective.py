@@ -25,6 +25,8 @@ from distill.losses import (
     hidden_mse,
     logits_mse,
     soft_target_kl,
+    token_ce,
+    token_kl,
 )
 from distill.schedules import SCHEDULES, scheduled
 
@@ -119,7 +121,9 @@ class Objective(nn.Module):
     Extra terms, each weighted by its ``DistillConfig`` weight: attention KL/MSE over the mapped layers, embedding
     MSE, last-layer cosine and MiniLMv2 Q/K/V relations; α, T and the feature scale s follow their schedules
     (``set_progress``). For regression (one output) CE becomes MSE to the label and KL becomes MSE to the teacher's
-    score. With no teacher (fine-tuning) only the label term is used, at full weight.
+    score. With no teacher (fine-tuning) only the label term is used, at full weight. Token classification
+    (logits of shape (B, L, C)) uses per-token CE and KL over the labelled positions (labels ≠ -100); the feature
+    terms keep using the attention mask.
     """
 
     def __init__(self, config: DistillConfig, *, regression: bool = False, student_width: int = 0,
@@ -194,12 +198,18 @@ class Objective(nn.Module):
                 teacher_qkv: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Return the weighted total and each term's unweighted value (for logging)."""
         logits = student_out.logits
-        hard = logits_mse(logits, labels) if self.regression else hard_label_ce(logits, labels)
+        token = logits.dim() == 3  # token classification: one distribution per word piece
+        if token:
+            hard = token_ce(logits, labels)
+        else:
+            hard = logits_mse(logits, labels) if self.regression else hard_label_ce(logits, labels)
         terms = {"ce": hard}
         if teacher_out is None:
             return hard, {k: float(v.detach()) for k, v in terms.items()}
         c, a, scale = self.config, self.alpha, self.feature_scale
-        if self.regression:
+        if token:
+            soft = token_kl(logits, teacher_out.logits, labels != -100, self.temperature)
+        elif self.regression:
             soft = logits_mse(logits, teacher_out.logits)
         else:
             soft = soft_target_kl(logits, teacher_out.logits, self.temperature)

@@ -251,11 +251,11 @@ def stage_teacher(ctx: Context, teacher, force: bool = False) -> tuple[object, s
     if marker.is_file():
         import json
 
-        from transformers import AutoModelForSequenceClassification
+        from teachers.loading import auto_model_class
 
         if json.loads(marker.read_text()).get("fingerprint") == fp:
             info(f"  reusing the fine-tuned teacher cached in {cached}")
-            model = AutoModelForSequenceClassification.from_pretrained(cached, use_safetensors=True)
+            model = auto_model_class(ctx.task).from_pretrained(cached, use_safetensors=True)
             return model.eval().requires_grad_(False), "teacher"
     if not teacher.head_trained:
         info(f"  '{cfg.teacher}' has no trained {ctx.task.name} head: fine-tuning it first")
@@ -290,12 +290,13 @@ def stage_student(ctx: Context, teacher):
     seed_everything(cfg.seed)
     pretrained = True
     if student_source_is_preset(cfg.student):
-        student = build_student(cfg.student, teacher.config)
+        student = build_student(cfg.student, teacher.config, token=ctx.task.is_token)
         report = init_from_teacher(student, teacher, cfg.init)
         pretrained = report.strategy == "teacher-layers"
         info(f"  student '{cfg.student}': {count_params(student):,} params, init {report.strategy}")
     else:
-        student = load_student(resolve_model_source(cfg.student, "student", _presets()), teacher.config)
+        student = load_student(resolve_model_source(cfg.student, "student", _presets()), teacher.config,
+                               token=ctx.task.is_token)
         info(f"  student '{cfg.student}': {count_params(student):,} params")
     lr = cfg.lr or (1e-4 if pretrained else 1e-3)  # layers trained from scratch need a larger step
     ctx.student_lr = lr
@@ -448,7 +449,7 @@ def stage_score(ctx: Context, teacher, teacher_path: str, models: dict) -> tuple
         row = score_stage(name, ctx.task, logits, labels, t_logits, teacher_metric, params=params, size_mb=size,
                           latency_ms=latency, path=path)
         row.latencies_ms = {"onnxruntime" if isinstance(obj, Path) else "torch": row.latency_ms}
-        predictions[name] = dev_predictions(ctx.task, logits)
+        predictions[name] = dev_predictions(ctx.task, logits, labels)  # token tasks: one tag per word
         teacher_metric = row.metric if teacher_metric is None else teacher_metric
         info(f"  {name}: {ctx.task.main_metric} {row.metric:.4f}, {row.latency_ms:.2f} ms")
         rows.append(row)

@@ -50,9 +50,15 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
-def dev_predictions(task, logits: np.ndarray) -> list:
-    """Dev predictions for ``report["predictions"]``: class ids (ints), or scores for regression."""
+def dev_predictions(task, logits: np.ndarray, labels: np.ndarray | None = None) -> list:
+    """Dev predictions for ``report["predictions"]``: class ids (ints), or scores for regression.
+
+    Token classification (logits (N, L, C) with ``labels``): the tag id of every labelled word (``labels != -100``),
+    flattened over sentences, so confusion matrices count words.
+    """
     logits = np.asarray(logits)
+    if logits.ndim == 3 and labels is not None:
+        return logits.argmax(-1)[np.asarray(labels) != -100].astype(int).tolist()
     return logits.reshape(-1).tolist() if task.is_regression else logits.argmax(-1).astype(int).tolist()
 
 

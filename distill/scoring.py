@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from distill.evaluation import compute_metrics, predictions_from_logits
+from distill.losses import IGNORE_INDEX
 from distill.report import kl_to_teacher
 from distill.tasks import Task
 
@@ -31,9 +32,16 @@ class StageScore:
         return asdict(self)
 
 
-def agreement(task: Task, logits: np.ndarray, teacher_logits: np.ndarray) -> float:
-    """Fraction of dev examples where the stage predicts the teacher's class (regression: Pearson r)."""
+def agreement(task: Task, logits: np.ndarray, teacher_logits: np.ndarray, labels: np.ndarray | None = None) -> float:
+    """Fraction of dev examples where the stage predicts the teacher's class (regression: Pearson r).
+
+    Token classification: the share of labelled tokens (first pieces of words, ``labels != -100``) with the
+    teacher's tag.
+    """
     a, b = predictions_from_logits(task, logits), predictions_from_logits(task, teacher_logits)
+    if task.is_token and labels is not None:
+        keep = np.asarray(labels) != IGNORE_INDEX
+        return float((a[keep] == b[keep]).mean()) if keep.any() else 0.0
     if task.is_regression:
         if a.std() == 0 or b.std() == 0:
             return 0.0
@@ -49,5 +57,10 @@ def score_stage(name: str, task: Task, logits: np.ndarray, labels: np.ndarray, t
     value = metrics[task.main_metric]
     base = value if teacher_metric is None else teacher_metric
     retention = value / base if base else 0.0
-    return StageScore(name, value, retention, agreement(task, logits, teacher_logits), params, round(size_mb, 3),
-                      round(latency_ms, 3), path, metrics, kl_to_teacher(task, logits, teacher_logits))
+    if task.is_token:  # only labelled tokens count: rows (N, L, C) become one row per scored word
+        keep = np.asarray(labels) != IGNORE_INDEX
+        kl = kl_to_teacher(task, np.asarray(logits)[keep], np.asarray(teacher_logits)[keep])
+    else:
+        kl = kl_to_teacher(task, logits, teacher_logits)
+    return StageScore(name, value, retention, agreement(task, logits, teacher_logits, labels), params,
+                      round(size_mb, 3), round(latency_ms, 3), path, metrics, kl)

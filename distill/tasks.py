@@ -1,7 +1,8 @@
 """Task definitions: which columns hold text and labels, how many labels, which metrics score it.
 
 A ``Task`` describes *what* is learned; ``distill.data`` reads it from the Hub or from local files.
-Token classification will be another ``kind`` with its own collator and metric.
+Token classification (``kind="token-classification"``, e.g. ``conll2003``) has one label per word; its data,
+alignment and collator live in ``distill.token_data`` and it is scored by entity-level F1 (``seqeval_f1``).
 """
 
 from __future__ import annotations
@@ -33,13 +34,18 @@ class Task:
     metrics: tuple[str, ...] = ("accuracy",)
     label_names: tuple[str, ...] = ()
     kind: str = "sequence-classification"
-    hub: tuple[str, str] | None = None  # (dataset path, config name) for datasets.load_dataset
+    hub: tuple[str, str | None] | None = None  # (dataset path, config name) for datasets.load_dataset
     dev_split: str = "validation"
     glue: GlueTsv | None = field(default=None, compare=False)
 
     @property
     def is_regression(self) -> bool:
-        return self.num_labels == 1
+        return self.num_labels == 1 and not self.is_token
+
+    @property
+    def is_token(self) -> bool:
+        """One label per word (NER): per-token logits, losses and an entity-level metric."""
+        return self.kind == TOKEN_CLASSIFICATION
 
     @property
     def main_metric(self) -> str:
@@ -55,6 +61,7 @@ class Task:
 
 
 TASKS: Registry[Task] = Registry("task")
+TOKEN_CLASSIFICATION = "token-classification"
 
 _NLI = {"entailment": 0, "not_entailment": 1}
 
@@ -82,6 +89,12 @@ _glue("rte", ("sentence1", "sentence2"), 2, ("accuracy",), ("entailment", "not_e
       GlueTsv(("sentence1", "sentence2"), "label", label_map=_NLI))
 _glue("wnli", ("sentence1", "sentence2"), 2, ("accuracy",), ("not_entailment", "entailment"),
       GlueTsv(("sentence1", "sentence2"), "label"))
+
+# CoNLL-2003 English NER in IOB2 (the Hub dataset's tag ids); the original eng.* files (IOB1) are converted.
+CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
+TASKS.register("conll2003", Task("conll2003", ("tokens",), "ner_tags", len(CONLL2003_TAGS),
+                                 ("f1", "precision", "recall", "accuracy"), CONLL2003_TAGS,
+                                 kind=TOKEN_CLASSIFICATION, hub=("eriktks/conll2003", None)))
 
 
 def get_task(name: str) -> Task:

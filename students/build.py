@@ -13,9 +13,10 @@ SHARED_KEYS = ("vocab_size", "max_position_embeddings", "type_vocab_size", "pad_
                "id2label", "label2id", "problem_type", "layer_norm_eps")
 
 
-def build_student(preset: StudentPreset | str, teacher_config):
-    """A randomly initialised ``BertForSequenceClassification`` of the preset's shape."""
-    from transformers import BertConfig, BertForSequenceClassification
+def build_student(preset: StudentPreset | str, teacher_config, *, token: bool = False):
+    """A randomly initialised ``BertForSequenceClassification`` (``token=True``: ``BertForTokenClassification``,
+    for NER) of the preset's shape."""
+    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
 
     shape = PRESETS.get(preset) if isinstance(preset, str) else preset
     if shape.hidden % shape.heads:
@@ -25,18 +26,18 @@ def build_student(preset: StudentPreset | str, teacher_config):
     shared["type_vocab_size"] = max(1, shared.get("type_vocab_size", 2))
     config = BertConfig(num_hidden_layers=shape.layers, hidden_size=shape.hidden, num_attention_heads=shape.heads,
                         intermediate_size=shape.ffn, **shared)
-    return BertForSequenceClassification(config)
+    return (BertForTokenClassification if token else BertForSequenceClassification)(config)
 
 
-def load_student(source: str, teacher_config):
-    """Load a student from a model dir or Hub id, with a head sized like the teacher's."""
-    from transformers import AutoModelForSequenceClassification
+def load_student(source: str, teacher_config, *, token: bool = False):
+    """Load a student from a model dir or Hub id, with a head sized like the teacher's (per token when ``token``)."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     kwargs = {k: getattr(teacher_config, k) for k in ("num_labels", "id2label", "label2id", "problem_type")
               if getattr(teacher_config, k, None) is not None}
     try:
-        return AutoModelForSequenceClassification.from_pretrained(source, **load_policy().from_pretrained_kwargs(),
-                                                                  **kwargs)
+        auto = AutoModelForTokenClassification if token else AutoModelForSequenceClassification
+        return auto.from_pretrained(source, **load_policy().from_pretrained_kwargs(), **kwargs)
     except Exception as exc:
         raise ModelError(f"cannot load student '{source}' ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})",
                          "pass a preset name or a Hugging Face model directory with safetensors weights") from None

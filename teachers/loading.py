@@ -1,4 +1,5 @@
-"""Load a teacher with a sequence-classification head sized for the task, and say whether it is trained."""
+"""Load a teacher with a classification head sized for the task (one label per sequence, or per token for NER),
+and say whether it is trained."""
 
 from __future__ import annotations
 
@@ -76,17 +77,27 @@ def load_config(source: str):
                          "check the name, your connection, or pass a local model directory") from None
 
 
-def has_classification_head(config) -> bool:
-    return any(a.endswith("ForSequenceClassification") for a in (getattr(config, "architectures", None) or []))
+def has_classification_head(config, token: bool = False) -> bool:
+    """The checkpoint was saved with a sequence (``token=True``: token) classification head."""
+    suffix = "ForTokenClassification" if token else "ForSequenceClassification"
+    return any(a.endswith(suffix) for a in (getattr(config, "architectures", None) or []))
+
+
+def auto_model_class(task: Task):
+    """``AutoModelForTokenClassification`` for token tasks, else ``AutoModelForSequenceClassification``."""
+    import transformers
+
+    name = "AutoModelForTokenClassification" if task.is_token else "AutoModelForSequenceClassification"
+    return getattr(transformers, name)
 
 
 def load_teacher(name: str, task: Task) -> LoadedTeacher:
     """Load ``name`` with a head for ``task``; a checkpoint whose head has another label count is an error."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
     source = resolve_model_source(name)
     config = load_config(source)
-    if has_classification_head(config) and config.num_labels != task.num_labels:
+    if has_classification_head(config, task.is_token) and config.num_labels != task.num_labels:
         raise ModelError(f"teacher '{name}' has a {config.num_labels}-label head but task '{task.name}' has "
                          f"{task.num_labels} labels",
                          "pick the teacher fine-tuned for this task or the matching --task")
@@ -97,7 +108,7 @@ def load_teacher(name: str, task: Task) -> LoadedTeacher:
     if task.is_regression:
         kwargs["problem_type"] = "regression"
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
+        model, info = auto_model_class(task).from_pretrained(
             source, output_loading_info=True, **load_policy().from_pretrained_kwargs(), **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=load_policy().trust_remote_code)
     except ModelError:

@@ -13,7 +13,8 @@ RECIPES = sorted((Path(__file__).resolve().parents[1] / "experiments" / "recipes
 
 def test_recipes_exist():
     names = {p.stem for p in RECIPES}
-    assert {"sst2-tiny", "sst2-mini", "sst2-small", "mrpc-tiny", "mrpc-mini", "mrpc-small"} <= names
+    assert {"sst2-tiny", "sst2-mini", "sst2-small", "mrpc-tiny", "mrpc-mini", "mrpc-small",
+            "conll2003-tiny", "conll2003-mini", "conll2003-small"} <= names
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
@@ -21,7 +22,7 @@ def test_every_recipe_loads(path):
     values = load_recipe(path)
     cfg = RunConfig(**values)
     assert cfg.teacher and cfg.task
-    assert Path(cfg.data).is_absolute() and Path(cfg.data).name in ("SST-2", "MRPC")
+    assert Path(cfg.data).is_absolute() and Path(cfg.data).name in ("SST-2", "MRPC", "conll2003")
 
 
 def test_overrides_and_round_trip():

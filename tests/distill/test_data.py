@@ -14,7 +14,9 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def test_every_glue_task_is_known():
-    assert set(TASKS.names()) == {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"}
+    glue = {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"}
+    assert glue <= set(TASKS.names())
+    assert all(TASKS.get(n).hub == ("nyu-mll/glue", n) for n in glue)
     assert get_task("SST-2").name == "sst2"
     assert get_task("stsb").is_regression
     assert get_task("mrpc").metrics == ("f1", "accuracy")
