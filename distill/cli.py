@@ -59,6 +59,13 @@ def _common_train_args(p: argparse.ArgumentParser, lr: float | None, epochs: flo
     g.add_argument("--batch-size", type=int, default=32, help="batch size (32)")
     g.add_argument("--seed", type=int, default=42, help="random seed (42)")
     g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    g.add_argument("--grad-accum", dest="grad_accum_steps", type=int, default=1,
+                   help="micro-batches per optimiser step (1)")
+    g.add_argument("--no-group-by-length", dest="group_by_length", action="store_false",
+                   help="plain random batches instead of length-grouped ones (more padding)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the student (pays off on GPU)")
+    g.add_argument("--teacher-dtype", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="teacher precision on GPU (fp32; bf16 halves its memory)")
     return g
 
 
@@ -126,6 +133,10 @@ def _add_run_args(run: argparse.ArgumentParser) -> None:
                        help=f"schedule of the {name} (weight) over training (constant)")
         g.add_argument(f"--{end}", type=float, help=f"final value for --{name}-schedule")
     g = _common_train_args(run, None, 3.0, "distillation")
+    g.add_argument("--cache-teacher", action="store_true",
+                   help="run the teacher once over the training set and reuse its outputs from disk "
+                        "(OUTPUT/teacher_cache; later epochs, recovery and later runs skip the teacher)")
+    g.add_argument("--cache-top-k", type=int, default=20, help="logits kept per row in the cache (20)")
     g.add_argument("--teacher-lr", type=float, default=5e-5, help="teacher fine-tuning learning rate (5e-5)")
     g.add_argument("--teacher-epochs", type=float, default=3.0, help="teacher fine-tuning epochs (3)")
     g = run.add_argument_group("compression")

@@ -72,6 +72,12 @@ class RunConfig:
     max_seq_length: int = 128
     max_train_samples: int | None = None
     seed: int = 42
+    grad_accum_steps: int = 1
+    group_by_length: bool = True
+    compile: bool = False
+    teacher_dtype: str = "fp32"
+    cache_teacher: bool = False
+    cache_top_k: int = 20
     teacher_lr: float = 5e-5
     teacher_epochs: float = 3.0
     prune: bool = True
@@ -134,7 +140,8 @@ class RunConfig:
 
     def train_config(self, **changes) -> TrainConfig:
         base = TrainConfig(lr=self.lr or 1e-4, epochs=self.epochs, batch_size=self.batch_size, seed=self.seed,
-                           device=self.device)
+                           device=self.device, grad_accum_steps=self.grad_accum_steps, compile=self.compile,
+                           teacher_dtype=self.teacher_dtype)
         return TrainConfig(**{**asdict(base), **changes})
 
 
@@ -300,7 +307,9 @@ def stage_student(ctx: Context, teacher):
         info(f"  student '{cfg.student}': {count_params(student):,} params")
     lr = cfg.lr or (1e-4 if pretrained else 1e-3)  # layers trained from scratch need a larger step
     ctx.student_lr = lr
-    result = fit(student, _objective(ctx, student, teacher), ctx.train_loader, cfg.train_config(lr=lr), teacher=teacher,
+    objective = _objective(ctx, student, teacher)
+    result = fit(student, objective, ctx.train_loader, cfg.train_config(lr=lr),
+                 teacher=_teacher_source(ctx, teacher, objective),
                  evaluate=evaluator(ctx.task, ctx.dev_loader, cfg.device), metric=ctx.task.main_metric,
                  description="distil")
     ctx.history["student"] = result.history
@@ -332,8 +341,10 @@ def prune_and_recover(ctx: Context, model, teacher, prune_config, steps: int = 1
              f"hidden {report.hidden_before}→{report.hidden_after}, FFN {report.ffn_before}→{report.ffn_after})")
         record = {"step": i, "params": report.params_after, "per_layer": report.per_layer}
         if cfg.recover_epochs > 0 and teacher is not None:
-            result = fit(model, _objective(ctx, model, teacher), ctx.train_loader,
-                         cfg.train_config(epochs=cfg.recover_epochs / steps, lr=lr), teacher=teacher,
+            objective = _objective(ctx, model, teacher)
+            result = fit(model, objective, ctx.train_loader,
+                         cfg.train_config(epochs=cfg.recover_epochs / steps, lr=lr),
+                         teacher=_teacher_source(ctx, teacher, objective),
                          evaluate=evaluate, metric=ctx.task.main_metric, description=f"recover {i}/{steps}")
             ctx.history.setdefault("pruned", []).extend(result.history)
         record["metric"] = evaluate(model)[ctx.task.main_metric]
@@ -461,17 +472,42 @@ def _start(cfg: RunConfig, need_student: bool = True):
     splits, teacher = prepare(cfg, need_student)
     out_dir = Path(cfg.output_dir)
     if cfg.overwrite:
-        _clear_output_dir(out_dir, keep=("teacher",))
+        _clear_output_dir(out_dir, keep=("teacher", "teacher_cache"))  # both are validated by fingerprint
     out_dir.mkdir(parents=True, exist_ok=True)
     write_yaml(out_dir / "config.yaml", dump_recipe(cfg))
     write_json(out_dir / "env.json", environment_info(cfg.seed, cfg.device))
     tokenizer = teacher.tokenizer
     ctx = Context(cfg, splits.task, splits, tokenizer, out_dir)
-    ctx.train_loader = make_loader(tokenize(splits.train, tokenizer, cfg.max_seq_length), tokenizer, cfg.batch_size,
-                                   shuffle=True, seed=cfg.seed)
+    ctx.train_loader = make_loader(tokenize(splits.train, tokenizer, cfg.max_seq_length, index=cfg.cache_teacher),
+                                   tokenizer, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                   group_by_length=cfg.group_by_length)
     ctx.dev_loader = make_loader(tokenize(splits.dev, tokenizer, cfg.max_seq_length), tokenizer, cfg.batch_size * 2,
                                  shuffle=False)
     return ctx, teacher
+
+
+def _teacher_source(ctx: Context, teacher, objective: Objective):
+    """The live teacher, or (``--cache-teacher``) its outputs cached on disk, built once and reused by later runs."""
+    if not ctx.cfg.cache_teacher:
+        return teacher
+    if ctx.task.kind != "sequence-classification":
+        raise ConfigError(f"--cache-teacher does not support {ctx.task.kind} yet", "drop --cache-teacher")
+    from distill.engine import teacher_layers_needed
+    from teachers.cache import cache_teacher_outputs
+
+    cache = cache_teacher_outputs(teacher, ctx.train_loader.dataset, ctx.out / "teacher_cache",
+                                  top_k=ctx.cfg.cache_top_k, hidden_layers=teacher_layers_needed(objective),
+                                  tokenizer=ctx.tokenizer, max_length=ctx.cfg.max_seq_length, device=ctx.cfg.device)
+    ctx.history.setdefault("teacher_cache", []).append(cache)
+    return cache
+
+
+def _history(ctx: Context) -> dict:
+    """Per-stage training history, with teacher caches summarised (size, time saved)."""
+    history = dict(ctx.history)
+    if "teacher_cache" in history:
+        history["teacher_cache"] = [c.summary() for c in history["teacher_cache"]]
+    return history
 
 
 def finetune_only(cfg: RunConfig) -> Path:
@@ -508,7 +544,7 @@ def run(cfg: RunConfig) -> dict:
               "stages": [r.to_dict() for r in rows], "latency_seq": cfg.latency_seq,
               "latency_threads": cfg.latency_threads, "latency_runs": cfg.latency_runs,
               "stage_seconds": ctx.seconds, "wall_seconds": round(time.perf_counter() - start, 2),
-              "history": ctx.history, "settings": asdict(cfg), "predictions": predictions,
+              "history": _history(ctx), "settings": asdict(cfg), "predictions": predictions,
               "label_names": list(ctx.task.label_names)}
     report = write_report(out_dir, report)
     if "int8" in models:

@@ -157,3 +157,20 @@ def test_quantization_variants(tmp_path, extra):
         assert q["mode"] == "qat" and report["history"]["qat"]
     else:
         assert q["mode"] == "static" and q["calibration"] == "percentile"
+
+
+def test_cached_teacher_is_built_once_and_reused(tmp_path, capsys):
+    teacher = factories.save_teacher(tmp_path / "t", tmp_path)
+    data = factories.write_sst2_like(tmp_path / "d", n_train=32, n_dev=8)
+    out = tmp_path / "run"
+    args = ["run", "--teacher", str(teacher), "--task", "sst2", "--data", str(data), "--output-dir", str(out),
+            "--cache-teacher", "--hidden-weight", "1", "--prune-ffn", "0.5", "--no-quantize", *COMMON]
+    args.remove("--quiet")
+    assert main(args) == 0
+    first = json.loads((out / "report.json").read_text())["history"]["teacher_cache"]
+    assert first[0]["built"] and first[0]["size_mb"] > 0 and first[0]["hidden_layers"]
+    capsys.readouterr()
+    assert main([*args, "--overwrite"]) == 0
+    assert "reusing the teacher cache" in capsys.readouterr().err
+    second = json.loads((out / "report.json").read_text())["history"]["teacher_cache"]
+    assert not any(c["built"] for c in second)
