@@ -156,7 +156,7 @@ def _add_run_args(run: argparse.ArgumentParser) -> None:
     g.add_argument("--calibration", default="minmax", choices=("minmax", "percentile", "entropy"),
                    help="static calibration method (minmax)")
     g.add_argument("--calibration-samples", type=int, default=128, help="rows used for calibration (128)")
-    g.add_argument("--max-int8-drop", type=float,
+    g.add_argument("--max-int8-drop", "--max-drop", dest="max_int8_drop", type=float,
                    help="accuracy-aware INT8: keep the most sensitive layers FP32 until the drop ≤ this (e.g. 0.01)")
     g.add_argument("--qat", action="store_true", help="quantization-aware distillation instead of post-training")
     g.add_argument("--latency-runs", type=int, default=30, help="timed runs per latency measurement (30)")
