@@ -38,10 +38,13 @@ TEACHER_MARKER = "distill_teacher.json"
 
 
 @dataclass
-class RunConfig:
-    """Every setting of a run; written to ``OUTPUT/config.yaml``. Field names match the CLI flags."""
+class RunConfig(DistillConfig):
+    """Every setting of a run; written to ``OUTPUT/config.yaml``. Field names match the CLI flags.
 
-    teacher: str
+    The loss settings (temperature, alpha, hidden_weight, ...) are inherited from ``DistillConfig``.
+    """
+
+    teacher: str = ""
     student: str = "tiny"
     task: str | None = None
     data: str | None = None
@@ -50,22 +53,6 @@ class RunConfig:
     output_dir: str = "runs/distill"
     overwrite: bool = False
     init: str = "auto"
-    temperature: float = 2.0
-    alpha: float = 0.5
-    hidden_weight: float = 0.1
-    attention_weight: float = 0.0
-    attention_loss: str = "kl"
-    embedding_weight: float = 0.0
-    cosine_weight: float = 0.0
-    relation_weight: float = 0.0
-    relation_heads: int | None = None
-    relation_layer: int = -1
-    temperature_schedule: str = "constant"
-    temperature_end: float | None = None
-    alpha_schedule: str = "constant"
-    alpha_end: float | None = None
-    feature_schedule: str = "constant"
-    feature_scale_end: float | None = None
     lr: float | None = None  # None: 1e-3 for a student trained from (projected-)random weights, 1e-4 otherwise
     epochs: float = 3.0
     batch_size: int = 32
@@ -105,13 +92,13 @@ class RunConfig:
     max_size_mb: float | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.max_seq_length < 8:
             raise ConfigError(f"--max-seq-length {self.max_seq_length} is too short", "use at least 8, e.g. 128")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise ConfigError(f"--max-train-samples {self.max_train_samples} must be ≥ 1", "drop it to use all data")
         if self.recover_epochs < 0:
             raise ConfigError(f"--recover-epochs {self.recover_epochs} is negative", "use 0 to skip recovery")
-        self.distill_config()
         self.train_config()
         if self.quantize:
             self.quantize_config()
