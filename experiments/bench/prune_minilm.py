@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--teacher-epochs", type=float, default=1.0)
     p.add_argument("--recover-epochs", type=float, default=1.0)
     p.add_argument("--seq", type=int, default=64)
+    p.add_argument("--hidden", help="passed to `distill prune --hidden` (0: heads without hidden width)")
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "prune_minilm_sst2.json"))
     args = p.parse_args()
     work = Path(args.work)
@@ -52,7 +53,9 @@ def main() -> None:
         step("finetune_teacher", ["finetune-teacher", "--teacher", "minilm-pip", *data, "--epochs",
                                   str(args.teacher_epochs), "--output-dir", str(work / "ft"), "--overwrite",
                                   "--quiet"], timings)
-    step("prune_and_recover", ["prune", str(teacher), "--heads", "0.5", "--ffn", "0.5", "--teacher", str(teacher),
+    hidden = ["--hidden", args.hidden] if args.hidden is not None else []
+    step("prune_and_recover", ["prune", str(teacher), "--heads", "0.5", "--ffn", "0.5", *hidden, "--teacher",
+                               str(teacher),
                                *data, "--epochs", str(args.recover_epochs), "--lr", "5e-5", "--output-dir",
                                str(work / "pruned"), "--overwrite", "--quiet"], timings)
     step("static_int8", ["quantize", str(work / "pruned"), "--mode", "static", "--calibration-data", str(SST2),
