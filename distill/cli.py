@@ -203,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--steps", dest="prune_steps", type=int, default=1, help="iterative steps, each with recovery (1)")
     pr.add_argument("--teacher", default="", help="teacher for recovery distillation (needs --task/--data)")
     pr.add_argument("--temperature", type=float, default=2.0, help="KD temperature for recovery (2.0)")
+    pr.add_argument("--hidden-weight", type=float, default=0.0,
+                    help="weight of the hidden-state MSE to the teacher during recovery (0 = logits only)")
     _common_data_args(pr)
     _common_train_args(pr, 1e-4, 1.0, "recovery")
     _output_args(pr, "runs/pruned")
@@ -305,7 +307,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     from distill.pipeline import prune_only
 
-    prune_only(_run_config(args, teacher=args.teacher, student=args.model_dir, hidden_weight=0.0,
+    prune_only(_run_config(args, teacher=args.teacher, student=args.model_dir,
                            recover_epochs=args.epochs),
                args.model_dir)
     return 0

@@ -42,6 +42,10 @@ def main() -> None:
     p.add_argument("--recover-epochs", type=float, default=1.0)
     p.add_argument("--seq", type=int, default=64)
     p.add_argument("--hidden", help="passed to `distill prune --hidden` (0: heads without hidden width)")
+    p.add_argument("--importance", default="magnitude", help="passed to `distill prune --importance`")
+    p.add_argument("--steps", type=int, default=1, help="passed to `distill prune --steps`")
+    p.add_argument("--hidden-weight", type=float, default=0.0, help="passed to `distill prune --hidden-weight`")
+    p.add_argument("--lr", type=float, default=5e-5, help="recovery learning rate")
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "prune_minilm_sst2.json"))
     args = p.parse_args()
     work = Path(args.work)
@@ -56,7 +60,9 @@ def main() -> None:
     hidden = ["--hidden", args.hidden] if args.hidden is not None else []
     step("prune_and_recover", ["prune", str(teacher), "--heads", "0.5", "--ffn", "0.5", *hidden, "--teacher",
                                str(teacher),
-                               *data, "--epochs", str(args.recover_epochs), "--lr", "5e-5", "--output-dir",
+                               *data, "--epochs", str(args.recover_epochs), "--lr", str(args.lr), "--importance",
+                               args.importance, "--steps", str(args.steps), "--hidden-weight",
+                               str(args.hidden_weight), "--output-dir",
                                str(work / "pruned"), "--overwrite", "--quiet"], timings)
     step("static_int8", ["quantize", str(work / "pruned"), "--mode", "static", "--calibration-data", str(SST2),
                          "--task", "sst2", "--calibration", "minmax", "--calibration-samples", "256",
