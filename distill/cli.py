@@ -35,6 +35,10 @@ EXAMPLE_DISTIL = """example:
   distill distil --teacher runs/sst2-tiny/teacher --student mini --task sst2 --data ../shared/data/SST-2 \\
       --output-dir runs/sst2-mini-kd"""
 
+EXAMPLE_CHECK = """examples:
+  distill check --teacher runs/sst2-tiny/teacher --student mini                 # preset student
+  distill check --teacher runs/sst2-tiny/teacher --student path/to/other-vocab-student --task sst2"""
+
 EXAMPLE_FT = """example:
   distill finetune-teacher --teacher minilm --task sst2 --data ../shared/data/SST-2 --output-dir runs/minilm-sst2"""
 
@@ -98,6 +102,19 @@ def _gate_failures(report: dict, args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _names(text: str) -> list[str]:
+    """``A,B`` -> ["A", "B"] (teacher names)."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    """``0.7,0.3`` -> [0.7, 0.3]."""
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers") from None
+
+
 def _schedules() -> list[str]:
     from distill.schedules import SCHEDULES
 
@@ -110,12 +127,30 @@ def _add_run_args(run: argparse.ArgumentParser) -> None:
                                       "experiments/recipes/sst2-mini.yaml")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override one recipe value, e.g. --set train.lr=5e-5 (repeatable)")
-    run.add_argument("--teacher", help="alias (bert-base, bert-large, minilm, ...), model dir or Hub id")
-    run.add_argument("--student", default="tiny", help="preset (tiny, mini, small, medium), model dir or Hub id")
-    run.add_argument("--init", default="auto", choices=("auto", "random", "teacher-layers", "teacher-embeddings"),
-                     help="student init: teacher-layers copies every k-th teacher layer (equal widths only), "
-                          "teacher-embeddings projects the teacher's embeddings; auto picks the first that fits")
+    run.add_argument("--teacher", action="append",
+                     help="alias (bert-base, bert-large, minilm, ...), model dir or Hub id; repeat it for several "
+                          "teachers (the first is the one the report compares to)")
+    run.add_argument("--teachers", type=_names, metavar="A,B",
+                     help="several teachers at once (instead of repeating --teacher)")
+    run.add_argument("--teacher-weights", type=_floats, metavar="W1,W2",
+                     help="weights of the teachers' soft targets and feature terms (default: equal)")
+    run.add_argument("--student", default="tiny", help="preset (tiny, mini, small, medium), model dir or Hub id "
+                                                       "(a student with its own tokenizer gets logit KD only)")
+    run.add_argument("--init", default="auto",
+                     choices=("auto", "random", "teacher-layers", "teacher-embeddings", "teacher-pruned"),
+                     help="student init: teacher-layers copies teacher layers (equal widths only), "
+                          "teacher-embeddings projects the teacher's embeddings, teacher-pruned prunes the teacher "
+                          "down to the preset's layers, hidden and FFN widths (head size kept); auto picks "
+                          "teacher-layers or teacher-embeddings")
+    run.add_argument("--layer-selection", default="uniform", metavar="uniform|first-k|last-k|0,2,5",
+                     help="teacher layers for teacher-layers/teacher-pruned: every k-th (uniform), the first or last "
+                          "k, or an explicit 0-based list (uniform)")
     _common_data_args(run)
+    g = run.add_argument_group("augmentation (TinyBERT-style)")
+    g.add_argument("--augment", type=int, default=0, metavar="N",
+                   help="N masked-LM rewrites of each training example, learned from the teacher's soft targets (0)")
+    g.add_argument("--augment-mlm", metavar="DIR",
+                   help="masked LM for --augment (default: the teacher checkpoint's own MLM head)")
     g = run.add_argument_group("distillation loss")
     g.add_argument("--temperature", type=float, default=2.0, help="softmax temperature T (2.0)")
     g.add_argument("--alpha", type=float, default=0.5, help="weight of hard-label CE; 1-alpha weighs T²·KL (0.5)")
@@ -246,6 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     _gate_args(rp)
     rp.set_defaults(func=cmd_report)
 
+    ck = sub.add_parser("check", help="which loss terms and inits a teacher/student pair supports, before training",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE_CHECK)
+    ck.add_argument("--teacher", action="append", required=True, help="alias, model dir or Hub id (repeatable)")
+    ck.add_argument("--student", default="tiny", help="preset, model dir or Hub id (tiny)")
+    ck.add_argument("--task", help="task name (token classification cannot use KD across tokenizers)")
+    ck.add_argument("--layer-selection", default="uniform", help="as for `distill run` (uniform)")
+    ck.add_argument("--json", dest="json_out", help="also write the result to this JSON file")
+    ck.add_argument("--offline", action="store_true", help="no network access at all")
+    ck.set_defaults(func=cmd_check)
+
     ps = sub.add_parser("presets", help="list student presets, teacher aliases, tasks and quantization targets",
                         epilog="example:\n  distill presets", formatter_class=argparse.RawDescriptionHelpFormatter)
     ps.set_defaults(func=cmd_presets)
@@ -276,12 +321,27 @@ def _run_config(args: argparse.Namespace, **fixed):
         values.update({k: v for k, v in _explicit(args).items() if k in names})
     values.update(parse_overrides(getattr(args, "set", [])))
     values.update(fixed)
+    _teacher_list(values, args)
     if not values.get("teacher") and "teacher" not in fixed:
         raise ConfigError("no teacher given", "pass --teacher NAME_OR_DIR or set teacher.name in the recipe")
     try:
         return RunConfig(**values)
     except TypeError as exc:
         raise ConfigError(f"bad setting ({exc})", "check the recipe and flags") from None
+
+
+def _teacher_list(values: dict, args: argparse.Namespace) -> None:
+    """``--teacher A --teacher B`` or ``--teachers A,B`` -> teacher (the first) and teachers (all, when several)."""
+    from distill.core.errors import ConfigError
+
+    typed, many = getattr(args, "teacher", None), getattr(args, "teachers", None)
+    if isinstance(typed, list) and many:
+        raise ConfigError("both --teacher and --teachers are given", "give --teacher A --teacher B, or --teachers A,B")
+    if isinstance(values.get("teacher"), list):
+        names = values["teacher"]
+        values["teacher"], values["teachers"] = names[0], (names if len(names) > 1 else None)
+    elif many:
+        values["teacher"] = many[0]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -310,6 +370,35 @@ def cmd_prune(args: argparse.Namespace) -> int:
     prune_only(_run_config(args, teacher=args.teacher, student=args.model_dir,
                            recover_epochs=args.epochs),
                args.model_dir)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from distill.core.artifacts import write_json
+    from distill.core.console import out
+    from distill.pipeline import RunConfig, check_pair
+
+    names = args.teacher
+    result = check_pair(RunConfig(teacher=names[0], teachers=names if len(names) > 1 else None,
+                                  student=args.student, task=args.task, layer_selection=args.layer_selection,
+                                  prune=False, quantize=False))
+    for pair in result["pairs"]:
+        tokens = ("the same tokenizer" if pair["same_tokenizer"] else
+                  f"different tokenizers ({pair['student_vocab']} and {pair['teacher_vocab']} tokens): each "
+                  "tokenizes the raw text")
+        table = Table(title=f"teacher {pair['teacher']} ({pair['teacher_shape']}) → student {pair['student']} "
+                            f"({pair['student_shape']}): {tokens}")
+        for col in ("term / init", "supported", "why not"):
+            table.add_column(col)
+        for kind in ("losses", "inits"):
+            for name, why in pair[kind].items():
+                label = name if kind == "losses" else f"--init {name}"
+                table.add_row(label, "yes" if why is None else "no", why or "")
+        out.print(table)
+    if args.json_out:
+        write_json(args.json_out, result)
     return 0
 
 

@@ -361,16 +361,18 @@ class LengthGroupedBatchSampler:
 
 
 def make_loader(dataset, tokenizer, batch_size: int, *, shuffle: bool, seed: int = 0, group_by_length: bool = False,
-                bucket_factor: int = 50, pin_memory: bool | None = None, pad_to_multiple_of: int | None = None):
+                bucket_factor: int = 50, pin_memory: bool | None = None, pad_to_multiple_of: int | None = None,
+                collate_fn=None):
     """A DataLoader with dynamic padding; shuffling uses its own seeded generator so runs repeat.
 
     ``group_by_length`` batches rows of similar length (see ``LengthGroupedBatchSampler``) so little is padded;
-    ``pin_memory`` defaults to on when CUDA is available.
+    ``pin_memory`` defaults to on when CUDA is available; ``collate_fn`` replaces the padding collator (e.g.
+    ``cross_tokenizer.PairedPadCollator`` for rows tokenized twice).
     """
     import torch
     from torch.utils.data import DataLoader
 
-    collate = _collator(dataset, tokenizer, pad_to_multiple_of)
+    collate = collate_fn or _collator(dataset, tokenizer, pad_to_multiple_of)
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
     if group_by_length:
         sampler = LengthGroupedBatchSampler(row_lengths(dataset), batch_size, shuffle=shuffle, seed=seed,

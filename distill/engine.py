@@ -24,6 +24,7 @@ from transformers import get_linear_schedule_with_warmup
 from distill.core.console import info, track
 from distill.core.errors import ConfigError, DistillError
 from distill.core.runtime import autocast, resolve_device, seed_everything
+from distill.cross_tokenizer import TEACHER_PREFIX, teacher_view
 from distill.objective import Objective, capture_qkv, eager_attention
 
 TEACHER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -147,7 +148,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 
 def _forward(model, batch: dict, hidden: bool, attentions: bool = False):
-    inputs = {k: v for k, v in batch.items() if k not in STRIPPED}
+    inputs = {k: v for k, v in batch.items() if k not in STRIPPED and not k.startswith(TEACHER_PREFIX)}
     if attentions:
         inputs["output_attentions"] = True
     return model(**inputs, output_hidden_states=hidden)
@@ -168,21 +169,31 @@ class _StudentLoss(nn.Module):
         s_qkv, t_qkv = qkv
         extra = {}
         if s_qkv is not None:
-            (s_layer,), (t_layer,) = s_qkv, t_qkv
-            extra = {"student_qkv": s_qkv[s_layer], "teacher_qkv": t_qkv[t_layer]}
+            (s_layer,) = s_qkv
+            if isinstance(t_qkv, list):  # several teachers: one capture each
+                extra = {"student_qkv": s_qkv[s_layer], "teacher_qkv": [t[next(iter(t))] for t in t_qkv]}
+            else:
+                (t_layer,) = t_qkv
+                extra = {"student_qkv": s_qkv[s_layer], "teacher_qkv": t_qkv[t_layer]}
         return self.objective(student_out, batch["labels"], teacher_out, batch.get("attention_mask"), **extra)
 
 
 def _loss_context(stack: contextlib.ExitStack, model, teacher, objective: Objective):
-    """Turn on what the objective needs for the training loop: eager attention maps and Q/K/V capture hooks."""
+    """Turn on what the objective needs for the training loop: eager attention maps and Q/K/V capture hooks.
+
+    ``teacher`` may be a list (several teachers): each gets eager attention and its own capture.
+    """
+    teachers = teacher if isinstance(teacher, list) else [teacher]
     attentions = objective.needs_attentions and teacher is not None
     if attentions:
         stack.enter_context(eager_attention(model))
-        stack.enter_context(eager_attention(teacher))
+        for t in teachers:
+            stack.enter_context(eager_attention(t))
     captured = (None, None)
     if objective.needs_qkv and teacher is not None:
         s, t = objective.qkv_layers
-        captured = (stack.enter_context(capture_qkv(model, [s])), stack.enter_context(capture_qkv(teacher, [t])))
+        caught = [stack.enter_context(capture_qkv(one, [t])) for one in teachers]
+        captured = (stack.enter_context(capture_qkv(model, [s])), caught if isinstance(teacher, list) else caught[0])
     return attentions, captured
 
 
@@ -199,8 +210,10 @@ def teacher_layers_needed(objective: Objective) -> list[int]:
 def _prepare_teacher(teacher, device: torch.device, dtype_name: str):
     """The module to run as teacher: on ``device``, in eval mode, cast (as a copy) on GPU when asked.
 
-    A non-module callable (a ``teachers.CachedTeacher``) is returned as is.
+    A non-module callable (a ``teachers.CachedTeacher``) is returned as is; a list is prepared item by item.
     """
+    if isinstance(teacher, list):
+        return [_prepare_teacher(t, device, dtype_name) for t in teacher]
     if teacher is None or not isinstance(teacher, nn.Module):
         return teacher
     dtype = TEACHER_DTYPES[dtype_name]
@@ -210,7 +223,18 @@ def _prepare_teacher(teacher, device: torch.device, dtype_name: str):
 
 
 def _check_cached_teacher(teacher, objective: Objective) -> None:
-    """A cached teacher has logits and some hidden states only: refuse objectives that need more."""
+    """A cached teacher has logits and some hidden states only: refuse objectives that need more.
+
+    Several teachers (a list) are checked against their own parts of a ``MultiTeacherObjective``.
+    """
+    if isinstance(teacher, list):
+        parts = getattr(objective, "parts", None)
+        if parts is None or len(parts) != len(teacher):
+            raise ConfigError(f"{len(teacher)} teachers need an objective with one part per teacher",
+                              "build a distill.ensemble.MultiTeacherObjective with one Objective per teacher")
+        for one, part in zip(teacher, parts, strict=True):
+            _check_cached_teacher(one, part)
+        return
     if teacher is None or isinstance(teacher, nn.Module):
         return
     if objective.needs_attentions or objective.needs_qkv:
@@ -222,7 +246,13 @@ def _check_cached_teacher(teacher, objective: Objective) -> None:
 
 
 def _teacher_outputs(teacher, batch: dict, hidden: bool, attentions: bool):
-    """The teacher's outputs as constants: a module runs under inference mode, a cache looks rows up by ``idx``."""
+    """The teacher's outputs as constants: a module runs under inference mode, a cache looks rows up by ``idx``.
+
+    A list of teachers gives a list of outputs; a batch tokenized for both models feeds the teacher its own columns.
+    """
+    if isinstance(teacher, list):
+        return [_teacher_outputs(t, batch, hidden, attentions) for t in teacher]
+    batch = teacher_view(batch)
     if not isinstance(teacher, nn.Module):
         if "idx" not in batch:
             raise DistillError("the training batches carry no 'idx' column, so the teacher cache cannot find rows",
@@ -310,11 +340,14 @@ def _oom(batch: dict) -> DistillError:
 # ---- the loop ----------------------------------------------------------------------------------------------
 
 def fit(model: torch.nn.Module, objective: Objective, train_loader, config: TrainConfig, *,
-        teacher: torch.nn.Module | Callable | None = None, evaluate: Callable[[torch.nn.Module], dict] | None = None,
-        metric: str | None = None, description: str = "train") -> FitResult:
+        teacher: torch.nn.Module | Callable | list | None = None,
+        evaluate: Callable[[torch.nn.Module], dict] | None = None, metric: str | None = None,
+        description: str = "train") -> FitResult:
     """Train ``model`` (in place) on ``objective``; with ``evaluate``, keep the weights of the best dev epoch.
 
-    ``teacher`` is a module or a ``teachers.CachedTeacher`` (then the batches must carry ``idx``).
+    ``teacher`` is a module or a ``teachers.CachedTeacher`` (then the batches must carry ``idx``), or a list of
+    them with a ``distill.ensemble.MultiTeacherObjective``. Batches tokenized for both models (``teacher_*``
+    columns, see ``distill.cross_tokenizer``) feed the teacher its own token ids.
     """
     seed_everything(config.seed)
     acc = get_accelerator(config.device)

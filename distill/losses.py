@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from distill.core.registry import Registry
 
 LOSSES: Registry = Registry("loss")
+IGNORE_INDEX = -100  # label of rows/positions that are not scored (word pieces, specials, padding, augmented text)
 
 
 @LOSSES.register("kl")
@@ -28,11 +29,13 @@ def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 
 @LOSSES.register("ce")
 def hard_label_ce(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against the gold labels."""
-    return F.cross_entropy(student_logits.float(), labels)
+    """Cross-entropy against the gold labels, mean over labelled rows.
 
-
-IGNORE_INDEX = -100  # token-classification label of positions that are not scored (pieces, specials, padding)
+    Rows labelled -100 (augmented text, which has only the teacher's soft targets) are skipped; a batch without
+    any label gives 0 instead of NaN.
+    """
+    total = F.cross_entropy(student_logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (labels != IGNORE_INDEX).sum().clamp_min(1)
 
 
 @LOSSES.register("token_kl")

@@ -197,25 +197,43 @@ class Objective(nn.Module):
                 attention_mask: torch.Tensor | None = None, *, student_qkv: Mapping[str, torch.Tensor] | None = None,
                 teacher_qkv: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Return the weighted total and each term's unweighted value (for logging)."""
-        logits = student_out.logits
+        teacher_logits = teacher_out.logits if teacher_out is not None else None
+        total, terms = self.label_terms(student_out.logits, labels, teacher_logits)
+        if teacher_out is None:
+            return total, {k: float(v.detach()) for k, v in terms.items()}
+        extra = self.feature_terms(student_out, teacher_out, attention_mask, student_qkv=student_qkv,
+                                   teacher_qkv=teacher_qkv)
+        scale = self.feature_scale
+        for name, value in extra.items():
+            terms[name] = value
+            total = total + getattr(self.config, TERM_WEIGHTS[name]) * scale * value
+        return total, {k: float(v.detach()) for k, v in terms.items()}
+
+    def label_terms(self, logits: torch.Tensor, labels: torch.Tensor,
+                    teacher_logits: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """α·hard + (1−α)·soft (just the hard term without teacher logits) and the terms {ce, kd} as tensors."""
         token = logits.dim() == 3  # token classification: one distribution per word piece
         if token:
             hard = token_ce(logits, labels)
         else:
             hard = logits_mse(logits, labels) if self.regression else hard_label_ce(logits, labels)
-        terms = {"ce": hard}
-        if teacher_out is None:
-            return hard, {k: float(v.detach()) for k, v in terms.items()}
-        c, a, scale = self.config, self.alpha, self.feature_scale
+        if teacher_logits is None:
+            return hard, {"ce": hard}
         if token:
-            soft = token_kl(logits, teacher_out.logits, labels != -100, self.temperature)
+            soft = token_kl(logits, teacher_logits, labels != -100, self.temperature)
         elif self.regression:
-            soft = logits_mse(logits, teacher_out.logits)
+            soft = logits_mse(logits, teacher_logits)
         else:
-            soft = soft_target_kl(logits, teacher_out.logits, self.temperature)
-        terms["kd"] = soft
-        total = a * hard + (1 - a) * soft
-        extra = {}
+            soft = soft_target_kl(logits, teacher_logits, self.temperature)
+        a = self.alpha
+        return a * hard + (1 - a) * soft, {"ce": hard, "kd": soft}
+
+    def feature_terms(self, student_out, teacher_out, attention_mask: torch.Tensor | None = None, *,
+                      student_qkv: Mapping[str, torch.Tensor] | None = None,
+                      teacher_qkv: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The unweighted feature terms (hidden, embedding, cosine, attention, relation) that are turned on."""
+        c = self.config
+        extra: dict[str, torch.Tensor] = {}
         if self.layer_map:
             hs, ht = student_out.hidden_states, teacher_out.hidden_states
             extra["hidden"] = sum(hidden_mse(proj(hs[i]), ht[j], attention_mask)
@@ -232,10 +250,12 @@ class Objective(nn.Module):
             extra["attention"] = sum(loss(sa[i], ta[j], attention_mask) for i, j in self.attention_map)
         if self.relation_heads:
             extra["relation"] = self._relation(student_qkv, teacher_qkv, attention_mask)
-        for name, value in extra.items():
-            terms[name] = value
-            total = total + getattr(c, TERM_WEIGHTS[name]) * scale * value
-        return total, {k: float(v.detach()) for k, v in terms.items()}
+        return extra
+
+    def weigh_features(self, extra: Mapping[str, torch.Tensor]) -> torch.Tensor | float:
+        """Σ weight · feature scale · term over the feature terms (0 when there are none)."""
+        scale = self.feature_scale
+        return sum((getattr(self.config, TERM_WEIGHTS[name]) * scale * value for name, value in extra.items()), 0.0)
 
     def _relation(self, student_qkv, teacher_qkv, mask) -> torch.Tensor:
         """Σ over Q, K, V of the MiniLMv2 relation KL at ``relation_heads`` relation heads."""
@@ -346,15 +366,26 @@ def eager_attention(model: nn.Module) -> Iterator[nn.Module]:
 _FUSED_QKV = {"gpt2", "gpt_neox", "bloom", "falcon", "albert"}
 
 
-def supported_losses(student_config, teacher_config, same_tokenizer: bool) -> dict[str, str | None]:
-    """For each term (ce, kd, hidden, embedding, cosine, attention, relation): None if usable, else the reason."""
+DIFFERENT_TOKENIZERS = "student and teacher use different tokenizers, so their tokens do not line up"
+TOKEN_KD_NEEDS_ONE_TOKENIZER = ("token classification scores one distribution per word piece, and the two "
+                                "tokenizers split words into different pieces")
+
+
+def supported_losses(student_config, teacher_config, same_tokenizer: bool, *,
+                     token: bool = False) -> dict[str, str | None]:
+    """For each term (ce, kd, hidden, embedding, cosine, attention, relation): None if usable, else the reason.
+
+    With different tokenizers only sequence-level terms remain: ce, and kd for sequence classification
+    (``token=False``); every per-token term (and token-level kd) is unsupported.
+    """
     support: dict[str, str | None] = {"ce": None, "kd": None, **dict.fromkeys(TERM_WEIGHTS)}
     ns, nt = getattr(student_config, "num_labels", None), getattr(teacher_config, "num_labels", None)
     if ns != nt:
         support["kd"] = f"the student has {ns} outputs and the teacher {nt}"
     if not same_tokenizer:
-        why = "student and teacher use different tokenizers, so their tokens do not line up"
-        return {**support, **dict.fromkeys(TERM_WEIGHTS, why)}
+        if token:
+            support["kd"] = TOKEN_KD_NEEDS_ONE_TOKENIZER
+        return {**support, **dict.fromkeys(TERM_WEIGHTS, DIFFERENT_TOKENIZERS)}
     for term, field in (("hidden", "hidden_size"), ("embedding", "hidden_size"), ("cosine", "hidden_size"),
                         ("attention", "num_attention_heads"), ("relation", "hidden_size")):
         for who, cfg in (("student", student_config), ("teacher", teacher_config)):

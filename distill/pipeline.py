@@ -45,6 +45,8 @@ class RunConfig(DistillConfig):
     """
 
     teacher: str = ""
+    teachers: list[str] | None = None  # several teachers (the first is `teacher`, the one the report compares to)
+    teacher_weights: list[float] | None = None
     student: str = "tiny"
     task: str | None = None
     data: str | None = None
@@ -53,11 +55,14 @@ class RunConfig(DistillConfig):
     output_dir: str = "runs/distill"
     overwrite: bool = False
     init: str = "auto"
+    layer_selection: str | list[int] = "uniform"
     lr: float | None = None  # None: 1e-3 for a student trained from (projected-)random weights, 1e-4 otherwise
     epochs: float = 3.0
     batch_size: int = 32
     max_seq_length: int = 128
     max_train_samples: int | None = None
+    augment: int = 0
+    augment_mlm: str | None = None
     seed: int = 42
     grad_accum_steps: int = 1
     group_by_length: bool = True
@@ -93,6 +98,7 @@ class RunConfig(DistillConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self._check_breadth()
         if self.max_seq_length < 8:
             raise ConfigError(f"--max-seq-length {self.max_seq_length} is too short", "use at least 8, e.g. 128")
         if self.max_train_samples is not None and self.max_train_samples < 1:
@@ -108,6 +114,34 @@ class RunConfig(DistillConfig):
             self.prune_config()
             if self.prune_steps < 1:
                 raise ConfigError(f"--prune-steps {self.prune_steps} must be ≥ 1", "use 1 for one-shot pruning")
+
+    @property
+    def teacher_names(self) -> list[str]:
+        """Every teacher, the primary one first."""
+        return list(self.teachers) if self.teachers else [self.teacher]
+
+    def _check_breadth(self) -> None:
+        """Several teachers and their weights, augmentation and the layer selection."""
+        from distill.ensemble import normalise_weights
+        from students.init import parse_layer_selection
+
+        if isinstance(self.teachers, str):
+            self.teachers = [t.strip() for t in self.teachers.split(",") if t.strip()]
+        if self.teachers:
+            names = [str(t) for t in self.teachers]
+            if self.teacher and self.teacher != names[0]:
+                raise ConfigError(f"teacher '{self.teacher}' is not the first of the teachers {', '.join(names)}",
+                                  "give the teachers once: --teacher A --teacher B, or --teachers A,B")
+            self.teacher, self.teachers = names[0], (names if len(names) > 1 else None)
+        if isinstance(self.teacher_weights, str):
+            self.teacher_weights = [float(w) for w in self.teacher_weights.split(",") if w.strip()]
+        if self.teacher_weights is not None:
+            normalise_weights(self.teacher_weights, len(self.teacher_names))
+        if self.augment < 0:
+            raise ConfigError(f"--augment {self.augment} is negative", "use e.g. --augment 4, or 0 for none")
+        if self.augment_mlm and not self.augment:
+            raise ConfigError("--augment-mlm is given without --augment", "add --augment N (new texts per example)")
+        parse_layer_selection(self.layer_selection)
 
     def quantize_config(self):
         from compress import QuantizeConfig
@@ -146,6 +180,17 @@ class Context:
     student_lr: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     history: dict[str, list] = field(default_factory=dict)
+    teacher_tokenizer: object = None  # differs from `tokenizer` when the student has its own vocabulary
+    teacher_train_loader: object = None  # the teacher's tokenization (the same loaders when tokenizers agree)
+    teacher_dev_loader: object = None
+    labelled_loader: object = None  # the training rows before augmentation
+    teachers: list = field(default_factory=list)  # LoadedTeacher, primary first
+    mlm: object = None  # teachers.augment.MaskedLM for --augment
+
+    @property
+    def cross(self) -> bool:
+        """Student and teacher tokenize the text each with their own tokenizer."""
+        return self.teacher_tokenizer is not None and self.teacher_tokenizer is not self.tokenizer
 
 
 def check_output_dir(path: Path, overwrite: bool) -> None:
@@ -168,16 +213,90 @@ def _clear_output_dir(path: Path, keep: tuple[str, ...]) -> None:
             child.unlink()
 
 
-def _check_tokenizers(teacher_tok, student_dir: Path) -> None:
-    """A student dir with its own tokenizer must share the teacher's vocabulary (the student reads teacher ids)."""
+def _own_tokenizer(source: str):
+    """The tokenizer saved with a student (model dir or Hub id), or None when it has none of its own."""
     from transformers import AutoTokenizer
 
-    if not (student_dir / "tokenizer_config.json").is_file() and not (student_dir / "vocab.txt").is_file():
-        return
-    student_tok = AutoTokenizer.from_pretrained(student_dir)
-    if student_tok.get_vocab() != teacher_tok.get_vocab():
-        raise ModelError(f"student '{student_dir}' has a different vocabulary ({len(student_tok)} tokens) from the "
-                         f"teacher ({len(teacher_tok)} tokens)", "use a student built with the teacher's tokenizer")
+    path = Path(source)
+    if path.is_dir() and not any((path / f).is_file() for f in ("tokenizer_config.json", "vocab.txt",
+                                                                 "tokenizer.json")):
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except Exception as exc:
+        if path.is_dir():
+            raise ModelError(f"cannot load the tokenizer of student '{source}' ({exc.__class__.__name__})",
+                             "save the student's tokenizer with it, or remove the broken tokenizer files") from None
+        return None  # a Hub id without a tokenizer: it reads the teacher's ids
+
+
+def _student_tokenizer(cfg: RunConfig, source: str, teacher_tok, task: Task):
+    """The student's own tokenizer when its vocabulary differs from the teacher's (each then tokenizes the text
+    itself: sequence-level KD only), else None; refuses what cannot work across tokenizers."""
+    from distill.cross_tokenizer import same_vocabulary
+    from teachers.loading import load_config
+
+    student_tok = _own_tokenizer(source)
+    if student_tok is None or same_vocabulary(student_tok, teacher_tok):
+        return None
+    vocab = getattr(load_config(source), "vocab_size", None)
+    if vocab is not None and len(student_tok) > vocab:
+        raise ModelError(f"student '{cfg.student}' has a tokenizer of {len(student_tok)} tokens but only {vocab} "
+                         "embeddings", "save the student with the tokenizer it was trained with")
+    if task.is_token:
+        raise ConfigError(f"student '{cfg.student}' has its own tokenizer ({len(student_tok)} tokens, the teacher "
+                          f"{len(teacher_tok)}): token classification needs one label per word piece of one "
+                          "tokenizer", "use a student with the teacher's tokenizer (e.g. a preset)")
+    if cfg.prune and cfg.prune_importance == "distillation":
+        raise ConfigError("--prune-importance distillation runs the teacher on the student's token ids, which "
+                          "differ here (the student has its own tokenizer)", "use --prune-importance magnitude")
+    return student_tok
+
+
+def _check_teachers(teachers: list, names: list[str]) -> None:
+    """Several teachers must predict the same labels and read the same token ids."""
+    from distill.cross_tokenizer import same_vocabulary
+
+    first = teachers[0]
+    for name, t in zip(names[1:], teachers[1:], strict=True):
+        if t.model.config.num_labels != first.model.config.num_labels:
+            raise ModelError(f"teachers '{names[0]}' and '{name}' have different label counts "
+                             f"({first.model.config.num_labels} and {t.model.config.num_labels})",
+                             "give teachers fine-tuned on the same labels")
+        if not same_vocabulary(t.tokenizer, first.tokenizer):
+            raise ModelError(f"teachers '{names[0]}' and '{name}' use different tokenizers",
+                             "give teachers that share one tokenizer (e.g. fine-tuned from the same checkpoint)")
+
+
+def _augment_mlm(cfg: RunConfig, teacher, task: Task):
+    """The masked LM for ``--augment``: ``--augment-mlm``, else the teacher checkpoint's own MLM head."""
+    from teachers import resolve_model_source
+    from teachers.augment import load_mlm
+
+    if task.is_token or task.is_regression:
+        raise ConfigError(f"--augment does not support {'token classification' if task.is_token else 'regression'}"
+                          f" (task '{task.name}')", "drop --augment")
+    if cfg.augment_mlm:
+        mlm = load_mlm(resolve_model_source(cfg.augment_mlm, kind="masked LM"), tokenizer=teacher.tokenizer)
+        if mlm is None:
+            raise ModelError(f"'{cfg.augment_mlm}' has no trained masked-LM head",
+                             "pass a BertForMaskedLM checkpoint (e.g. bert-base-uncased) with --augment-mlm")
+        return mlm
+    mlm = load_mlm(teacher.source, tokenizer=teacher.tokenizer)
+    if mlm is None:
+        raise ConfigError(f"--augment needs a masked LM, and teacher '{cfg.teacher}' has no MLM head",
+                          "pass --augment-mlm DIR (a BertForMaskedLM checkpoint such as bert-base-uncased)")
+    return mlm
+
+
+@dataclass
+class Prepared:
+    """What ``prepare`` checked and loaded: the data, the teachers, the student's own tokenizer, the MLM."""
+
+    splits: Splits
+    teachers: list
+    student_tokenizer: object = None  # None: the student reads the teacher's token ids
+    mlm: object = None
 
 
 def _save_model(model, tokenizer, final: Path, extra: dict | None = None) -> None:
@@ -200,8 +319,9 @@ def _timed(ctx: Context, name: str):
     return _Timer()
 
 
-def prepare(cfg: RunConfig, need_student: bool = True):
-    """Validate everything before writing: task, data, teacher, student source, tokenizers, output dir."""
+def prepare(cfg: RunConfig, need_student: bool = True) -> Prepared:
+    """Validate everything before writing: task, data, teachers, student source, tokenizers, init, augmentation
+    and the output dir."""
     from teachers import load_teacher
 
     task = get_task(cfg.task) if cfg.task else None
@@ -209,19 +329,29 @@ def prepare(cfg: RunConfig, need_student: bool = True):
         raise DataError("no --task and no --data given", "pass --task sst2 (Hub) or --data DIR (local files)")
     splits = load_splits(task, cfg.data, text_columns=tuple(cfg.text_columns) if cfg.text_columns else None,
                          label_column=cfg.label_column, max_train_samples=cfg.max_train_samples, seed=cfg.seed)
-    teacher = load_teacher(cfg.teacher, splits.task)
-    student_dir = Path(cfg.student)
+    teachers = [load_teacher(name, splits.task) for name in cfg.teacher_names]
+    _check_teachers(teachers, cfg.teacher_names)
+    teacher = teachers[0]
     from students.build import student_source_is_preset
 
+    student_tok = None
     if need_student and not student_source_is_preset(cfg.student):
         from teachers import resolve_model_source
 
         source = resolve_model_source(cfg.student, kind="student", registry=_presets())
-        if Path(source).is_dir():
-            _check_tokenizers(teacher.tokenizer, student_dir)
+        student_tok = _student_tokenizer(cfg, source, teacher.tokenizer, splits.task)
+    if need_student and cfg.init == "teacher-pruned":
+        from students import PRESETS
+        from students.init import pruned_shape
+
+        if not student_source_is_preset(cfg.student):
+            raise ConfigError(f"--init teacher-pruned needs a preset student (its widths are the target), not "
+                              f"'{cfg.student}'", f"use one of: {', '.join(PRESETS.names())}")
+        pruned_shape(PRESETS.get(cfg.student), teacher.model.config, cfg.layer_selection)
+    mlm = _augment_mlm(cfg, teacher, splits.task) if need_student and cfg.augment else None
     out_dir = Path(cfg.output_dir)
     check_output_dir(out_dir, cfg.overwrite)
-    return splits, teacher
+    return Prepared(splits, teachers, student_tok, mlm)
 
 
 def _presets():
@@ -230,17 +360,26 @@ def _presets():
     return PRESETS
 
 
-def stage_teacher(ctx: Context, teacher, force: bool = False) -> tuple[object, str]:
-    """Use the teacher as is when its head is trained; otherwise fine-tune it (or reuse a matching cache)."""
+def teacher_dir(index: int) -> str:
+    """Where teacher ``index`` (0 = the primary) is cached when fine-tuned here: teacher, teacher_2, ..."""
+    return "teacher" if index == 0 else f"teacher_{index + 1}"
+
+
+def stage_teacher(ctx: Context, teacher, force: bool = False, index: int = 0) -> tuple[object, str]:
+    """Use the teacher as is when its head is trained; otherwise fine-tune it (or reuse a matching cache).
+
+    Teacher ``index`` > 0 (several teachers) is cached in ``teacher_<index+1>`` and fine-tuned with seed + index.
+    """
     from teachers import finetune_teacher, teacher_fingerprint
 
     if teacher.head_trained and not force:
         return teacher.model, teacher.source
     cfg = ctx.cfg
+    name, seed = teacher_dir(index), cfg.seed + index
     fp = teacher_fingerprint(source=teacher.source, task=ctx.task.name, data=ctx.splits.source,
                              n_train=len(ctx.splits.train), max_len=cfg.max_seq_length, lr=cfg.teacher_lr,
-                             epochs=cfg.teacher_epochs, batch=cfg.batch_size, seed=cfg.seed)
-    cached = ctx.out / "teacher"
+                             epochs=cfg.teacher_epochs, batch=cfg.batch_size, seed=seed)
+    cached = ctx.out / name
     marker = cached / TEACHER_MARKER
     if marker.is_file():
         import json
@@ -250,46 +389,94 @@ def stage_teacher(ctx: Context, teacher, force: bool = False) -> tuple[object, s
         if json.loads(marker.read_text()).get("fingerprint") == fp:
             info(f"  reusing the fine-tuned teacher cached in {cached}")
             model = auto_model_class(ctx.task).from_pretrained(cached, use_safetensors=True)
-            return model.eval().requires_grad_(False), "teacher"
+            return model.eval().requires_grad_(False), name
     if not teacher.head_trained:
-        info(f"  '{cfg.teacher}' has no trained {ctx.task.name} head: fine-tuning it first")
-    result = finetune_teacher(teacher.model, ctx.train_loader, cfg.train_config(lr=cfg.teacher_lr,
-                              epochs=cfg.teacher_epochs), regression=ctx.task.is_regression,
-                              evaluate=evaluator(ctx.task, ctx.dev_loader, cfg.device), metric=ctx.task.main_metric)
-    ctx.history["teacher"] = result.history
-    _save_model(teacher.model.to("cpu"), ctx.tokenizer, cached,
+        info(f"  '{cfg.teacher_names[index]}' has no trained {ctx.task.name} head: fine-tuning it first")
+    train, dev = ctx.teacher_train_loader or ctx.train_loader, ctx.teacher_dev_loader or ctx.dev_loader
+    result = finetune_teacher(teacher.model, train, cfg.train_config(lr=cfg.teacher_lr, epochs=cfg.teacher_epochs,
+                                                                     seed=seed),
+                              regression=ctx.task.is_regression, evaluate=evaluator(ctx.task, dev, cfg.device),
+                              metric=ctx.task.main_metric)
+    ctx.history[name] = result.history
+    _save_model(teacher.model.to("cpu"), ctx.teacher_tokenizer or ctx.tokenizer, cached,
                 {"fingerprint": fp, "source": teacher.source, "history": result.history})
-    return teacher.model, "teacher"
+    return teacher.model, name
 
 
-def _objective(ctx: Context, student, teacher) -> Objective:
-    """The loss for distilling ``teacher`` into ``student``, with unsupported terms turned off (and said so)."""
-    layers = uniform_layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
-    config, messages = disable_unsupported(ctx.cfg.distill_config(),
-                                           supported_losses(student.config, teacher.config, same_tokenizer=True))
-    for message in messages:
-        info(f"  note: {message}")
-    return Objective(config, regression=ctx.task.is_regression, student_width=student.config.hidden_size,
-                     teacher_width=teacher.config.hidden_size, layer_map=layers,
-                     student_heads=student.config.num_attention_heads)
+def _primary(teacher):
+    """The first teacher of a list (several teachers), or the teacher itself."""
+    return teacher[0] if isinstance(teacher, list) else teacher
+
+
+def _objective(ctx: Context, student, teacher):
+    """The loss for distilling ``teacher`` (or a list of teachers: ``MultiTeacherObjective``) into ``student``, with
+    unsupported terms turned off (and said so)."""
+    said: set[str] = set()
+    parts = []
+    for one in teacher if isinstance(teacher, list) else [teacher]:
+        layers = uniform_layer_map(student.config.num_hidden_layers, one.config.num_hidden_layers)
+        support = supported_losses(student.config, one.config, same_tokenizer=not ctx.cross, token=ctx.task.is_token)
+        config, messages = disable_unsupported(ctx.cfg.distill_config(), support)
+        for message in messages:
+            if message not in said:
+                said.add(message)
+                info(f"  note: {message}")
+        parts.append(Objective(config, regression=ctx.task.is_regression, student_width=student.config.hidden_size,
+                               teacher_width=one.config.hidden_size, layer_map=layers,
+                               student_heads=student.config.num_attention_heads))
+    if not isinstance(teacher, list):
+        return parts[0]
+    from distill.ensemble import MultiTeacherObjective
+
+    return MultiTeacherObjective(parts, ctx.cfg.teacher_weights)
+
+
+def _pruned_student(ctx: Context, teacher):
+    """``--init teacher-pruned``: a copy of the teacher cut to the preset's layers (chosen by --layer-selection),
+    hidden and FFN widths by structured pruning (magnitude; the head size is kept, so heads = hidden / head size)."""
+    from compress import PruneConfig, prune_model
+    from distill.cross_tokenizer import student_view
+    from students import PRESETS
+    from students.init import pruned_shape
+
+    cfg = ctx.cfg
+    shape = pruned_shape(PRESETS.get(cfg.student), teacher.config, cfg.layer_selection)
+    student = copy.deepcopy(teacher).to("cpu").eval()
+    batch = student_view(next(iter(ctx.labelled_loader or ctx.train_loader)))
+    example = {k: v[:2] for k, v in batch.items() if k != "idx"}
+    report = prune_model(student, PruneConfig(heads=shape.heads_ratio, ffn=shape.ffn_ratio, layers=shape.layers,
+                                              importance="magnitude"), example)
+    c = student.config
+    got = (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size)
+    want = (len(shape.layers), shape.hidden, shape.heads, shape.ffn)
+    if got != want:
+        raise ModelError(f"pruning the teacher gave L{got[0]}/H{got[1]}/A{got[2]}/FFN{got[3]}, not "
+                         f"L{want[0]}/H{want[1]}/A{want[2]}/FFN{want[3]}", "use --init auto or random")
+    ctx.history["init_pruned"] = {"teacher_layers": shape.layers, **report.to_dict()}
+    return student.requires_grad_(True).train()
 
 
 def stage_student(ctx: Context, teacher):
-    """Build (or load) the student, initialise it, distil it from the teacher and save it."""
+    """Build (or load) the student, initialise it, distil it from the teacher(s) and save it."""
     from students import build_student, init_from_teacher, load_student
     from students.build import student_source_is_preset
     from teachers import resolve_model_source
 
     cfg = ctx.cfg
     seed_everything(cfg.seed)
+    primary = _primary(teacher)
     pretrained = True
-    if student_source_is_preset(cfg.student):
-        student = build_student(cfg.student, teacher.config, token=ctx.task.is_token)
-        report = init_from_teacher(student, teacher, cfg.init)
+    if cfg.init == "teacher-pruned":
+        student = _pruned_student(ctx, primary)
+        info(f"  student '{cfg.student}' pruned from the teacher: {count_params(student):,} params, teacher layers "
+             f"{ctx.history['init_pruned']['teacher_layers']}, {student.config.num_attention_heads} heads")
+    elif student_source_is_preset(cfg.student):
+        student = build_student(cfg.student, primary.config, token=ctx.task.is_token)
+        report = init_from_teacher(student, primary, cfg.init, cfg.layer_selection)
         pretrained = report.strategy == "teacher-layers"
         info(f"  student '{cfg.student}': {count_params(student):,} params, init {report.strategy}")
     else:
-        student = load_student(resolve_model_source(cfg.student, "student", _presets()), teacher.config,
+        student = load_student(resolve_model_source(cfg.student, "student", _presets()), primary.config,
                                token=ctx.task.is_token)
         info(f"  student '{cfg.student}': {count_params(student):,} params")
     lr = cfg.lr or (1e-4 if pretrained else 1e-3)  # layers trained from scratch need a larger step
@@ -310,11 +497,14 @@ def prune_and_recover(ctx: Context, model, teacher, prune_config, steps: int = 1
     Returns the last PruneReport; ``ctx.history["prune_steps"]`` records widths and the dev metric after each step.
     """
     from compress import kd_loss_fn, prune_model, step_configs
+    from distill.cross_tokenizer import student_view
 
     cfg = ctx.cfg
-    batches = list(islice(iter(ctx.train_loader), cfg.importance_batches))
+    rows = ctx.labelled_loader or ctx.train_loader  # augmented rows have no labels for taylor importance
+    batches = [student_view(b) for b in islice(iter(rows), cfg.importance_batches)]
     example = {k: v[:2] for k, v in batches[0].items()}
-    loss_fn = kd_loss_fn(teacher, cfg.temperature) if prune_config.importance == "distillation" else None
+    loss_fn = (kd_loss_fn(_primary(teacher), cfg.temperature) if prune_config.importance == "distillation"
+               else None)
     evaluate = evaluator(ctx.task, ctx.dev_loader, cfg.device)
     ctx.history["prune_steps"] = []
     report = None
@@ -422,8 +612,10 @@ def stage_score(ctx: Context, teacher, teacher_path: str, models: dict) -> tuple
     """Score teacher, student, pruned and int8 on dev; measure size and CPU latency of each."""
     cfg = ctx.cfg
     vocab = teacher.config.vocab_size
+    if ctx.cross:  # ONNX stages are students: random ids must fit the student's vocabulary
+        vocab = min(vocab, len(ctx.tokenizer))
     lat = {"seq": cfg.latency_seq, "threads": cfg.latency_threads, "runs": cfg.latency_runs}
-    t_logits, labels = predict(teacher, ctx.dev_loader, cfg.device)
+    t_logits, labels = predict(teacher, ctx.teacher_dev_loader or ctx.dev_loader, cfg.device)
     rows: list[StageScore] = []
     predictions: dict[str, list] = {}
     teacher_metric = None
@@ -454,39 +646,81 @@ def stage_score(ctx: Context, teacher, teacher_path: str, models: dict) -> tuple
     return rows, predictions
 
 
+def _train_loader(ctx: Context, rows):
+    """Shuffled, length-grouped training batches of ``rows``; tokenized for both models when their tokenizers
+    differ (``teacher_*`` columns)."""
+    from distill.cross_tokenizer import PairedPadCollator, tokenize_two
+
+    cfg = ctx.cfg
+    if ctx.cross:
+        data = tokenize_two(rows, ctx.tokenizer, ctx.teacher_tokenizer, cfg.max_seq_length, index=cfg.cache_teacher)
+        collate = PairedPadCollator(ctx.tokenizer, ctx.teacher_tokenizer)
+    else:
+        data, collate = tokenize(rows, ctx.tokenizer, cfg.max_seq_length, index=cfg.cache_teacher), None
+    return make_loader(data, ctx.tokenizer, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                       group_by_length=cfg.group_by_length, collate_fn=collate)
+
+
 def _start(cfg: RunConfig, need_student: bool = True):
     """Validate, then (and only then) create the output dir, record settings and build the data loaders."""
-    splits, teacher = prepare(cfg, need_student)
+    prepared = prepare(cfg, need_student)
+    splits, teacher = prepared.splits, prepared.teachers[0]
     out_dir = Path(cfg.output_dir)
-    if cfg.overwrite:
-        _clear_output_dir(out_dir, keep=("teacher", "teacher_cache"))  # both are validated by fingerprint
+    if cfg.overwrite:  # fine-tuned teachers and teacher caches are validated by fingerprint
+        keep = [name for i in range(len(prepared.teachers)) for name in (teacher_dir(i), _cache_dir(i))]
+        _clear_output_dir(out_dir, keep=tuple(keep))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_yaml(out_dir / "config.yaml", dump_recipe(cfg))
     write_json(out_dir / "env.json", environment_info(cfg.seed, cfg.device))
-    tokenizer = teacher.tokenizer
-    ctx = Context(cfg, splits.task, splits, tokenizer, out_dir)
-    ctx.train_loader = make_loader(tokenize(splits.train, tokenizer, cfg.max_seq_length, index=cfg.cache_teacher),
-                                   tokenizer, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                   group_by_length=cfg.group_by_length)
+    tokenizer = prepared.student_tokenizer or teacher.tokenizer
+    ctx = Context(cfg, splits.task, splits, tokenizer, out_dir, teacher_tokenizer=teacher.tokenizer,
+                  teachers=prepared.teachers, mlm=prepared.mlm)
+    ctx.train_loader = _train_loader(ctx, splits.train)
     ctx.dev_loader = make_loader(tokenize(splits.dev, tokenizer, cfg.max_seq_length), tokenizer, cfg.batch_size * 2,
                                  shuffle=False)
+    if ctx.cross:
+        t_tok = teacher.tokenizer
+        info(f"  note: the student has its own tokenizer ({len(tokenizer)} tokens, the teacher {len(t_tok)}): "
+             "each tokenizes the raw text, and only the label and logit terms apply")
+        ctx.teacher_train_loader = make_loader(tokenize(splits.train, t_tok, cfg.max_seq_length), t_tok,
+                                               cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                               group_by_length=cfg.group_by_length)
+        ctx.teacher_dev_loader = make_loader(tokenize(splits.dev, t_tok, cfg.max_seq_length), t_tok,
+                                             cfg.batch_size * 2, shuffle=False)
     return ctx, teacher
 
 
-def _teacher_source(ctx: Context, teacher, objective: Objective):
-    """The live teacher, or (``--cache-teacher``) its outputs cached on disk, built once and reused by later runs."""
+def _cache_dir(index: int) -> str:
+    """Where teacher ``index``'s output cache lives: teacher_cache, teacher_cache_2, ..."""
+    return "teacher_cache" if index == 0 else f"teacher_cache_{index + 1}"
+
+
+def _teacher_source(ctx: Context, teacher, objective):
+    """The live teacher, or (``--cache-teacher``) its outputs cached on disk, built once and reused by later runs.
+
+    Several teachers (a list) get one cache each (``teacher_cache``, ``teacher_cache_2``, ...).
+    """
     if not ctx.cfg.cache_teacher:
         return teacher
     if ctx.task.kind != "sequence-classification":
         raise ConfigError(f"--cache-teacher does not support {ctx.task.kind} yet", "drop --cache-teacher")
+    from distill.cross_tokenizer import teacher_columns
     from distill.engine import teacher_layers_needed
     from teachers.cache import cache_teacher_outputs
 
-    cache = cache_teacher_outputs(teacher, ctx.train_loader.dataset, ctx.out / "teacher_cache",
-                                  top_k=ctx.cfg.cache_top_k, hidden_layers=teacher_layers_needed(objective),
-                                  tokenizer=ctx.tokenizer, max_length=ctx.cfg.max_seq_length, device=ctx.cfg.device)
-    ctx.history.setdefault("teacher_cache", []).append(cache)
-    return cache
+    data = ctx.train_loader.dataset
+    if ctx.cross:
+        data = teacher_columns(data)
+    caches = []
+    parts = objective.parts if isinstance(teacher, list) else [objective]
+    for i, (one, part) in enumerate(zip(teacher if isinstance(teacher, list) else [teacher], parts, strict=True)):
+        cache = cache_teacher_outputs(one, data, ctx.out / _cache_dir(i), top_k=ctx.cfg.cache_top_k,
+                                      hidden_layers=teacher_layers_needed(part),
+                                      tokenizer=ctx.teacher_tokenizer or ctx.tokenizer,
+                                      max_length=ctx.cfg.max_seq_length, device=ctx.cfg.device)
+        ctx.history.setdefault("teacher_cache", []).append(cache)
+        caches.append(cache)
+    return caches if isinstance(teacher, list) else caches[0]
 
 
 def _history(ctx: Context) -> dict:
@@ -501,30 +735,83 @@ def finetune_only(cfg: RunConfig) -> Path:
     """``distill finetune-teacher``: fine-tune the teacher on the task and save it to ``OUTPUT/teacher``."""
     ctx, teacher = _start(cfg, need_student=False)
     with _timed(ctx, "teacher"):
-        stage_teacher(ctx, teacher, force=True)
+        for i, one in enumerate(ctx.teachers):  # several teachers: teacher, teacher_2, ...
+            stage_teacher(ctx, one, force=True, index=i)
     info(f"fine-tuned teacher written to {ctx.out / 'teacher'}")
     return ctx.out / "teacher"
+
+
+def stage_teachers(ctx: Context) -> tuple[object, str, object]:
+    """Every teacher ready (fine-tuned when needed): (primary model, its report path, what distillation uses: the
+    primary model, or the list of every teacher's model)."""
+    models = []
+    for i, one in enumerate(ctx.teachers):
+        model, path = stage_teacher(ctx, one, index=i)
+        if path != teacher_dir(i):  # a trained teacher is used in place: drop a stale fine-tuned copy
+            shutil.rmtree(ctx.out / teacher_dir(i), ignore_errors=True)
+        models.append((model, path))
+    if len(models) == 1:
+        return models[0][0], models[0][1], models[0][0]
+    ctx.history["teachers"] = _score_teachers(ctx, [m for m, _ in models])
+    return models[0][0], models[0][1], [m for m, _ in models]
+
+
+def _score_teachers(ctx: Context, models: list) -> list[dict]:
+    """Dev metric of each teacher and of their weighted ensemble (the report itself compares to the first)."""
+    import torch
+
+    from distill.ensemble import ensemble_logits, normalise_weights
+
+    loader = ctx.teacher_dev_loader or ctx.dev_loader
+    weights = normalise_weights(ctx.cfg.teacher_weights, len(models))
+    rows, logits = [], []
+    for name, model, w in zip(ctx.cfg.teacher_names, models, weights, strict=True):
+        out, labels = predict(model, loader, ctx.cfg.device)
+        logits.append(torch.as_tensor(out))
+        rows.append({"teacher": name, "weight": w, **compute_metrics(ctx.task, out, labels)})
+    mixed = ensemble_logits(logits, weights, 1.0, regression=ctx.task.is_regression).numpy()
+    rows.append({"teacher": "ensemble", "weight": 1.0, **compute_metrics(ctx.task, mixed, labels)})
+    for row in rows:
+        info(f"  {row['teacher']} (weight {row['weight']:.2f}): {ctx.task.main_metric} "
+             f"{row[ctx.task.main_metric]:.4f}")
+    return rows
+
+
+def stage_augment(ctx: Context) -> None:
+    """``--augment N``: N masked-LM rewrites of every training row (label -100: soft targets only) join the
+    training set of distillation and recovery; the teacher was fine-tuned on the original rows."""
+    from teachers.augment import augment_dataset
+
+    cfg = ctx.cfg
+    rows = augment_dataset(ctx.splits.train, ctx.mlm, cfg.augment, seed=cfg.seed, max_length=cfg.max_seq_length,
+                           device=cfg.device)
+    ctx.history["augment"] = {"per_example": cfg.augment, "rows": len(rows) - len(ctx.splits.train),
+                              "mlm": ctx.mlm.source}
+    ctx.labelled_loader = ctx.train_loader
+    ctx.train_loader = _train_loader(ctx, rows)
+    ctx.mlm = None  # free its memory
 
 
 def run(cfg: RunConfig) -> dict:
     """Run every stage and return the report (also written to ``OUTPUT/report.json`` and ``report.md``)."""
     start = time.perf_counter()
-    ctx, teacher = _start(cfg)
+    ctx, _ = _start(cfg)
     out_dir = ctx.out
     with _timed(ctx, "teacher"):
-        teacher_model, teacher_path = stage_teacher(ctx, teacher)
-    if teacher_path != "teacher":  # a trained teacher is used in place: drop a stale fine-tuned copy
-        shutil.rmtree(out_dir / "teacher", ignore_errors=True)
+        teacher_model, teacher_path, teachers = stage_teachers(ctx)
+    if cfg.augment:
+        with _timed(ctx, "augment"):
+            stage_augment(ctx)
     with _timed(ctx, "distil"):
-        student = stage_student(ctx, teacher_model)
+        student = stage_student(ctx, teachers)
     models: dict = {"student": student}
     final = student
     if cfg.prune:
         with _timed(ctx, "prune"):
-            final = models["pruned"] = stage_prune(ctx, student, teacher_model)
+            final = models["pruned"] = stage_prune(ctx, student, teachers)
     if cfg.quantize:
         with _timed(ctx, "quantize"):
-            models["int8"] = stage_quantize(ctx, final, teacher_model)
+            models["int8"] = stage_quantize(ctx, final, teachers)
     with _timed(ctx, "score"):
         rows, predictions = stage_score(ctx, teacher_model, teacher_path, models)
     report = {"task": ctx.task.name, "metric_name": ctx.task.main_metric,
@@ -584,7 +871,16 @@ def prune_only(cfg: RunConfig, model_dir: str) -> dict:
         task = get_task(cfg.task) if cfg.task else None
         splits = load_splits(task, cfg.data, text_columns=tuple(cfg.text_columns) if cfg.text_columns else None,
                              label_column=cfg.label_column, max_train_samples=cfg.max_train_samples, seed=cfg.seed)
-        teacher = load_teacher(cfg.teacher, splits.task).model if cfg.teacher else None
+        teacher = None
+        if cfg.teacher:
+            from distill.cross_tokenizer import same_vocabulary
+
+            loaded = load_teacher(cfg.teacher, splits.task)
+            if not same_vocabulary(loaded.tokenizer, tokenizer):
+                raise ModelError(f"'{model_dir}' and teacher '{cfg.teacher}' use different tokenizers, and recovery "
+                                 "here feeds the teacher the model's token ids",
+                                 "recover with `distill run` (each model tokenizes the text), or drop --teacher")
+            teacher = loaded.model
         ctx = Context(cfg, splits.task, splits, tokenizer, out_dir)
         ctx.train_loader = make_loader(tokenize(splits.train, tokenizer, cfg.max_seq_length), tokenizer,
                                        cfg.batch_size, shuffle=True, seed=cfg.seed)
@@ -690,7 +986,12 @@ def eval_only(cfg: RunConfig, paths: list[str]) -> dict:
             OnnxClassifier(p)  # a missing or invalid file fails here, before anything is scored
             models[p.parent.name] = p
         else:
-            models[p.name] = _load_any(path)[0]
+            from distill.cross_tokenizer import same_vocabulary
+
+            models[p.name], own = _load_any(path)
+            if not same_vocabulary(own, teacher.tokenizer):
+                raise ModelError(f"'{path}' has its own tokenizer, and `distill eval` scores every model with the "
+                                 "teacher's", "score it in its run's report (`distill report RUN_DIR`)")
     ctx = Context(cfg, splits.task, splits, teacher.tokenizer, Path(cfg.output_dir))
     ctx.dev_loader = make_loader(tokenize(splits.dev, teacher.tokenizer, cfg.max_seq_length), teacher.tokenizer,
                                  cfg.batch_size * 2, shuffle=False)
@@ -701,3 +1002,82 @@ def eval_only(cfg: RunConfig, paths: list[str]) -> dict:
               "label_names": list(splits.task.label_names)}
     out.print(render_table(report))
     return report
+
+
+def check_pair(cfg: RunConfig) -> dict:
+    """``distill check``: before any training, which loss terms and inits each teacher/student pair supports.
+
+    Reads configs and tokenizers only (no weights). The student's head follows the teacher's label count, as in a
+    run; ``--task`` matters for token classification (no token-level KD across tokenizers).
+    """
+    from transformers import AutoTokenizer
+
+    from distill.cross_tokenizer import same_vocabulary
+    from students.build import student_config, student_source_is_preset
+    from teachers import resolve_model_source
+    from teachers.loading import load_config
+
+    task = get_task(cfg.task) if cfg.task else None
+    token = bool(task and task.is_token)
+    preset = student_source_is_preset(cfg.student)
+    student_source = None if preset else resolve_model_source(cfg.student, kind="student", registry=_presets())
+    pairs = []
+    for name in cfg.teacher_names:
+        source = resolve_model_source(name)
+        t_config = load_config(source)
+        if task is not None:
+            t_config.num_labels = task.num_labels
+        try:
+            t_tok = AutoTokenizer.from_pretrained(source)
+        except Exception as exc:
+            raise ModelError(f"cannot load the tokenizer of teacher '{name}' ({exc.__class__.__name__})",
+                             "pass a model directory saved with its tokenizer") from None
+        if preset:
+            s_config, s_tok = student_config(cfg.student, t_config), t_tok
+        else:
+            s_config, s_tok = load_config(student_source), _own_tokenizer(student_source) or t_tok
+            s_config.num_labels = t_config.num_labels  # a run gives the student a head like the teacher's
+        same = same_vocabulary(s_tok, t_tok)
+        losses = supported_losses(s_config, t_config, same_tokenizer=same, token=token)
+        pairs.append({"teacher": name, "student": cfg.student, "same_tokenizer": same,
+                      "teacher_vocab": len(t_tok), "student_vocab": len(s_tok),
+                      "teacher_shape": _shape(t_config), "student_shape": _shape(s_config),
+                      "losses": losses, "inits": _init_support(cfg, s_config, t_config, same, preset),
+                      "layer_map": uniform_layer_map(s_config.num_hidden_layers, t_config.num_hidden_layers)})
+    return {"task": task.name if task else None, "pairs": pairs}
+
+
+def _shape(config) -> str:
+    """L/H/A/FFN of a config, as the presets are written."""
+    return (f"L{config.num_hidden_layers}/H{config.hidden_size}/A{config.num_attention_heads}/"
+            f"FFN{getattr(config, 'intermediate_size', '?')}")
+
+
+def _init_support(cfg: RunConfig, s_config, t_config, same_tokenizer: bool, preset: bool) -> dict[str, str | None]:
+    """For each --init: None if it applies to this pair, else why not."""
+    from students import PRESETS
+    from students.init import pruned_shape
+
+    if not preset:
+        why = "the student is loaded with its own weights (only presets are initialised from the teacher)"
+        return {"random": why, "teacher-embeddings": why, "teacher-layers": why, "teacher-pruned": why}
+    support: dict[str, str | None] = {"random": None}
+    support["teacher-embeddings"] = (None if s_config.hidden_size <= t_config.hidden_size
+                                     else "the student is wider than the teacher")
+    widths = ("hidden_size", "num_attention_heads", "intermediate_size")
+    same_widths = all(getattr(s_config, k) == getattr(t_config, k, None) for k in widths)
+    support["teacher-layers"] = None if same_widths else (
+        f"needs the teacher's widths ({_shape(t_config)}), the student has {_shape(s_config)}")
+    if same_widths:
+        from students.init import select_layers
+
+        try:
+            select_layers(s_config.num_hidden_layers, t_config.num_hidden_layers, cfg.layer_selection)
+        except DistillError as exc:
+            support["teacher-layers"] = exc.problem
+    try:
+        pruned_shape(PRESETS.get(cfg.student), t_config, cfg.layer_selection)
+        support["teacher-pruned"] = None
+    except DistillError as exc:
+        support["teacher-pruned"] = exc.problem
+    return support

@@ -17,10 +17,12 @@ from distill.core.errors import ConfigError
 
 # section -> {recipe key -> RunConfig field}
 SECTIONS: dict[str, dict[str, str]] = {
-    "teacher": {"name": "teacher", "lr": "teacher_lr", "epochs": "teacher_epochs"},
-    "student": {"name": "student", "init": "init"},
+    "teacher": {"name": "teacher", "names": "teachers", "weights": "teacher_weights", "lr": "teacher_lr",
+                "epochs": "teacher_epochs"},
+    "student": {"name": "student", "init": "init", "layer_selection": "layer_selection"},
     "data": {"task": "task", "path": "data", "text_columns": "text_columns", "label_column": "label_column",
-             "max_seq_length": "max_seq_length", "max_train_samples": "max_train_samples"},
+             "max_seq_length": "max_seq_length", "max_train_samples": "max_train_samples", "augment": "augment",
+             "augment_mlm": "augment_mlm"},
     "distill": {k: k for k in ("temperature", "alpha", "hidden_weight", "attention_weight", "attention_loss",
                                "embedding_weight", "cosine_weight", "relation_weight", "relation_heads",
                                "relation_layer", "temperature_schedule", "temperature_end", "alpha_schedule",
@@ -37,7 +39,7 @@ SECTIONS: dict[str, dict[str, str]] = {
                "min_retention": "min_retention", "max_latency_ms": "max_latency_ms", "max_size_mb": "max_size_mb"},
     "output": {"dir": "output_dir", "overwrite": "overwrite"},
 }
-PATH_KEYS = {"data.path", "teacher.name", "student.name", "output.dir"}
+PATH_KEYS = {"data.path", "teacher.name", "teacher.names", "student.name", "output.dir", "data.augment_mlm"}
 
 
 def _suggest(word: str, choices) -> str:
@@ -71,6 +73,8 @@ def _number(value: Any) -> Any:
 
 def _resolve_path(value: Any, base: Path) -> Any:
     """A relative path that exists next to the recipe is made absolute; names (aliases, Hub ids) are kept."""
+    if isinstance(value, list):  # several paths (teacher.names)
+        return [_resolve_path(v, base) for v in value]
     if not isinstance(value, str) or not value or Path(value).is_absolute():
         return value
     candidate = (base / value).resolve()

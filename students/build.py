@@ -16,7 +16,15 @@ SHARED_KEYS = ("vocab_size", "max_position_embeddings", "type_vocab_size", "pad_
 def build_student(preset: StudentPreset | str, teacher_config, *, token: bool = False):
     """A randomly initialised ``BertForSequenceClassification`` (``token=True``: ``BertForTokenClassification``,
     for NER) of the preset's shape."""
-    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
+    from transformers import BertForSequenceClassification, BertForTokenClassification
+
+    config = student_config(preset, teacher_config)
+    return (BertForTokenClassification if token else BertForSequenceClassification)(config)
+
+
+def student_config(preset: StudentPreset | str, teacher_config):
+    """The ``BertConfig`` of a preset student of ``teacher_config`` (no weights built: cheap, e.g. for checks)."""
+    from transformers import BertConfig
 
     shape = PRESETS.get(preset) if isinstance(preset, str) else preset
     if shape.hidden % shape.heads:
@@ -24,9 +32,8 @@ def build_student(preset: StudentPreset | str, teacher_config, *, token: bool = 
                           "pick a head count that divides the hidden size")
     shared = {k: getattr(teacher_config, k) for k in SHARED_KEYS if getattr(teacher_config, k, None) is not None}
     shared["type_vocab_size"] = max(1, shared.get("type_vocab_size", 2))
-    config = BertConfig(num_hidden_layers=shape.layers, hidden_size=shape.hidden, num_attention_heads=shape.heads,
-                        intermediate_size=shape.ffn, **shared)
-    return (BertForTokenClassification if token else BertForSequenceClassification)(config)
+    return BertConfig(num_hidden_layers=shape.layers, hidden_size=shape.hidden, num_attention_heads=shape.heads,
+                      intermediate_size=shape.ffn, **shared)
 
 
 def load_student(source: str, teacher_config, *, token: bool = False):

@@ -8,7 +8,8 @@ import torch
 
 from distill.core.errors import ConfigError
 
-INIT_CHOICES = ("auto", "random", "teacher-layers", "teacher-embeddings")
+INIT_CHOICES = ("auto", "random", "teacher-layers", "teacher-embeddings", "teacher-pruned")
+LAYER_STRATEGIES = ("uniform", "first-k", "last-k")
 
 
 @dataclass
@@ -20,8 +21,46 @@ class InitReport:
     copied_embeddings: bool = False
 
 
-def select_layers(n_student: int, n_teacher: int) -> list[int]:
-    """0-based teacher layers for each student layer: every k-th, ending at the teacher's last layer."""
+def parse_layer_selection(text: str | list[int] | tuple[int, ...]) -> str | list[int]:
+    """``uniform``, ``first-k``, ``last-k``, or an explicit list of 0-based teacher layers (``"0,2,5"``)."""
+    if isinstance(text, (list, tuple)):
+        items = list(text)
+    elif str(text).strip() in LAYER_STRATEGIES:
+        return str(text).strip()
+    else:
+        items = [p.strip() for p in str(text).split(",") if p.strip()]
+    fix = f"use {', '.join(LAYER_STRATEGIES)} or 0-based teacher layers in order, e.g. 0,2,5"
+    if not items or not all(str(i).lstrip("-").isdigit() for i in items):
+        raise ConfigError(f"--layer-selection '{text}' is not a strategy or a list of layers", fix)
+    layers = [int(i) for i in items]
+    if any(i < 0 for i in layers) or layers != sorted(set(layers)):
+        raise ConfigError(f"--layer-selection {','.join(map(str, layers))} has a negative, repeated or "
+                          "out-of-order layer", fix)
+    return layers
+
+
+def select_layers(n_student: int, n_teacher: int, strategy: str | list[int] = "uniform") -> list[int]:
+    """0-based teacher layers for each student layer.
+
+    ``uniform``: every k-th, ending at the teacher's last layer; ``first-k``/``last-k``: the teacher's first/last
+    ``n_student`` layers; a list: exactly those layers (one per student layer).
+    """
+    strategy = parse_layer_selection(strategy)
+    if isinstance(strategy, list):
+        if len(strategy) != n_student:
+            raise ConfigError(f"--layer-selection lists {len(strategy)} teacher layers for a student of {n_student}",
+                              f"list exactly {n_student} layers, or use uniform, first-k or last-k")
+        if strategy[-1] >= n_teacher:
+            raise ConfigError(f"--layer-selection names layer {strategy[-1]} of a teacher with {n_teacher} layers",
+                              f"use layers 0..{n_teacher - 1}")
+        return strategy
+    if n_student > n_teacher and strategy != "uniform":
+        raise ConfigError(f"--layer-selection {strategy} needs a student with at most the teacher's {n_teacher} "
+                          f"layers, not {n_student}", "use uniform, or a shallower student")
+    if strategy == "first-k":
+        return list(range(n_student))
+    if strategy == "last-k":
+        return list(range(n_teacher - n_student, n_teacher))
     return [max(0, round((i + 1) * n_teacher / n_student) - 1) for i in range(n_student)]
 
 
@@ -43,14 +82,19 @@ def widths_match(student, teacher) -> bool:
     return bool(s_layers) and bool(t_layers) and _same_shapes(s_layers[0], t_layers[0])
 
 
-def init_from_teacher(student, teacher, strategy: str = "auto") -> InitReport:
-    """Copy embeddings and selected layers (``teacher-layers``), project the teacher's embeddings into a
-    narrower student (``teacher-embeddings``), or keep random weights (``random``).
+def init_from_teacher(student, teacher, strategy: str = "auto",
+                      layer_selection: str | list[int] = "uniform") -> InitReport:
+    """Copy embeddings and selected layers (``teacher-layers``, layers chosen by ``layer_selection``), project the
+    teacher's embeddings into a narrower student (``teacher-embeddings``), or keep random weights (``random``).
 
-    ``auto`` copies layers when the widths match and projects the embeddings otherwise.
+    ``auto`` copies layers when the widths match and projects the embeddings otherwise. ``teacher-pruned`` (a
+    student pruned out of the teacher) is built by ``distill.pipeline``, not here.
     """
     if strategy not in INIT_CHOICES:
         raise ConfigError(f"unknown --init '{strategy}'", f"choose one of: {', '.join(INIT_CHOICES)}")
+    if strategy == "teacher-pruned":
+        raise ConfigError("--init teacher-pruned builds the student by pruning the teacher, not by initialising one",
+                          "call distill.pipeline (distill run --init teacher-pruned)")
     if strategy == "random":
         return InitReport("random")
     if strategy == "teacher-embeddings" or (strategy == "auto" and not widths_match(student, teacher)):
@@ -60,7 +104,7 @@ def init_from_teacher(student, teacher, strategy: str = "auto") -> InitReport:
                           "the teacher's", "use --init random, or a student of the teacher's width")
     s_base, s_layers = _encoder(student)
     t_base, t_layers = _encoder(teacher)
-    pairs = list(enumerate(select_layers(len(s_layers), len(t_layers))))
+    pairs = list(enumerate(select_layers(len(s_layers), len(t_layers), layer_selection)))
     with torch.no_grad():
         for s, t in pairs:
             s_layers[s].load_state_dict(t_layers[t].state_dict())
@@ -109,3 +153,37 @@ def _project_embeddings(student, teacher) -> InitReport:
                 n = min(src.weight.shape[0], dst.weight.shape[0])
                 dst.weight[:n].copy_(src.weight[:n].float() @ basis)
     return InitReport("teacher-embeddings", copied_embeddings=True)
+
+
+@dataclass
+class PrunedShape:
+    """How to cut a teacher down to a preset: the teacher layers kept and the heads, FFN and hidden width left.
+
+    The head size stays the teacher's, so the student gets ``hidden // head_size`` heads (not the preset's count).
+    """
+
+    layers: list[int]
+    heads: int
+    hidden: int
+    ffn: int
+    heads_ratio: float
+    ffn_ratio: float
+
+
+def pruned_shape(preset, teacher_config, layer_selection: str | list[int] = "uniform") -> PrunedShape:
+    """The cut from ``teacher_config`` to ``preset``'s layers, hidden and FFN widths; ConfigError if it cannot fit."""
+    t_layers, t_hidden = teacher_config.num_hidden_layers, teacher_config.hidden_size
+    t_heads, t_ffn = teacher_config.num_attention_heads, teacher_config.intermediate_size
+    head_size = t_hidden // t_heads
+    name = f"student {preset.describe()}"
+    if preset.hidden > t_hidden or preset.ffn > t_ffn or preset.layers > t_layers:
+        raise ConfigError(f"--init teacher-pruned cannot grow the teacher (L{t_layers}/H{t_hidden}/FFN{t_ffn}) into "
+                          f"{name}", "pick a preset no larger than the teacher in layers, hidden and FFN width")
+    if preset.hidden % head_size:
+        raise ConfigError(f"--init teacher-pruned keeps the teacher's head size {head_size}, which does not divide "
+                          f"the {name} hidden width {preset.hidden}",
+                          f"pick a preset whose hidden width is a multiple of {head_size}")
+    heads = preset.hidden // head_size
+    return PrunedShape(layers=select_layers(preset.layers, t_layers, layer_selection), heads=heads,
+                       hidden=preset.hidden, ffn=preset.ffn, heads_ratio=1 - heads / t_heads,
+                       ffn_ratio=1 - preset.ffn / t_ffn)

@@ -80,3 +80,16 @@ def write_pairs(root: Path, *, regression: bool = False, n_train: int = 64, n_de
                   if regression else "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n")
         (root / name).write_text(header + "".join(lines))
     return root
+
+
+def save_mlm(root: Path, tmp_path: Path, *, seed: int = 0, **config_kw) -> Path:
+    """A tiny ``BertForMaskedLM`` dir (safetensors + tokenizer): a masked LM for augmentation, or a teacher
+    checkpoint that has its own MLM head."""
+    import torch
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(seed)
+    tok = tiny_tokenizer(tmp_path)
+    BertForMaskedLM(tiny_bert_config(vocab=len(tok), **config_kw)).save_pretrained(root)
+    tok.save_pretrained(root)
+    return root

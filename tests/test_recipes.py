@@ -50,3 +50,19 @@ def test_malformed_yaml_and_bad_set(tmp_path):
         load_recipe(bad)
     with pytest.raises(ConfigError, match="section.key=value"):
         parse_overrides(["lr=3"])
+
+
+def test_breadth_keys_round_trip(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    recipe = tmp_path / "multi.yaml"
+    recipe.write_text("teacher: {names: [a, b], weights: [0.7, 0.3]}\nstudent: {init: teacher-pruned, "
+                      "layer_selection: last-k}\ndata: {augment: 2}\n")
+    cfg = RunConfig(**load_recipe(recipe))
+    assert cfg.teacher_names == [str(tmp_path / "a"), str(tmp_path / "b")] and cfg.teacher == str(tmp_path / "a")
+    assert (cfg.teacher_weights, cfg.init, cfg.layer_selection, cfg.augment) == ([0.7, 0.3], "teacher-pruned",
+                                                                                 "last-k", 2)
+    assert RunConfig(**recipe_to_fields(dump_recipe(cfg))) == cfg
+    assert RunConfig(teacher="x", teachers=["x"]).teachers is None  # one teacher stays the single-teacher path
+    with pytest.raises(ConfigError, match="not the first of the teachers"):
+        RunConfig(teacher="c", teachers=["a", "b"])

@@ -9,7 +9,11 @@
 | missing column               | column 'review' is missing                      |
 | labels outside the task      | outside the 2 classes                           |
 | teacher head ≠ task labels   | 3-label head but task 'sst2' has 2 labels       |
-| tokenizer vocab mismatch     | different vocabulary                            |
+| student tokenizer > vocab    | tokenizer of 45 tokens but only 30 embeddings   |
+| --augment, teacher w/o MLM   | has no MLM head ... --augment-mlm               |
+| teacher-pruned, tiny teacher | cannot grow the teacher                         |
+| layer selection out of order | out-of-order layer                              |
+| weights ≠ number of teachers | 2 weight(s) for 1 teacher                       |
 | pickle-only teacher          | pickle                                          |
 | output dir not empty         | exists and is not empty ... --overwrite         |
 | output dir is a file         | is a file                                       |
@@ -39,7 +43,7 @@ def env(tmp_path_factory):
     (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
     other = tmp / "other_student"
     factories.save_teacher(other, tmp)
-    factories.tokenizer_from_words(factories.SPECIAL + ["x", "y", "z"]).save_pretrained(other)
+    factories.tokenizer_from_words(factories.SPECIAL + [f"w{i}" for i in range(40)]).save_pretrained(other)
     bad_labels = tmp / "bad_labels"
     bad_labels.mkdir()
     for f in ("train.tsv", "dev.tsv"):
@@ -64,7 +68,11 @@ CASES = [
     ({"--data": "{jsonl}", "--task": None, "--text-column": "review"}, "column 'review' is missing"),
     ({"--data": "{bad_labels}"}, "outside the 2 classes"),
     ({"--teacher": "{three}"}, "3-label head but task 'sst2' has 2 labels"),
-    ({"--student": "{other}"}, "different vocabulary"),
+    ({"--student": "{other}"}, "tokenizer of 45 tokens but only 30 embeddings"),
+    ({"--augment": "2"}, "has no MLM head.*--augment-mlm"),
+    ({"--init": "teacher-pruned"}, "cannot grow the teacher"),
+    ({"--layer-selection": "2,1"}, "out-of-order layer"),
+    ({"--teacher-weights": "0.5,0.5"}, r"2 weight\(s\) for 1 teacher"),
     ({"--teacher": "{pickled}"}, "pickle"),
     ({"--output-dir": "{busy}"}, "exists and is not empty.*--overwrite"),
     ({"--output-dir": "{afile}"}, "is a file"),

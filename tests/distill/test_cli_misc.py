@@ -22,7 +22,7 @@ def test_presets_and_env(capsys):
 
 
 @pytest.mark.parametrize("command", ["run", "distil", "finetune-teacher", "prune", "quantize", "eval", "report",
-                                     "presets", "env"])
+                                     "check", "presets", "env"])
 def test_every_subcommand_shows_an_example(command):
     sub = build_parser()._subparsers._group_actions[0].choices[command]
     assert "example" in sub.format_help()
