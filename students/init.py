@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from distill.core.errors import ConfigError
+from distill.core.errors import ConfigError, UnknownNameError
 
 INIT_CHOICES = ("auto", "random", "teacher-layers", "teacher-embeddings")
 
@@ -50,7 +50,7 @@ def init_from_teacher(student, teacher, strategy: str = "auto") -> InitReport:
     ``auto`` copies layers when the widths match and projects the embeddings otherwise.
     """
     if strategy not in INIT_CHOICES:
-        raise ConfigError(f"unknown --init '{strategy}'", f"choose one of: {', '.join(INIT_CHOICES)}")
+        raise UnknownNameError("--init", strategy, INIT_CHOICES)
     if strategy == "random":
         return InitReport("random")
     if strategy == "teacher-embeddings" or (strategy == "auto" and not widths_match(student, teacher)):
