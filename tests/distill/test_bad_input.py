@@ -8,6 +8,7 @@ repeated in a real subprocess, so library warnings or progress bars that bypass 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -26,7 +27,7 @@ RUN = ["run", "--teacher", "{teacher}", "--student", "tiny", "--task", "sst2", "
 
 @dataclass(frozen=True)
 class Case:
-    """One bad input: ``argv`` (``RUN`` plus changes when it starts with ``+``) and a regex for the error line."""
+    """One bad input: the command line (placeholders in braces) and a regex the one error line must match."""
 
     id: str
     argv: tuple[str, ...]
@@ -251,8 +252,6 @@ def test_one_line_in_a_real_process(env, case_id):
 
 
 def _subprocess_env() -> dict:
-    import os
-
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
