@@ -12,6 +12,7 @@ from compress.prune import PruneConfig as PruneConfig
 from compress.prune import PruneReport as PruneReport
 from compress.prune import parse_ratio as parse_ratio
 from compress.prune import prune_model as prune_model
+from compress.prune_schedule import plan_steps as plan_steps
 from compress.prune_schedule import ratio_schedule as ratio_schedule
 from compress.prune_schedule import step_configs as step_configs
 from compress.prune_schedule import step_ratios as step_ratios

@@ -19,6 +19,7 @@ from compress.arch import ARCHS, arch_of, get_path, layers_of, set_attention_wid
 from compress.layout import Layout, measure, sync_config
 from distill.core.artifacts import write_json
 from distill.core.errors import ModelError
+from distill.core.runtime import load_policy
 
 WIDTHS_FILE = "pruned_widths.json"
 _WEIGHTS = "model.safetensors"
@@ -61,8 +62,8 @@ def load_pruned(model_dir: str | Path, model_class: type | None = None) -> torch
     config = AutoConfig.from_pretrained(src)
     cls = model_class or _model_class(config)
     widths = src / WIDTHS_FILE
-    if not widths.is_file():
-        return cls.from_pretrained(src).eval()
+    if not widths.is_file():  # safetensors only unless the caller's policy allows pickles (--allow-pickle)
+        return cls.from_pretrained(src, **load_policy().from_pretrained_kwargs()).eval()
     try:
         data = json.loads(widths.read_text())
     except (OSError, ValueError) as exc:

@@ -231,6 +231,24 @@ def parse_ratio(text: str, name: str = "heads") -> Ratio:
     return check_ratios(name, values)
 
 
+def plan_widths(config: PruneConfig, layout: Layout) -> Layout:
+    """The widths ``prune_model(model, config, ...)`` would leave on a model of ``layout``, without a model.
+
+    Raises the same errors (every head of a layer removed, more layers kept than exist, no hidden width left), so
+    callers can refuse a setting before training for hours. Layers dropped by importance are assumed to be the
+    last ones (exact for uniform models, whose blocks all have the same widths).
+    """
+    n = len(layout.layers)
+    heads_r, ffn_r = _per_layer("heads", config.heads, n), _per_layer("ffn", config.ffn, n)
+    keep_heads = [_keep_heads(w, r, i) for i, (w, r) in enumerate(zip(layout.layers, heads_r, strict=True))]
+    keep_ffn = [max(1, round(w.ffn * (1 - r))) for w, r in zip(layout.layers, ffn_r, strict=True)]
+    n_keep = _layer_count(config.layers, n)
+    kept = config.layers if isinstance(config.layers, list) else list(range(n_keep))
+    current = Layout(layout.hidden, tuple(layout.layers[i] for i in kept))
+    hidden = _hidden_target(current, config, [keep_heads[i] for i in kept], [])
+    return Layout(hidden, tuple(LayerWidths(keep_heads[i], layout.layers[i].head_size, keep_ffn[i]) for i in kept))
+
+
 # ----------------------------------------------------------------------------------------------- config checks
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from compress.prune import PruneConfig, Ratio, check_ratios
+from compress.layout import Layout
+from compress.prune import PruneConfig, Ratio, check_ratios, plan_widths
 from distill.core.errors import ConfigError
 
 
@@ -51,11 +52,11 @@ def step_configs(config: PruneConfig, steps: int, n_layers: int | None = None) -
     if isinstance(config.layers, list):
         layers[0] = config.layers
     elif isinstance(config.layers, int):
-        if n_layers is None or n_layers < config.layers:
-            raise ConfigError(
-                f"scheduling layers={config.layers} needs the model's layer count (got {n_layers})",
-                "pass n_layers >= layers",
-            )
+        if n_layers is None:
+            raise ConfigError(f"scheduling layers={config.layers} needs the model's layer count", "pass n_layers")
+        if n_layers < config.layers:
+            raise ConfigError(f"--prune-layers {config.layers} keeps more layers than the model's {n_layers}",
+                              f"give at most {n_layers}")
         counts = [n_layers - round((n_layers - config.layers) * (i + 1) / steps) for i in range(steps)]
         previous = n_layers
         for i, count in enumerate(counts):
@@ -67,6 +68,16 @@ def step_configs(config: PruneConfig, steps: int, n_layers: int | None = None) -
         dataclasses.replace(config, heads=heads[i], ffn=ffn[i], hidden=hidden[i], layers=layers[i])
         for i in range(steps)
     ]
+
+
+def plan_steps(config: PruneConfig, steps: int, layout: Layout) -> list[Layout]:
+    """The widths after each step of ``step_configs(config, steps)`` on a model of ``layout`` (see ``plan_widths``):
+    a setting that fails at any step fails here, before any training."""
+    plans = []
+    for step in step_configs(config, steps, n_layers=len(layout.layers)):
+        layout = plan_widths(step, layout)
+        plans.append(layout)
+    return plans
 
 
 def _check_steps(steps: Any) -> None:

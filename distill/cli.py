@@ -38,6 +38,10 @@ EXAMPLE_DISTIL = """example:
 EXAMPLE_CHECK = """examples:
   distill check --teacher runs/sst2-tiny/teacher --student mini                 # preset student
   distill check --teacher runs/sst2-tiny/teacher --student path/to/other-vocab-student --task sst2"""
+EXAMPLE_EXPORT = """examples:
+  distill export runs/sst2-tiny --output-dir edge/sst2-tiny          # the run's INT8 stage, numbers from its report
+  distill export runs/tiny-int8/model.onnx --output-dir edge/tiny    # any INT8 dir or .onnx written by quantize
+the bundle's README.md holds its numbers and a 10-line snippet needing only onnxruntime, tokenizers and numpy"""
 
 EXAMPLE_FT = """example:
   distill finetune-teacher --teacher minilm --task sst2 --data ../shared/data/SST-2 --output-dir runs/minilm-sst2"""
@@ -83,6 +87,11 @@ def _output_args(p: argparse.ArgumentParser, default: str) -> None:
                    help="also load pickle checkpoints (pytorch_model.bin), which can run code: trusted files only")
     g.add_argument("--trust-remote-code", action="store_true",
                    help="run modelling code shipped with a checkpoint: trusted sources only")
+
+
+def _tensorboard_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tensorboard", action="store_true",
+                   help="log loss terms per step and dev metrics per epoch to OUTPUT/tensorboard (needs tensorboard)")
 
 
 def _gate_args(p: argparse.ArgumentParser) -> None:
@@ -195,6 +204,7 @@ def _add_run_args(run: argparse.ArgumentParser) -> None:
                    help="accuracy-aware INT8: keep the most sensitive layers FP32 until the drop ≤ this (e.g. 0.01)")
     g.add_argument("--qat", action="store_true", help="quantization-aware distillation instead of post-training")
     g.add_argument("--latency-runs", type=int, default=30, help="timed runs per latency measurement (30)")
+    _tensorboard_arg(run)
     _gate_args(run)
     _output_args(run, "runs/distill")
 
@@ -222,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--teacher", required=True, help="alias, model dir or Hub id")
     _common_data_args(ft)
     _common_train_args(ft, 5e-5, 3.0, "fine-tuning")
+    _tensorboard_arg(ft)
     _output_args(ft, "runs/teacher")
     ft.set_defaults(func=cmd_finetune_teacher)
 
@@ -290,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--json", dest="json_out", help="also write the result to this JSON file")
     ck.add_argument("--offline", action="store_true", help="no network access at all")
     ck.set_defaults(func=cmd_check)
+    ex = sub.add_parser("export", help="ship an INT8 model: model.onnx, tokenizer, config, labels and a README",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE_EXPORT)
+    ex.add_argument("source", metavar="RUN_DIR_OR_ONNX", help="a run dir, an INT8 dir or its model.onnx")
+    ex.add_argument("--output-dir", required=True, help="the bundle folder to write")
+    ex.add_argument("--overwrite", action="store_true", help="replace a non-empty output dir")
+    ex.add_argument("--quiet", action="store_true", help="no status line")
+    ex.set_defaults(func=cmd_export)
 
     ps = sub.add_parser("presets", help="list student presets, teacher aliases, tasks and quantization targets",
                         epilog="example:\n  distill presets", formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -486,6 +504,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from compress.bundle import export_bundle, resolve_export_source
+    from distill.core.console import info
+    from distill.pipeline import check_output_dir
+
+    resolve_export_source(args.source)  # a bad source is named before the output dir
+    check_output_dir(Path(args.output_dir), args.overwrite)
+    out = export_bundle(args.source, args.output_dir)
+    info(f"bundle written to {out} (see its README.md)")
+    return 0
+
+
 def cmd_finetune_teacher(args: argparse.Namespace) -> int:
     from distill.pipeline import finetune_only
 
@@ -503,11 +535,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from distill.core.console import configure_logging, console, set_quiet
+    from distill.core.console import configure_logging, console, quiet_libraries, set_quiet
     from distill.core.errors import DistillError
     from distill.core.runtime import LoadPolicy, go_offline, using_load_policy
 
     configure_logging(args.log_level)
+    quiet_libraries(args.log_level)
     set_quiet(getattr(args, "quiet", False))
     if getattr(args, "offline", False):
         go_offline()
@@ -521,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted", style="bold red")
         return 130
+    finally:
+        if "distill.tracking" in sys.modules:  # flush TensorBoard event files, whatever happened
+            sys.modules["distill.tracking"].stop_tracking()
 
 
 if __name__ == "__main__":

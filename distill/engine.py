@@ -21,11 +21,12 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-from distill.core.console import info, track
+from distill.core.console import info, progress_text, track
 from distill.core.errors import ConfigError, DistillError
 from distill.core.runtime import autocast, resolve_device, seed_everything
 from distill.cross_tokenizer import TEACHER_PREFIX, teacher_view
 from distill.objective import Objective, capture_qkv, eager_attention
+from distill.tracking import Tracker, tracker
 
 TEACHER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 OOM_FIX = "use --cache-teacher, a smaller --batch-size or --grad-accum"
@@ -371,15 +372,17 @@ def fit(model: torch.nn.Module, objective: Objective, train_loader, config: Trai
     hidden = objective.needs_hidden_states
     result, best_state, step, start = FitResult(), None, 0, time.perf_counter()
     n_epochs = math.ceil(config.epochs)
+    log = tracker() if main else Tracker()
     for epoch in range(n_epochs):
         _set_epoch(train_loader, loader, config.seed, epoch)
         sums: dict[str, float] = {}
         seen = 0
         last = {"loss": float("nan")}
+        speed = {"samples": 0, "start": time.perf_counter()}  # throughput of this epoch, for the progress line
         remaining = (total_steps - step) * accum
         batches = loader if not main else track(loader, f"{description} {epoch + 1}/{n_epochs}",
                                                 total=min(micro_per_epoch, remaining),
-                                                postfix=lambda last=last: f"loss {last['loss']:.4f}")
+                                                postfix=lambda last=last, speed=speed: progress_text(last, speed))
         with contextlib.ExitStack() as stack:  # hooks and eager attention are undone even on errors
             attentions, qkv = _loss_context(stack, model, teacher, objective)
             for i, batch in enumerate(batches):
@@ -399,17 +402,23 @@ def fit(model: torch.nn.Module, objective: Objective, train_loader, config: Trai
                 except torch.OutOfMemoryError:
                     raise _oom(batch) from None
                 seen += 1
-                last["loss"] = float(loss.detach())
+                speed["samples"] += len(batch["labels"])
+                last.update(loss=float(loss.detach()), **terms)
                 for k, v in {"loss": last["loss"], **terms}.items():
                     sums[k] = sums.get(k, 0.0) + v
+                if boundary:
+                    log.log_step(description, step, {**last, "lr": scheduler.get_last_lr()[0]})
         means = {k: v / max(seen, 1) for k, v in sums.items()}
         record = {"epoch": epoch + 1, "step": step, **(_mean_over_processes(acc, means) if acc else means)}
         if evaluate is not None:
             best_state = _score_epoch(model, evaluate, metric, record, result) or best_state
         result.history.append(record)
+        log.log_epoch(description, epoch + 1, record)
         if main:
+            rate = speed["samples"] / max(time.perf_counter() - speed["start"], 1e-9)
             info(f"  {description} epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items()
-                                                                      if isinstance(v, float)))
+                                                                      if isinstance(v, float))
+                 + f", {rate:.0f} samples/s")
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

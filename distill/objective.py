@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from distill.core.errors import ConfigError, ModelError
+from distill.core.errors import ConfigError, ModelError, UnknownNameError
 from distill.losses import (
     attention_kl,
     attention_mse,
@@ -77,8 +77,7 @@ class DistillConfig:
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{_flag(name)} {getattr(self, name)} is negative", "use 0 to turn it off")
         if self.attention_loss not in ATTENTION_LOSSES:
-            raise ConfigError(f"--attention-loss '{self.attention_loss}' is unknown",
-                              f"choose one of: {', '.join(ATTENTION_LOSSES)}")
+            raise UnknownNameError("--attention-loss", self.attention_loss, ATTENTION_LOSSES)
         if self.relation_heads is not None and self.relation_heads < 1:
             raise ConfigError(f"--relation-heads {self.relation_heads} must be ≥ 1", "use e.g. --relation-heads 4")
         if self.relation_layer == 0:
@@ -93,8 +92,7 @@ class DistillConfig:
                               ("feature_schedule", "feature_scale_end")):
             name, end_value = getattr(self, schedule), getattr(self, end)
             if name not in SCHEDULES:
-                raise ConfigError(f"{_flag(schedule)} '{name}' is unknown",
-                                  f"choose one of: {', '.join(SCHEDULES.names())}")
+                raise UnknownNameError(_flag(schedule), name, SCHEDULES.names())
             if (name.lower() == "constant") != (end_value is None):
                 raise ConfigError(f"{_flag(schedule)} {name} with {_flag(end)} {end_value} is contradictory",
                                   f"give both {_flag(schedule)} linear|cosine and {_flag(end)}, or neither")

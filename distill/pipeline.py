@@ -33,6 +33,7 @@ from distill.recipe import dump_recipe
 from distill.report import dev_predictions, render_table, write_report
 from distill.scoring import StageScore, score_stage
 from distill.tasks import Task, get_task
+from distill.tracking import require_tensorboard, start_tracking, stop_tracking
 
 TEACHER_MARKER = "distill_teacher.json"
 
@@ -95,10 +96,13 @@ class RunConfig(DistillConfig):
     min_retention: float | None = None
     max_latency_ms: float | None = None
     max_size_mb: float | None = None
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._check_breadth()
+        if self.tensorboard:
+            require_tensorboard()
         if self.max_seq_length < 8:
             raise ConfigError(f"--max-seq-length {self.max_seq_length} is too short", "use at least 8, e.g. 128")
         if self.max_train_samples is not None and self.max_train_samples < 1:
@@ -205,7 +209,7 @@ def _clear_output_dir(path: Path, keep: tuple[str, ...]) -> None:
     if not path.is_dir():
         return
     for child in path.iterdir():
-        if child.name in keep:
+        if child.name in keep and not child.is_symlink():  # a kept link could lead writes outside the output dir
             continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
@@ -348,6 +352,10 @@ def prepare(cfg: RunConfig, need_student: bool = True) -> Prepared:
             raise ConfigError(f"--init teacher-pruned needs a preset student (its widths are the target), not "
                               f"'{cfg.student}'", f"use one of: {', '.join(PRESETS.names())}")
         pruned_shape(PRESETS.get(cfg.student), teacher.model.config, cfg.layer_selection)
+    if need_student:
+        from distill.preflight import check_shapes
+
+        check_shapes(cfg, teacher.model.config)
     mlm = _augment_mlm(cfg, teacher, splits.task) if need_student and cfg.augment else None
     out_dir = Path(cfg.output_dir)
     check_output_dir(out_dir, cfg.overwrite)
@@ -670,6 +678,7 @@ def _start(cfg: RunConfig, need_student: bool = True):
         keep = [name for i in range(len(prepared.teachers)) for name in (teacher_dir(i), _cache_dir(i))]
         _clear_output_dir(out_dir, keep=tuple(keep))
     out_dir.mkdir(parents=True, exist_ok=True)
+    start_tracking(cfg.tensorboard, out_dir / "tensorboard")
     write_yaml(out_dir / "config.yaml", dump_recipe(cfg))
     write_json(out_dir / "env.json", environment_info(cfg.seed, cfg.device))
     tokenizer = prepared.student_tokenizer or teacher.tokenizer
@@ -737,6 +746,7 @@ def finetune_only(cfg: RunConfig) -> Path:
     with _timed(ctx, "teacher"):
         for i, one in enumerate(ctx.teachers):  # several teachers: teacher, teacher_2, ...
             stage_teacher(ctx, one, force=True, index=i)
+    stop_tracking()
     info(f"fine-tuned teacher written to {ctx.out / 'teacher'}")
     return ctx.out / "teacher"
 
@@ -830,6 +840,7 @@ def run(cfg: RunConfig) -> dict:
                                                 "latency_ms (batch 1, CPU)": row["latency_ms"],
                                                 "target": ctx.history["quantize_report"].get("target")},
                      id2label=getattr(final.config, "id2label", None))
+    stop_tracking()
     out.print(render_table(report))
     info(f"report written to {out_dir / 'report.md'} ({report['wall_seconds']:.0f} s)")
     return report
@@ -865,6 +876,11 @@ def prune_only(cfg: RunConfig, model_dir: str) -> dict:
     except Exception as exc:
         raise ModelError(f"cannot load '{model_dir}' ({exc.__class__.__name__})",
                          "pass a Hugging Face model directory with safetensors weights and a tokenizer") from None
+    from compress import plan_steps
+    from compress.arch import arch_of
+    from compress.layout import measure
+
+    plan_steps(prune_config, cfg.prune_steps, measure(model, arch_of(model)))  # ratios that fail at any step
     out_dir = Path(cfg.output_dir)
     check_output_dir(out_dir, cfg.overwrite)
     if has_data:

@@ -37,7 +37,7 @@ SECTIONS: dict[str, dict[str, str]] = {
                  "max_drop": "max_int8_drop", "qat": "qat"},
     "report": {"latency_seq": "latency_seq", "latency_threads": "latency_threads", "latency_runs": "latency_runs",
                "min_retention": "min_retention", "max_latency_ms": "max_latency_ms", "max_size_mb": "max_size_mb"},
-    "output": {"dir": "output_dir", "overwrite": "overwrite"},
+    "output": {"dir": "output_dir", "overwrite": "overwrite", "tensorboard": "tensorboard"},
 }
 PATH_KEYS = {"data.path", "teacher.name", "teacher.names", "student.name", "output.dir", "data.augment_mlm"}
 

@@ -286,9 +286,11 @@ def figure_html(plot_id: str, png: bytes, caption: str) -> str:
 
 
 def histories(report: Mapping) -> dict[str, list[dict]]:
-    """Per-epoch training logs of the trained stages (lists of dicts in ``report["history"]``)."""
+    """Per-epoch training logs of the trained stages (lists of dicts with an ``epoch`` in ``report["history"]``;
+    other lists there, such as ``prune_steps`` or teacher-cache summaries, are not training curves)."""
     hist = report.get("history") or {}
-    return {k: v for k, v in hist.items() if isinstance(v, list) and v and all(isinstance(r, Mapping) for r in v)}
+    return {k: v for k, v in hist.items()
+            if isinstance(v, list) and v and all(isinstance(r, Mapping) and "epoch" in r for r in v)}
 
 
 def per_layer_pruning(report: Mapping) -> list[dict]:

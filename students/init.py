@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from distill.core.errors import ConfigError
+from distill.core.errors import ConfigError, UnknownNameError
 
 INIT_CHOICES = ("auto", "random", "teacher-layers", "teacher-embeddings", "teacher-pruned")
 LAYER_STRATEGIES = ("uniform", "first-k", "last-k")
@@ -91,7 +91,7 @@ def init_from_teacher(student, teacher, strategy: str = "auto",
     student pruned out of the teacher) is built by ``distill.pipeline``, not here.
     """
     if strategy not in INIT_CHOICES:
-        raise ConfigError(f"unknown --init '{strategy}'", f"choose one of: {', '.join(INIT_CHOICES)}")
+        raise UnknownNameError("--init", strategy, INIT_CHOICES)
     if strategy == "teacher-pruned":
         raise ConfigError("--init teacher-pruned builds the student by pruning the teacher, not by initialising one",
                           "call distill.pipeline (distill run --init teacher-pruned)")

@@ -70,11 +70,28 @@ def load_config(source: str):
     from transformers import AutoConfig
 
     _quiet_transformers()
+    _check_remote_code(source)
     try:
         return AutoConfig.from_pretrained(source, trust_remote_code=load_policy().trust_remote_code)
     except Exception as exc:
         raise ModelError(f"cannot load the config of '{source}' ({exc.__class__.__name__})",
                          "check the name, your connection, or pass a local model directory") from None
+
+
+def _check_remote_code(source: str) -> None:
+    """A local checkpoint that ships modelling code (``auto_map``) is refused unless --trust-remote-code."""
+    import json
+
+    config = Path(source) / "config.json"
+    if load_policy().trust_remote_code or not config.is_file():
+        return
+    try:
+        auto_map = json.loads(config.read_text()).get("auto_map")
+    except (OSError, ValueError, AttributeError):
+        return  # unreadable configs get their own error from transformers
+    if auto_map:
+        raise ModelError(f"'{source}' ships its own modelling code (auto_map in config.json), which would run on load",
+                         "pass --trust-remote-code only if you trust its source")
 
 
 def has_classification_head(config, token: bool = False) -> bool:

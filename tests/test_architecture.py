@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("distill", "teachers", "students", "compress")
-TOP = {"distill.pipeline", "distill.cli", "distill.__main__"}
+TOP = {"distill.pipeline", "distill.cli", "distill.__main__", "distill.preflight"}
 
 
 def _layer(module: str) -> str:

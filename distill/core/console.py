@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TypeVar
 
 from rich.console import Console
@@ -53,6 +55,29 @@ def track(items: Iterable[T], description: str, total: int | None = None, postfi
             progress.update(task, advance=1, post=postfix() if postfix else "")
 
 
+def progress_text(values: Mapping[str, float], speed: Mapping[str, float] | None = None) -> str:
+    """The live part of a training bar: every loss term, then throughput (``speed``: samples and start time)."""
+    parts = [f"{k} {v:.4f}" for k, v in values.items()]
+    if speed is not None and speed.get("samples"):
+        seconds = max(time.perf_counter() - speed["start"], 1e-9)
+        parts.append(f"{speed['samples'] / seconds:,.0f} samples/s")
+    return "  ".join(parts)
+
+
 def configure_logging(level: str = "WARNING") -> None:
     """Send library log records to stderr; called only by the CLI."""
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+
+
+def quiet_libraries(level: str = "WARNING") -> None:
+    """Turn off the Hugging Face libraries' own progress bars and info logs (the CLI reports progress itself), so
+    an error stays one line; works whether or not they are imported yet."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    quiet = logging.getLevelName(level.upper()) in (logging.WARNING, logging.ERROR, logging.CRITICAL)
+    if quiet:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    transformers = sys.modules.get("transformers")
+    if transformers is not None:
+        transformers.utils.logging.disable_progress_bar()
+        if quiet:
+            transformers.utils.logging.set_verbosity_error()

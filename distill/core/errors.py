@@ -33,8 +33,8 @@ class ModelError(DistillError):
     """A checkpoint is missing, unreadable or incompatible with the task or the other model."""
 
 
-class UnknownNameError(DistillError):
-    """A name (alias, preset, task, loss, ...) that no registry knows."""
+class UnknownNameError(ConfigError):
+    """A name (alias, preset, task, loss, ...) that no registry knows (a kind of setting error)."""
 
     def __init__(self, kind: str, name: str, choices: Iterable[str], extra: str = "") -> None:
         choices = sorted(choices)

@@ -174,3 +174,30 @@ def test_cached_teacher_is_built_once_and_reused(tmp_path, capsys):
     assert "reusing the teacher cache" in capsys.readouterr().err
     second = json.loads((out / "report.json").read_text())["history"]["teacher_cache"]
     assert not any(c["built"] for c in second)
+
+
+def test_export_run_dir_is_a_shippable_bundle(run_dir: Path, tmp_path):
+    """``distill export RUN``: model, tokenizer, config, labels and a README with the run's numbers; the README's
+    snippet predicts with onnxruntime + tokenizers alone."""
+    out = tmp_path / "edge"
+    assert main(["export", str(run_dir), "--output-dir", str(out), "--quiet"]) == 0
+    for name in ("model.onnx", "tokenizer.json", "config.json", "labels.json", "README.md"):
+        assert (out / name).is_file(), name
+    final = json.loads((run_dir / "report.json").read_text())["stages"][-1]
+    readme = (out / "README.md").read_text()
+    assert f"| retention | {round(final['retention'], 4):.4g} |" in readme and "sst2 tiny INT8" in readme
+    assert (out / "model.onnx").read_bytes() == (run_dir / "int8" / "model.onnx").read_bytes()
+    blocked = "; ".join(f"sys.modules[{m!r}] = None" for m in ("distill", "compress", "torch", "transformers"))
+    code = (f"import sys; {blocked}\ntext = open('README.md').read()\n"
+            "start = text.index('```python\\n') + len('```python\\n')\nexec(text[start:text.index('```', start)])\n")
+    res = subprocess.run([sys.executable, "-I", "-c", code], cwd=out, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() in json.loads((out / "labels.json").read_text()).values()
+
+
+def test_export_an_onnx_file(run_dir: Path, tmp_path):
+    out = tmp_path / "edge"
+    assert main(["export", str(run_dir / "int8" / "model.onnx"), "--output-dir", str(out), "--quiet"]) == 0
+    assert (out / "labels.json").is_file() and "```python" in (out / "README.md").read_text()
+    assert main(["export", str(run_dir / "int8"), "--output-dir", str(out), "--quiet"]) == 2  # not empty
+    assert main(["export", str(run_dir / "int8"), "--output-dir", str(out), "--overwrite", "--quiet"]) == 0

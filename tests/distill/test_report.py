@@ -127,3 +127,12 @@ def test_matplotlib_loads_only_for_plots():
     code = "import sys, distill.report, distill.compare; print('matplotlib' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.stdout.strip() == "False", res.stderr
+
+
+def test_only_epoch_logs_become_training_curves():
+    """``prune_steps`` (one record per pruning step) and cache summaries sit in the history too: not curves."""
+    from distill.report import histories
+
+    history = {"student": [{"epoch": 1, "loss": 1.0}], "prune_steps": [{"step": 1, "params": 10, "metric": 0.5}],
+               "teacher_cache": [{"rows": 3}], "quantize_report": {"mode": "dynamic"}}
+    assert list(histories({"history": history})) == ["student"]

@@ -1,0 +1,89 @@
+"""Settings that fail only against the models' shapes (student init, relation heads, the pruning plan), checked
+before a run writes anything, so a bad combination is refused in seconds rather than after hours of training."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from distill.core.errors import ConfigError, UnknownNameError
+from distill.objective import disable_unsupported, supported_losses
+
+
+def student_shape(cfg, teacher_config) -> SimpleNamespace:
+    """The student's config as far as shapes go: from its preset, or from the config.json of its model dir."""
+    from students import PRESETS
+    from students.build import student_source_is_preset
+
+    labels = getattr(teacher_config, "num_labels", None)
+    if student_source_is_preset(cfg.student):
+        p = PRESETS.get(cfg.student)
+        heads = p.heads
+        if getattr(cfg, "init", None) == "teacher-pruned":  # heads keep the teacher's head size
+            from students.init import pruned_shape
+
+            heads = pruned_shape(p, teacher_config, getattr(cfg, "layer_selection", "uniform")).heads
+        return SimpleNamespace(num_hidden_layers=p.layers, hidden_size=p.hidden, num_attention_heads=heads,
+                               intermediate_size=p.ffn, num_labels=labels, model_type="bert", preset=True)
+    from teachers import resolve_model_source
+    from teachers.loading import load_config
+
+    config = load_config(resolve_model_source(cfg.student, "student", PRESETS))
+    return SimpleNamespace(**{k: getattr(config, k, None) for k in (
+        "num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "model_type")},
+        num_labels=labels, preset=False)
+
+
+def check_shapes(cfg, teacher_config) -> None:
+    """Refuse what would fail mid-run: ``--init``, ``--relation-heads`` and pruning ratios that do not fit."""
+    student = student_shape(cfg, teacher_config)
+    if student.preset:
+        _check_init(cfg.init, student, teacher_config)
+    distill, _ = disable_unsupported(cfg.distill_config(), supported_losses(student, teacher_config, True))
+    relation = distill.relation_weight > 0
+    if relation:
+        heads = cfg.relation_heads or student.num_attention_heads
+        for who, width in (("student", student.hidden_size), ("teacher", teacher_config.hidden_size)):
+            _check_divides(heads, width, f"--relation-heads {heads} does not divide the {who} width {width}",
+                           "pick a common divisor of both widths, e.g. the student's heads")
+    if cfg.prune and None not in (student.num_hidden_layers, student.hidden_size, student.num_attention_heads):
+        _check_pruning(cfg, student, relation and (cfg.recover_epochs > 0 or cfg.qat))
+
+
+def _check_init(init: str, student, teacher_config) -> None:
+    from students.init import INIT_CHOICES
+
+    if init not in INIT_CHOICES:
+        raise UnknownNameError("--init", init, INIT_CHOICES)
+    same = all(getattr(student, k) == getattr(teacher_config, k, None)
+               for k in ("hidden_size", "num_attention_heads", "intermediate_size"))
+    if init == "teacher-layers" and not same:
+        raise ConfigError("--init teacher-layers needs the student's hidden size, heads and FFN width to equal "
+                          "the teacher's", "use --init random, or a student of the teacher's width")
+
+
+def _check_pruning(cfg, student, relation_after: bool) -> None:
+    """Plan every pruning step on the student's widths; with a relation loss in recovery, its heads must divide
+    each pruned hidden width."""
+    from compress.layout import LayerWidths, Layout
+    from compress.prune_schedule import plan_steps
+
+    heads, hidden = student.num_attention_heads, student.hidden_size
+    layer = LayerWidths(heads, hidden // heads, student.intermediate_size or 4 * hidden)
+    plans = plan_steps(cfg.prune_config(), cfg.prune_steps, Layout(hidden, (layer,) * student.num_hidden_layers))
+    if not relation_after:
+        return
+    for plan in plans:
+        r = cfg.relation_heads or max(w.heads for w in plan.layers)
+        if plan.hidden % r:
+            flag = (f"--prune-hidden {cfg.prune_hidden:g}" if cfg.prune_hidden is not None
+                    else f"--prune-heads {cfg.prune_heads:g}")
+            keep = max(r, round(plan.hidden / r) * r)
+            raise ConfigError(f"{flag} leaves a hidden width of {plan.hidden}, which --relation-heads {r} (used in "
+                              f"recovery) does not divide",
+                              f"keep a multiple of {r} channels (e.g. --prune-hidden {1 - keep / hidden:.4g}), "
+                              f"or pick --relation-heads dividing {plan.hidden}")
+
+
+def _check_divides(heads: int, width: int | None, problem: str, fix: str) -> None:
+    if width and heads and width % heads:
+        raise ConfigError(problem, fix)
