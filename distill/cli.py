@@ -88,8 +88,16 @@ def _gate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-size-mb", type=float, help="e.g. 10: final artifact at most 10 MB")
 
 
+def _process_rank() -> int:
+    """This process's rank under ``accelerate launch``/``torchrun`` (0 when run alone), read without importing torch."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
 def _gate_failures(report: dict, args: argparse.Namespace) -> int:
     from distill.report import check_gates
+
+    if not report:  # a secondary process of a multi-process run: the main one scores and gates
+        return 0
 
     failures = check_gates(report, min_retention=args.min_retention, max_latency_ms=args.max_latency_ms,
                            max_size_mb=args.max_size_mb)
@@ -417,7 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     from distill.core.runtime import LoadPolicy, go_offline, using_load_policy
 
     configure_logging(args.log_level)
-    set_quiet(getattr(args, "quiet", False))
+    rank = _process_rank()
+    if rank and args.func in (cmd_quantize, cmd_eval, cmd_report, cmd_presets, cmd_env):
+        return 0  # nothing to train: under accelerate launch the main process does it alone
+    set_quiet(getattr(args, "quiet", False) or rank != 0)  # only the main process prints
     if getattr(args, "offline", False):
         go_offline()
     policy = LoadPolicy(getattr(args, "allow_pickle", False), getattr(args, "trust_remote_code", False))
@@ -425,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         with using_load_policy(policy):
             return args.func(args)
     except DistillError as exc:
-        console.print(exc.line(), style="bold red", highlight=False, markup=False, soft_wrap=True)
+        line = exc.line() if rank == 0 else f"[rank {rank}] {exc.line()}"
+        console.print(line, style="bold red", highlight=False, markup=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("interrupted", style="bold red")

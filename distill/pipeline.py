@@ -1,15 +1,20 @@
 """``distill run``: teacher → student → distil → prune + recover → INT8 → score, each stage a small function.
 
 Everything that can be checked is checked before anything is written; each stage writes to a temporary
-directory that is renamed into place only when complete.
+directory that is renamed into place only when complete. Under ``accelerate launch`` every process trains (the
+engine runs data-parallel and scores dev on all of them), only the main process writes files and prints, the
+others wait at a barrier after each save they may read, and export, INT8, scoring and the report are the main
+process's alone.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from itertools import islice
 from pathlib import Path
@@ -19,8 +24,8 @@ from distill.core.console import info, out
 from distill.core.errors import ConfigError, DataError, DistillError, ModelError
 from distill.core.runtime import environment_info, seed_everything
 from distill.data import Splits, load_splits, make_loader, tokenize
-from distill.engine import TrainConfig, fit
-from distill.evaluation import compute_metrics, evaluator, predict
+from distill.engine import TrainConfig, fit, gathered_evaluator, is_main_process, wait_for_everyone
+from distill.evaluation import compute_metrics, predict
 from distill.measure import OnnxClassifier, count_params, onnx_latency_ms, onnx_param_count, torch_latency_ms
 from distill.objective import (
     DistillConfig,
@@ -180,12 +185,22 @@ def _check_tokenizers(teacher_tok, student_dir: Path) -> None:
                          f"teacher ({len(teacher_tok)} tokens)", "use a student built with the teacher's tokenizer")
 
 
-def _save_model(model, tokenizer, final: Path, extra: dict | None = None) -> None:
-    with staged_dir(final) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if extra:
-            write_json(tmp / TEACHER_MARKER, extra)
+def _on_main(device: str, write: Callable[[], object]) -> None:
+    """Write on the main process only, then hold every process until it is done (they may read what it wrote)."""
+    if is_main_process():
+        write()
+    wait_for_everyone(device)
+
+
+def _save_model(model, tokenizer, final: Path, extra: dict | None = None, device: str = "auto") -> None:
+    def write() -> None:
+        with staged_dir(final) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            if extra:
+                write_json(tmp / TEACHER_MARKER, extra)
+
+    _on_main(device, write)
 
 
 def _timed(ctx: Context, name: str):
@@ -209,6 +224,7 @@ def prepare(cfg: RunConfig, need_student: bool = True):
         raise DataError("no --task and no --data given", "pass --task sst2 (Hub) or --data DIR (local files)")
     splits = load_splits(task, cfg.data, text_columns=tuple(cfg.text_columns) if cfg.text_columns else None,
                          label_column=cfg.label_column, max_train_samples=cfg.max_train_samples, seed=cfg.seed)
+    seed_everything(cfg.seed)  # a new task head starts from the same weights in every run and every process
     teacher = load_teacher(cfg.teacher, splits.task)
     student_dir = Path(cfg.student)
     from students.build import student_source_is_preset
@@ -255,10 +271,11 @@ def stage_teacher(ctx: Context, teacher, force: bool = False) -> tuple[object, s
         info(f"  '{cfg.teacher}' has no trained {ctx.task.name} head: fine-tuning it first")
     result = finetune_teacher(teacher.model, ctx.train_loader, cfg.train_config(lr=cfg.teacher_lr,
                               epochs=cfg.teacher_epochs), regression=ctx.task.is_regression,
-                              evaluate=evaluator(ctx.task, ctx.dev_loader, cfg.device), metric=ctx.task.main_metric)
+                              evaluate=gathered_evaluator(ctx.task, ctx.dev_loader, cfg.device),
+                              metric=ctx.task.main_metric)
     ctx.history["teacher"] = result.history
     _save_model(teacher.model.to("cpu"), ctx.tokenizer, cached,
-                {"fingerprint": fp, "source": teacher.source, "history": result.history})
+                {"fingerprint": fp, "source": teacher.source, "history": result.history}, cfg.device)
     return teacher.model, "teacher"
 
 
@@ -297,10 +314,10 @@ def stage_student(ctx: Context, teacher):
     objective = _objective(ctx, student, teacher)
     result = fit(student, objective, ctx.train_loader, cfg.train_config(lr=lr),
                  teacher=_teacher_source(ctx, teacher, objective),
-                 evaluate=evaluator(ctx.task, ctx.dev_loader, cfg.device), metric=ctx.task.main_metric,
+                 evaluate=gathered_evaluator(ctx.task, ctx.dev_loader, cfg.device), metric=ctx.task.main_metric,
                  description="distil")
     ctx.history["student"] = result.history
-    _save_model(student.to("cpu"), ctx.tokenizer, ctx.out / "student")
+    _save_model(student.to("cpu"), ctx.tokenizer, ctx.out / "student", device=cfg.device)
     return student
 
 
@@ -315,7 +332,7 @@ def prune_and_recover(ctx: Context, model, teacher, prune_config, steps: int = 1
     batches = list(islice(iter(ctx.train_loader), cfg.importance_batches))
     example = {k: v[:2] for k, v in batches[0].items()}
     loss_fn = kd_loss_fn(teacher, cfg.temperature) if prune_config.importance == "distillation" else None
-    evaluate = evaluator(ctx.task, ctx.dev_loader, cfg.device)
+    evaluate = gathered_evaluator(ctx.task, ctx.dev_loader, cfg.device)
     ctx.history["prune_steps"] = []
     report = None
     for i, step in enumerate(step_configs(prune_config, steps, n_layers=model.config.num_hidden_layers), 1):
@@ -346,8 +363,12 @@ def stage_prune(ctx: Context, student, teacher):
 
     pruned = copy.deepcopy(student).to("cpu").eval()
     prune_and_recover(ctx, pruned, teacher, ctx.cfg.prune_config(), ctx.cfg.prune_steps, lr=ctx.student_lr)
-    with staged_dir(ctx.out / "pruned") as tmp:
-        save_pruned(pruned.to("cpu"), tmp, ctx.tokenizer)
+
+    def write() -> None:
+        with staged_dir(ctx.out / "pruned") as tmp:
+            save_pruned(pruned.to("cpu"), tmp, ctx.tokenizer)
+
+    _on_main(ctx.cfg.device, write)
     return pruned
 
 
@@ -368,14 +389,17 @@ def stage_qat(ctx: Context, model, teacher):
     qat_model = prepare_qat(copy.deepcopy(model).to("cpu"), target=ctx.cfg.quantize_target)
     result = fit(qat_model, _objective(ctx, qat_model, teacher), ctx.train_loader,
                  ctx.cfg.train_config(epochs=max(ctx.cfg.recover_epochs, 1.0), lr=(ctx.student_lr or 1e-4) / 10),
-                 teacher=teacher, evaluate=evaluator(ctx.task, ctx.dev_loader, ctx.cfg.device),
+                 teacher=teacher, evaluate=gathered_evaluator(ctx.task, ctx.dev_loader, ctx.cfg.device),
                  metric=ctx.task.main_metric, description="QAT")
     ctx.history["qat"] = result.history
     return qat_model
 
 
-def stage_quantize(ctx: Context, model, teacher) -> Path:
-    """INT8 through ONNX Runtime (dynamic, static with calibration, accuracy-aware, or QAT), then a speed check."""
+def stage_quantize(ctx: Context, model, teacher, qat_model=None) -> Path:
+    """INT8 through ONNX Runtime (dynamic, static with calibration, accuracy-aware, or QAT), then a speed check.
+
+    ``qat_model``: a model ``stage_qat`` already trained (it trains on every process; this runs on the main one).
+    """
     import tempfile
 
     from compress import export_onnx, quantize_model
@@ -388,7 +412,7 @@ def stage_quantize(ctx: Context, model, teacher) -> Path:
     if cfg.qat:
         from compress.qat import export_qat_onnx
 
-        qat_model = stage_qat(ctx, model, teacher).to("cpu").eval()
+        qat_model = (qat_model or stage_qat(ctx, model, teacher)).to("cpu").eval()
         with staged_dir(out) as tmp:
             export_qat_onnx(qat_model, tmp / "model.onnx", max_seq_length=cfg.max_seq_length)
             model.config.save_pretrained(tmp)
@@ -458,11 +482,17 @@ def _start(cfg: RunConfig, need_student: bool = True):
     """Validate, then (and only then) create the output dir, record settings and build the data loaders."""
     splits, teacher = prepare(cfg, need_student)
     out_dir = Path(cfg.output_dir)
-    if cfg.overwrite:
-        _clear_output_dir(out_dir, keep=("teacher", "teacher_cache"))  # both are validated by fingerprint
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_yaml(out_dir / "config.yaml", dump_recipe(cfg))
-    write_json(out_dir / "env.json", environment_info(cfg.seed, cfg.device))
+    wait_for_everyone(cfg.device)  # every process has checked the output dir before the main one writes to it
+
+    def write() -> None:
+        if cfg.overwrite:
+            _clear_output_dir(out_dir, keep=("teacher", "teacher_cache"))  # both are validated by fingerprint
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_yaml(out_dir / "config.yaml", dump_recipe(cfg))
+        write_json(out_dir / "env.json", {**environment_info(cfg.seed, cfg.device),
+                                          "processes": int(os.environ.get("WORLD_SIZE", "1"))})
+
+    _on_main(cfg.device, write)
     tokenizer = teacher.tokenizer
     ctx = Context(cfg, splits.task, splits, tokenizer, out_dir)
     ctx.train_loader = make_loader(tokenize(splits.train, tokenizer, cfg.max_seq_length, index=cfg.cache_teacher),
@@ -507,13 +537,16 @@ def finetune_only(cfg: RunConfig) -> Path:
 
 
 def run(cfg: RunConfig) -> dict:
-    """Run every stage and return the report (also written to ``OUTPUT/report.json`` and ``report.md``)."""
+    """Run every stage and return the report (also written to ``OUTPUT/report.json`` and ``report.md``).
+
+    Under ``accelerate launch`` the processes other than the main one return ``{}`` once training is done.
+    """
     start = time.perf_counter()
     ctx, teacher = _start(cfg)
     out_dir = ctx.out
     with _timed(ctx, "teacher"):
         teacher_model, teacher_path = stage_teacher(ctx, teacher)
-    if teacher_path != "teacher":  # a trained teacher is used in place: drop a stale fine-tuned copy
+    if teacher_path != "teacher" and is_main_process():  # a trained teacher is used in place: drop a stale copy
         shutil.rmtree(out_dir / "teacher", ignore_errors=True)
     with _timed(ctx, "distil"):
         student = stage_student(ctx, teacher_model)
@@ -522,9 +555,15 @@ def run(cfg: RunConfig) -> dict:
     if cfg.prune:
         with _timed(ctx, "prune"):
             final = models["pruned"] = stage_prune(ctx, student, teacher_model)
+    qat_model = None
+    if cfg.quantize and cfg.qat:  # training: every process takes part
+        with _timed(ctx, "qat"):
+            qat_model = stage_qat(ctx, final, teacher_model)
+    if not is_main_process():
+        return {}  # export, INT8, scoring and the report are the main process's
     if cfg.quantize:
         with _timed(ctx, "quantize"):
-            models["int8"] = stage_quantize(ctx, final, teacher_model)
+            models["int8"] = stage_quantize(ctx, final, teacher_model, qat_model)
     with _timed(ctx, "score"):
         rows, predictions = stage_score(ctx, teacher_model, teacher_path, models)
     report = {"task": ctx.task.name, "metric_name": ctx.task.main_metric,
@@ -596,6 +635,8 @@ def prune_only(cfg: RunConfig, model_dir: str) -> dict:
         example = dict(tokenizer(["a short example sentence .", "another one"], padding=True, return_tensors="pt"))
         report = prune_model(model.eval(), prune_config, example)
         history = {}
+    if not is_main_process():
+        return report.to_dict()  # under accelerate launch the main process writes
     if cfg.overwrite:
         _clear_output_dir(out_dir, keep=())
     with staged_dir(out_dir) as tmp:

@@ -97,3 +97,19 @@ def test_bad_input(env, capsys, change, match):
     assert re.search(match, err), err
     assert sorted(p.name for p in Path(env["tmp"]).iterdir()) == before, "something was written"
     assert list(Path(env["busy"]).iterdir()) == [Path(env["busy"]) / "keep.txt"]
+
+
+def test_cuda_out_of_memory_is_one_line_with_the_fixes(env, capsys, monkeypatch):
+    import torch
+    from transformers import BertForSequenceClassification
+
+    def boom(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+
+    monkeypatch.setattr(BertForSequenceClassification, "forward", boom)
+    code = main(["distil", "--quiet", "--teacher", env["teacher"], "--task", "sst2", "--data", env["data"],
+                 "--batch-size", "4", "--output-dir", str(env["tmp"] / "oom")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: out of GPU memory at batch size 4; use --cache-teacher, --teacher-dtype bf16, "
+                          "or a smaller --batch-size"), err
