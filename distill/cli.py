@@ -88,11 +88,6 @@ def _gate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-size-mb", type=float, help="e.g. 10: final artifact at most 10 MB")
 
 
-def _process_rank() -> int:
-    """This process's rank under ``accelerate launch``/``torchrun`` (0 when run alone), read without importing torch."""
-    return int(os.environ.get("RANK", "0") or 0)
-
-
 def _gate_failures(report: dict, args: argparse.Namespace) -> int:
     from distill.report import check_gates
 
@@ -422,13 +417,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from distill.core.console import configure_logging, console, set_quiet
     from distill.core.errors import DistillError
-    from distill.core.runtime import LoadPolicy, go_offline, using_load_policy
+    from distill.core.runtime import LoadPolicy, go_offline, process_rank, single_cpu_launch_note, using_load_policy
 
     configure_logging(args.log_level)
-    rank = _process_rank()
+    rank = process_rank()
     if rank and args.func in (cmd_quantize, cmd_eval, cmd_report, cmd_presets, cmd_env):
         return 0  # nothing to train: under accelerate launch the main process does it alone
     set_quiet(getattr(args, "quiet", False) or rank != 0)  # only the main process prints
+    if note := single_cpu_launch_note():
+        console.print(note, style="yellow", highlight=False, markup=False, soft_wrap=True)
     if getattr(args, "offline", False):
         go_offline()
     policy = LoadPolicy(getattr(args, "allow_pickle", False), getattr(args, "trust_remote_code", False))

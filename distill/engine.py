@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from distill.core.console import info, track
 from distill.core.errors import ConfigError, DistillError
-from distill.core.runtime import autocast, resolve_device, seed_everything
+from distill.core.runtime import autocast, process_count, process_rank, resolve_device, seed_everything
 from distill.objective import Objective, capture_qkv, eager_attention
 
 TEACHER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -83,8 +82,8 @@ _STATE: dict = {}
 
 
 def distributed_requested() -> bool:
-    """True when started by ``accelerate launch``/``torchrun`` with more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """True when started by ``accelerate launch``/``torchrun``/``mpirun`` with more than one process."""
+    return process_count() > 1
 
 
 def get_accelerator(device: str = "auto"):
@@ -102,7 +101,7 @@ def is_main_process() -> bool:
     """Whether this process should write files and print (rank 0, or the only process)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
+    return process_rank() == 0
 
 
 def wait_for_everyone(device: str = "auto") -> None:

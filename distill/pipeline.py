@@ -10,7 +10,6 @@ process's alone.
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 import time
 import warnings
@@ -22,7 +21,7 @@ from pathlib import Path
 from distill.core.artifacts import dir_size_mb, staged_dir, write_json, write_yaml
 from distill.core.console import info, out
 from distill.core.errors import ConfigError, DataError, DistillError, ModelError
-from distill.core.runtime import environment_info, seed_everything
+from distill.core.runtime import environment_info, process_count, seed_everything
 from distill.data import Splits, load_splits, make_loader, tokenize
 from distill.engine import TrainConfig, fit, gathered_evaluator, is_main_process, wait_for_everyone
 from distill.evaluation import compute_metrics, predict
@@ -490,7 +489,7 @@ def _start(cfg: RunConfig, need_student: bool = True):
         out_dir.mkdir(parents=True, exist_ok=True)
         write_yaml(out_dir / "config.yaml", dump_recipe(cfg))
         write_json(out_dir / "env.json", {**environment_info(cfg.seed, cfg.device),
-                                          "processes": int(os.environ.get("WORLD_SIZE", "1"))})
+                                          "processes": process_count()})
 
     _on_main(cfg.device, write)
     tokenizer = teacher.tokenizer

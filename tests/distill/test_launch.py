@@ -119,3 +119,33 @@ def test_two_processes_match_one_process_end_to_end(tmp_path, capsys):
     for pattern in patterns:
         assert _count(lines2, pattern) == _count(lines1, pattern) > 0, pattern
     assert not [line for line in lines2 if "[rank" in line or "Traceback" in line]
+
+
+@pytest.fixture
+def no_launcher(monkeypatch):
+    from distill.core.runtime import RANK_VARS, SIZE_VARS
+
+    for name in (*RANK_VARS, *SIZE_VARS, "ACCELERATE_USE_CPU", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_ranks_come_from_torchrun_or_mpi_variables(no_launcher):
+    from distill.engine import distributed_requested, is_main_process
+
+    assert not distributed_requested() and is_main_process()
+    no_launcher.setenv("OMPI_COMM_WORLD_SIZE", "2")  # mpirun (accelerate's multi-CPU launcher) sets no RANK
+    no_launcher.setenv("OMPI_COMM_WORLD_RANK", "1")
+    assert distributed_requested() and not is_main_process()
+    no_launcher.setenv("RANK", "0")  # torchrun's variables come first
+    assert is_main_process()
+
+
+def test_accelerate_cpu_launch_without_mpi_says_it_runs_one_process(no_launcher, capsys):
+    assert main(["presets"]) == 0
+    assert "single process" not in capsys.readouterr().err
+    no_launcher.setenv("ACCELERATE_USE_CPU", "True")  # what `accelerate launch --cpu --num_processes 2` exports
+    no_launcher.setenv("MASTER_ADDR", "127.0.0.1")
+    assert main(["presets"]) == 0
+    err = capsys.readouterr().err
+    assert "accelerate launch --cpu started a single process" in err and "--multi_gpu" in err
