@@ -104,6 +104,9 @@ def _gate_args(p: argparse.ArgumentParser) -> None:
 def _gate_failures(report: dict, args: argparse.Namespace) -> int:
     from distill.report import check_gates
 
+    if not report:  # a secondary process of a multi-process run: the main one scores and gates
+        return 0
+
     failures = check_gates(report, min_retention=args.min_retention, max_latency_ms=args.max_latency_ms,
                            max_size_mb=args.max_size_mb)
     for line in failures:
@@ -537,11 +540,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from distill.core.console import configure_logging, console, quiet_libraries, set_quiet
     from distill.core.errors import DistillError
-    from distill.core.runtime import LoadPolicy, go_offline, using_load_policy
+    from distill.core.runtime import LoadPolicy, go_offline, process_rank, single_cpu_launch_note, using_load_policy
 
     configure_logging(args.log_level)
     quiet_libraries(args.log_level)
-    set_quiet(getattr(args, "quiet", False))
+    rank = process_rank()
+    if rank and args.func in (cmd_quantize, cmd_eval, cmd_report, cmd_presets, cmd_env, cmd_export, cmd_check):
+        return 0  # nothing to train: under accelerate launch the main process does it alone
+    set_quiet(getattr(args, "quiet", False) or rank != 0)  # only the main process prints
+    if note := single_cpu_launch_note():
+        console.print(note, style="yellow", highlight=False, markup=False, soft_wrap=True)
     if getattr(args, "offline", False):
         go_offline()
     policy = LoadPolicy(getattr(args, "allow_pickle", False), getattr(args, "trust_remote_code", False))
@@ -549,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
         with using_load_policy(policy):
             return args.func(args)
     except DistillError as exc:
-        console.print(exc.line(), style="bold red", highlight=False, markup=False, soft_wrap=True)
+        line = exc.line() if rank == 0 else f"[rank {rank}] {exc.line()}"
+        console.print(line, style="bold red", highlight=False, markup=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("interrupted", style="bold red")

@@ -315,6 +315,9 @@ class LengthGroupedBatchSampler:
     """Batches of similar length: shuffle, cut into buckets of ``bucket_factor × batch_size`` rows, sort each
     bucket by length, batch it, and shuffle the batches; the order depends only on (seed, epoch).
 
+    With ``num_processes`` N > 1 (set by the engine under ``accelerate launch``) the same is done with global
+    batches of N × ``batch_size`` rows, each then cut into N consecutive per-process batches: the processes step
+    together on rows of similar length, and N processes at batch B see what one process sees at batch N × B.
     Without shuffling, every row is sorted by length (longest first), e.g. for a teacher pass over the data.
     """
 
@@ -326,6 +329,7 @@ class LengthGroupedBatchSampler:
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.bucket_factor, self.drop_last = bucket_factor, drop_last
         self.epoch = 0
+        self.num_processes = 1
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order the next iteration yields."""
@@ -341,23 +345,29 @@ class LengthGroupedBatchSampler:
             return self._cut(order)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         perm = torch.randperm(n, generator=gen).tolist()
-        size = self.batch_size * self.bucket_factor
+        step = self.batch_size * self.num_processes  # rows per optimiser step, over all processes
+        size = step * self.bucket_factor
         out: list[list[int]] = []
         for start in range(0, n, size):
             bucket = sorted(perm[start:start + size], key=lambda i: -self.lengths[i])
-            out += self._cut(bucket)
-        return [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
+            out += self._cut(bucket, step)
+        out = [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
+        return [part for batch in out for part in self._cut(batch, self.batch_size, drop=False)]
 
-    def _cut(self, order: list[int]) -> list[list[int]]:
-        cut = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        return cut[:-1] if self.drop_last and cut and len(cut[-1]) < self.batch_size else cut
+    def _cut(self, order: list[int], size: int | None = None, drop: bool | None = None) -> list[list[int]]:
+        size = size or self.batch_size
+        cut = [order[i:i + size] for i in range(0, len(order), size)]
+        drop = self.drop_last if drop is None else drop
+        return cut[:-1] if drop and cut and len(cut[-1]) < size else cut
 
     def __iter__(self):
         yield from self.batches()
 
     def __len__(self) -> int:
-        n = len(self.lengths)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        n, step = len(self.lengths), self.batch_size * self.num_processes
+        if self.drop_last:
+            return n // (step if self.shuffle else self.batch_size) * (self.num_processes if self.shuffle else 1)
+        return -(-n // self.batch_size)
 
 
 def make_loader(dataset, tokenizer, batch_size: int, *, shuffle: bool, seed: int = 0, group_by_length: bool = False,

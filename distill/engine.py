@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,13 +22,14 @@ from transformers import get_linear_schedule_with_warmup
 
 from distill.core.console import info, progress_text, track
 from distill.core.errors import ConfigError, DistillError
-from distill.core.runtime import autocast, resolve_device, seed_everything
+from distill.core.runtime import autocast, process_count, process_rank, resolve_device, seed_everything
 from distill.cross_tokenizer import TEACHER_PREFIX, teacher_view
 from distill.objective import Objective, capture_qkv, eager_attention
 from distill.tracking import Tracker, tracker
 
 TEACHER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-OOM_FIX = "use --cache-teacher, a smaller --batch-size or --grad-accum"
+OOM_FIX = ("use --cache-teacher, --teacher-dtype bf16, or a smaller --batch-size (with --grad-accum to keep the "
+           "effective batch)")
 STRIPPED = ("labels", "idx")  # batch columns the models never see
 
 
@@ -84,8 +84,8 @@ _STATE: dict = {}
 
 
 def distributed_requested() -> bool:
-    """True when started by ``accelerate launch``/``torchrun`` with more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """True when started by ``accelerate launch``/``torchrun``/``mpirun`` with more than one process."""
+    return process_count() > 1
 
 
 def get_accelerator(device: str = "auto"):
@@ -103,7 +103,7 @@ def is_main_process() -> bool:
     """Whether this process should write files and print (rank 0, or the only process)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0
+    return process_rank() == 0
 
 
 def wait_for_everyone(device: str = "auto") -> None:
@@ -333,9 +333,17 @@ def _mean_over_processes(acc, values: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, mean.tolist(), strict=True))
 
 
-def _oom(batch: dict) -> DistillError:
-    size = len(next(iter(batch.values())))
-    return DistillError(f"out of GPU memory at batch size {size}", OOM_FIX)
+def _oom(batch: dict | None = None, where: str = "") -> DistillError:
+    """The one-line error for CUDA out-of-memory, naming the batch size (or the stage) and the usual fixes."""
+    size = f" at batch size {len(next(iter(batch.values())))}" if batch else ""
+    return DistillError(f"out of GPU memory{where}{size}", OOM_FIX)
+
+
+def _align_length_groups(loader, processes: int) -> None:
+    """Tell a length-grouped batch sampler how many processes step together (see ``LengthGroupedBatchSampler``)."""
+    sampler = getattr(loader, "batch_sampler", None)
+    if hasattr(sampler, "num_processes"):
+        sampler.num_processes = processes
 
 
 # ---- the loop ----------------------------------------------------------------------------------------------
@@ -363,6 +371,7 @@ def fit(model: torch.nn.Module, objective: Objective, train_loader, config: Trai
     step_module = _StudentLoss(model, objective, compiled)
     loader, raw_optimizer = train_loader, optimizer
     if acc is not None:
+        _align_length_groups(train_loader, acc.num_processes)
         step_module, optimizer, loader = acc.prepare(step_module, optimizer, train_loader)
     accum = config.grad_accum_steps
     micro_per_epoch = len(loader)
@@ -411,7 +420,10 @@ def fit(model: torch.nn.Module, objective: Objective, train_loader, config: Trai
         means = {k: v / max(seen, 1) for k, v in sums.items()}
         record = {"epoch": epoch + 1, "step": step, **(_mean_over_processes(acc, means) if acc else means)}
         if evaluate is not None:
-            best_state = _score_epoch(model, evaluate, metric, record, result) or best_state
+            try:
+                best_state = _score_epoch(model, evaluate, metric, record, result) or best_state
+            except torch.OutOfMemoryError:
+                raise _oom(where=" while scoring the dev set") from None
         result.history.append(record)
         log.log_epoch(description, epoch + 1, record)
         if main:

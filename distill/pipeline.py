@@ -1,7 +1,10 @@
 """``distill run``: teacher → student → distil → prune + recover → INT8 → score, each stage a small function.
 
 Everything that can be checked is checked before anything is written; each stage writes to a temporary
-directory that is renamed into place only when complete.
+directory that is renamed into place only when complete. Under ``accelerate launch`` every process trains (the
+engine runs data-parallel and scores dev on all of them), only the main process writes files and prints, the
+others wait at a barrier after each save they may read, and export, INT8, scoring and the report are the main
+process's alone.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import copy
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from itertools import islice
 from pathlib import Path
@@ -17,10 +21,10 @@ from pathlib import Path
 from distill.core.artifacts import dir_size_mb, staged_dir, write_json, write_yaml
 from distill.core.console import info, out
 from distill.core.errors import ConfigError, DataError, DistillError, ModelError
-from distill.core.runtime import environment_info, seed_everything
+from distill.core.runtime import environment_info, process_count, seed_everything
 from distill.data import Splits, load_splits, make_loader, tokenize
-from distill.engine import TrainConfig, fit
-from distill.evaluation import compute_metrics, evaluator, predict
+from distill.engine import TrainConfig, fit, gathered_evaluator, is_main_process, wait_for_everyone
+from distill.evaluation import compute_metrics, predict
 from distill.measure import OnnxClassifier, count_params, onnx_latency_ms, onnx_param_count, torch_latency_ms
 from distill.objective import (
     DistillConfig,
@@ -303,12 +307,22 @@ class Prepared:
     mlm: object = None
 
 
-def _save_model(model, tokenizer, final: Path, extra: dict | None = None) -> None:
-    with staged_dir(final) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if extra:
-            write_json(tmp / TEACHER_MARKER, extra)
+def _on_main(device: str, write: Callable[[], object]) -> None:
+    """Write on the main process only, then hold every process until it is done (they may read what it wrote)."""
+    if is_main_process():
+        write()
+    wait_for_everyone(device)
+
+
+def _save_model(model, tokenizer, final: Path, extra: dict | None = None, device: str = "auto") -> None:
+    def write() -> None:
+        with staged_dir(final) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            if extra:
+                write_json(tmp / TEACHER_MARKER, extra)
+
+    _on_main(device, write)
 
 
 def _timed(ctx: Context, name: str):
@@ -333,6 +347,7 @@ def prepare(cfg: RunConfig, need_student: bool = True) -> Prepared:
         raise DataError("no --task and no --data given", "pass --task sst2 (Hub) or --data DIR (local files)")
     splits = load_splits(task, cfg.data, text_columns=tuple(cfg.text_columns) if cfg.text_columns else None,
                          label_column=cfg.label_column, max_train_samples=cfg.max_train_samples, seed=cfg.seed)
+    seed_everything(cfg.seed)  # a new task head starts from the same weights in every run and every process
     teachers = [load_teacher(name, splits.task) for name in cfg.teacher_names]
     _check_teachers(teachers, cfg.teacher_names)
     teacher = teachers[0]
@@ -403,11 +418,11 @@ def stage_teacher(ctx: Context, teacher, force: bool = False, index: int = 0) ->
     train, dev = ctx.teacher_train_loader or ctx.train_loader, ctx.teacher_dev_loader or ctx.dev_loader
     result = finetune_teacher(teacher.model, train, cfg.train_config(lr=cfg.teacher_lr, epochs=cfg.teacher_epochs,
                                                                      seed=seed),
-                              regression=ctx.task.is_regression, evaluate=evaluator(ctx.task, dev, cfg.device),
+                              regression=ctx.task.is_regression, evaluate=gathered_evaluator(ctx.task, dev, cfg.device),
                               metric=ctx.task.main_metric)
     ctx.history[name] = result.history
     _save_model(teacher.model.to("cpu"), ctx.teacher_tokenizer or ctx.tokenizer, cached,
-                {"fingerprint": fp, "source": teacher.source, "history": result.history})
+                {"fingerprint": fp, "source": teacher.source, "history": result.history}, cfg.device)
     return teacher.model, name
 
 
@@ -492,10 +507,10 @@ def stage_student(ctx: Context, teacher):
     objective = _objective(ctx, student, teacher)
     result = fit(student, objective, ctx.train_loader, cfg.train_config(lr=lr),
                  teacher=_teacher_source(ctx, teacher, objective),
-                 evaluate=evaluator(ctx.task, ctx.dev_loader, cfg.device), metric=ctx.task.main_metric,
+                 evaluate=gathered_evaluator(ctx.task, ctx.dev_loader, cfg.device), metric=ctx.task.main_metric,
                  description="distil")
     ctx.history["student"] = result.history
-    _save_model(student.to("cpu"), ctx.tokenizer, ctx.out / "student")
+    _save_model(student.to("cpu"), ctx.tokenizer, ctx.out / "student", device=cfg.device)
     return student
 
 
@@ -513,7 +528,7 @@ def prune_and_recover(ctx: Context, model, teacher, prune_config, steps: int = 1
     example = {k: v[:2] for k, v in batches[0].items()}
     loss_fn = (kd_loss_fn(_primary(teacher), cfg.temperature) if prune_config.importance == "distillation"
                else None)
-    evaluate = evaluator(ctx.task, ctx.dev_loader, cfg.device)
+    evaluate = gathered_evaluator(ctx.task, ctx.dev_loader, cfg.device)
     ctx.history["prune_steps"] = []
     report = None
     for i, step in enumerate(step_configs(prune_config, steps, n_layers=model.config.num_hidden_layers), 1):
@@ -544,8 +559,12 @@ def stage_prune(ctx: Context, student, teacher):
 
     pruned = copy.deepcopy(student).to("cpu").eval()
     prune_and_recover(ctx, pruned, teacher, ctx.cfg.prune_config(), ctx.cfg.prune_steps, lr=ctx.student_lr)
-    with staged_dir(ctx.out / "pruned") as tmp:
-        save_pruned(pruned.to("cpu"), tmp, ctx.tokenizer)
+
+    def write() -> None:
+        with staged_dir(ctx.out / "pruned") as tmp:
+            save_pruned(pruned.to("cpu"), tmp, ctx.tokenizer)
+
+    _on_main(ctx.cfg.device, write)
     return pruned
 
 
@@ -566,14 +585,17 @@ def stage_qat(ctx: Context, model, teacher):
     qat_model = prepare_qat(copy.deepcopy(model).to("cpu"), target=ctx.cfg.quantize_target)
     result = fit(qat_model, _objective(ctx, qat_model, teacher), ctx.train_loader,
                  ctx.cfg.train_config(epochs=max(ctx.cfg.recover_epochs, 1.0), lr=(ctx.student_lr or 1e-4) / 10),
-                 teacher=teacher, evaluate=evaluator(ctx.task, ctx.dev_loader, ctx.cfg.device),
+                 teacher=teacher, evaluate=gathered_evaluator(ctx.task, ctx.dev_loader, ctx.cfg.device),
                  metric=ctx.task.main_metric, description="QAT")
     ctx.history["qat"] = result.history
     return qat_model
 
 
-def stage_quantize(ctx: Context, model, teacher) -> Path:
-    """INT8 through ONNX Runtime (dynamic, static with calibration, accuracy-aware, or QAT), then a speed check."""
+def stage_quantize(ctx: Context, model, teacher, qat_model=None) -> Path:
+    """INT8 through ONNX Runtime (dynamic, static with calibration, accuracy-aware, or QAT), then a speed check.
+
+    ``qat_model``: a model ``stage_qat`` already trained (it trains on every process; this runs on the main one).
+    """
     import tempfile
 
     from compress import export_onnx, quantize_model
@@ -586,7 +608,7 @@ def stage_quantize(ctx: Context, model, teacher) -> Path:
     if cfg.qat:
         from compress.qat import export_qat_onnx
 
-        qat_model = stage_qat(ctx, model, teacher).to("cpu").eval()
+        qat_model = (qat_model or stage_qat(ctx, model, teacher)).to("cpu").eval()
         with staged_dir(out) as tmp:
             export_qat_onnx(qat_model, tmp / "model.onnx", max_seq_length=cfg.max_seq_length)
             model.config.save_pretrained(tmp)
@@ -674,13 +696,19 @@ def _start(cfg: RunConfig, need_student: bool = True):
     prepared = prepare(cfg, need_student)
     splits, teacher = prepared.splits, prepared.teachers[0]
     out_dir = Path(cfg.output_dir)
-    if cfg.overwrite:  # fine-tuned teachers and teacher caches are validated by fingerprint
-        keep = [name for i in range(len(prepared.teachers)) for name in (teacher_dir(i), _cache_dir(i))]
-        _clear_output_dir(out_dir, keep=tuple(keep))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    start_tracking(cfg.tensorboard, out_dir / "tensorboard")
-    write_yaml(out_dir / "config.yaml", dump_recipe(cfg))
-    write_json(out_dir / "env.json", environment_info(cfg.seed, cfg.device))
+    wait_for_everyone(cfg.device)  # every process has checked the output dir before the main one writes to it
+
+    def write() -> None:
+        if cfg.overwrite:  # fine-tuned teachers and teacher caches are validated by fingerprint
+            keep = [name for i in range(len(prepared.teachers)) for name in (teacher_dir(i), _cache_dir(i))]
+            _clear_output_dir(out_dir, keep=tuple(keep))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_yaml(out_dir / "config.yaml", dump_recipe(cfg))
+        write_json(out_dir / "env.json", {**environment_info(cfg.seed, cfg.device),
+                                          "processes": process_count()})
+
+    _on_main(cfg.device, write)
+    start_tracking(cfg.tensorboard and is_main_process(), out_dir / "tensorboard")
     tokenizer = prepared.student_tokenizer or teacher.tokenizer
     ctx = Context(cfg, splits.task, splits, tokenizer, out_dir, teacher_tokenizer=teacher.tokenizer,
                   teachers=prepared.teachers, mlm=prepared.mlm)
@@ -757,7 +785,7 @@ def stage_teachers(ctx: Context) -> tuple[object, str, object]:
     models = []
     for i, one in enumerate(ctx.teachers):
         model, path = stage_teacher(ctx, one, index=i)
-        if path != teacher_dir(i):  # a trained teacher is used in place: drop a stale fine-tuned copy
+        if path != teacher_dir(i) and is_main_process():  # a trained teacher is used in place: drop a stale copy
             shutil.rmtree(ctx.out / teacher_dir(i), ignore_errors=True)
         models.append((model, path))
     if len(models) == 1:
@@ -803,7 +831,10 @@ def stage_augment(ctx: Context) -> None:
 
 
 def run(cfg: RunConfig) -> dict:
-    """Run every stage and return the report (also written to ``OUTPUT/report.json`` and ``report.md``)."""
+    """Run every stage and return the report (also written to ``OUTPUT/report.json`` and ``report.md``).
+
+    Under ``accelerate launch`` the processes other than the main one return ``{}`` once training is done.
+    """
     start = time.perf_counter()
     ctx, _ = _start(cfg)
     out_dir = ctx.out
@@ -819,9 +850,15 @@ def run(cfg: RunConfig) -> dict:
     if cfg.prune:
         with _timed(ctx, "prune"):
             final = models["pruned"] = stage_prune(ctx, student, teachers)
+    qat_model = None
+    if cfg.quantize and cfg.qat:  # training: every process takes part
+        with _timed(ctx, "qat"):
+            qat_model = stage_qat(ctx, final, teachers)
+    if not is_main_process():
+        return {}  # export, INT8, scoring and the report are the main process's
     if cfg.quantize:
         with _timed(ctx, "quantize"):
-            models["int8"] = stage_quantize(ctx, final, teachers)
+            models["int8"] = stage_quantize(ctx, final, teachers, qat_model)
     with _timed(ctx, "score"):
         rows, predictions = stage_score(ctx, teacher_model, teacher_path, models)
     report = {"task": ctx.task.name, "metric_name": ctx.task.main_metric,
@@ -908,6 +945,8 @@ def prune_only(cfg: RunConfig, model_dir: str) -> dict:
         example = dict(tokenizer(["a short example sentence .", "another one"], padding=True, return_tensors="pt"))
         report = prune_model(model.eval(), prune_config, example)
         history = {}
+    if not is_main_process():
+        return report.to_dict()  # under accelerate launch the main process writes
     if cfg.overwrite:
         _clear_output_dir(out_dir, keep=())
     with staged_dir(out_dir) as tmp:

@@ -19,6 +19,37 @@ def seed_everything(seed: int) -> None:
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
 
 
+RANK_VARS = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")  # torchrun, then MPI launchers
+SIZE_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def _first_int(names: tuple[str, ...], default: int) -> int:
+    for name in names:
+        if os.environ.get(name, "").strip():
+            return int(os.environ[name])
+    return default
+
+
+def process_count() -> int:
+    """How many processes a launcher (``accelerate launch``, torchrun, mpirun) started; 1 when run alone."""
+    return _first_int(SIZE_VARS, 1)
+
+
+def process_rank() -> int:
+    """This process's global rank under a launcher; 0 when run alone."""
+    return _first_int(RANK_VARS, 0)
+
+
+def single_cpu_launch_note() -> str | None:
+    """``accelerate launch --cpu --num_processes N`` without MPI starts one process: a note saying so, else None."""
+    env = os.environ
+    if env.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in env and process_count() == 1:
+        return ("note: accelerate launch --cpu started a single process (several CPU processes need mpirun); for N "
+                "CPU processes use: CUDA_VISIBLE_DEVICES= accelerate launch --multi_gpu --num_processes N -m distill "
+                "... --device cpu")
+    return None
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when available, else CPU."""
     if name == "auto":

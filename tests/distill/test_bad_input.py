@@ -245,6 +245,23 @@ def test_bad_input(env, capsys, case):
     assert _snapshot(Path(env["tmp"])) == before, "something was written"
 
 
+def test_cuda_out_of_memory_is_one_line_with_the_fixes(env, capsys, monkeypatch):
+    """Out of GPU memory (simulated: the teacher's forward raises) names the batch size and the three fixes."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    def boom(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+
+    monkeypatch.setattr(BertForSequenceClassification, "forward", boom)
+    code = main(["distil", "--quiet", "--teacher", env["teacher"], "--task", "sst2", "--data", env["data"],
+                 "--batch-size", "4", "--output-dir", str(Path(env["tmp"]) / "oom")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: out of GPU memory at batch size 4; use --cache-teacher, --teacher-dtype bf16, "
+                          "or a smaller --batch-size"), err
+
+
 @pytest.mark.parametrize("case_id", ["prune-cmd-removes-every-head", "pickle-only-weights"])
 def test_one_line_in_a_real_process(env, case_id):
     """Outside pytest's capture: no library warning, log record or progress bar adds to the one line."""

@@ -21,7 +21,8 @@ def test_presets_and_env(capsys):
     assert info["packages"]["torch"] and info["cpu_count"] >= 1 and "quantization_target" in info
 
 
-COMMANDS = ["run", "distil", "finetune-teacher", "prune", "quantize", "eval", "export", "report", "check", "presets", "env"]
+COMMANDS = ["run", "distil", "finetune-teacher", "prune", "quantize", "eval", "export", "report", "check", "presets",
+            "env"]
 # what `distill --help` must never pay for (the benchmark experiments/bench/cli_startup.py times it)
 HEAVY = ("torch_pruning", "onnxruntime", "onnx", "optimum", "evaluate", "datasets", "transformers", "accelerate",
          "matplotlib", "scipy", "tensorboard")

@@ -123,6 +123,25 @@ def test_out_of_memory_names_the_batch_size_and_the_fix(setup, monkeypatch):
             teacher=teacher)
 
 
+def test_out_of_memory_in_the_teacher_or_on_dev_is_one_line(setup, monkeypatch):
+    tok, data, teacher = setup
+
+    def boom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    big = _bert(len(tok), 0, hidden=32, heads=4, layers=2)
+    monkeypatch.setattr(big, "forward", boom)  # the teacher's forward, as a large teacher on a small GPU
+    loader = make_loader(data, tok, 8, shuffle=False)
+    with pytest.raises(DistillError) as err:
+        fit(_student(tok), _objective(), loader, TrainConfig(epochs=1), teacher=big)
+    line = err.value.line()
+    assert "\n" not in line and "out of GPU memory at batch size 8" in line
+    for fix in ("--cache-teacher", "--teacher-dtype bf16", "--batch-size"):
+        assert fix in line
+    with pytest.raises(DistillError, match="out of GPU memory while scoring the dev set; use --cache-teacher"):
+        fit(_student(tok), _objective(), loader, TrainConfig(epochs=1), teacher=teacher, evaluate=boom)
+
+
 def test_compile_wraps_only_the_forward(setup, monkeypatch):
     tok, data, _ = setup
     calls = []

@@ -1,0 +1,151 @@
+"""``accelerate launch -m distill run`` with two CPU processes (gloo) against one process with the same global batch.
+
+The launched run covers every training stage (teacher fine-tuning, distillation with a teacher cache, pruning
+recovery, QAT) and the main-process-only tail (ONNX export, INT8, scoring, report). Dropout is off in teacher and
+student so 2 processes × batch 8 and 1 process × batch 16 see the same math.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import factories
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from distill.cli import main
+from distill.data import LengthGroupedBatchSampler
+
+ROOT = Path(__file__).resolve().parents[2]
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+def test_length_groups_line_up_across_processes():
+    """N processes at batch B step on the rows one process at batch N × B would, split into N similar-length parts."""
+    lengths = [(i * 7) % 23 + 1 for i in range(70)]
+    single = LengthGroupedBatchSampler(lengths, 8, seed=3, bucket_factor=2)
+    split = LengthGroupedBatchSampler(lengths, 4, seed=3, bucket_factor=2)
+    split.num_processes = 2
+    for epoch in (0, 1):
+        single.set_epoch(epoch)
+        split.set_epoch(epoch)
+        parts = split.batches()
+        assert len(parts) == len(split) == 18  # 70 rows / 4: 8 global batches of 8 as 4 + 4, one of 6 as 4 + 2
+        merged = [parts[i] + parts[i + 1] for i in range(0, 18, 2)]
+        assert merged == single.batches()
+        pairs = zip(parts[::2], parts[1::2], strict=True)
+        assert all(min(lengths[i] for i in a) >= max(lengths[i] for i in b) for a, b in pairs)
+    split.drop_last = True
+    assert len(split) == len(split.batches()) == 16
+
+
+def _student_dir(root: Path, tmp: Path) -> Path:
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(1)
+    tok = factories.tiny_tokenizer(tmp)
+    BertForSequenceClassification(factories.tiny_bert_config(vocab=len(tok), hidden=16, heads=2, ffn=32,
+                                                             **NO_DROPOUT)).save_pretrained(root)
+    tok.save_pretrained(root)
+    return root
+
+
+def _launch(args: list[str]) -> subprocess.CompletedProcess:
+    # `accelerate launch --cpu --num_processes 2` starts ONE process unless mpirun is set up; --multi_gpu picks the
+    # torchrun launcher, and with no GPU visible each process builds a CPU (gloo) Accelerator.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+           "-m", "distill", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path / "model.safetensors")
+
+
+def _count(lines: list[str], pattern: str) -> int:
+    return sum(bool(re.search(pattern, line)) for line in lines)
+
+
+def test_two_processes_match_one_process_end_to_end(tmp_path, capsys):
+    data = factories.write_sst2_like(tmp_path / "data", n_train=64, n_dev=20)
+    teacher = factories.save_teacher(tmp_path / "teacher", tmp_path, with_head=False, **NO_DROPOUT)
+    student = _student_dir(tmp_path / "student", tmp_path)
+    common = ["run", "--teacher", str(teacher), "--student", str(student), "--task", "sst2", "--data", str(data),
+              "--epochs", "2", "--teacher-epochs", "1", "--recover-epochs", "1", "--lr", "5e-3",
+              "--teacher-lr", "1e-3", "--max-seq-length", "32", "--cache-teacher", "--qat", "--latency-runs", "2",
+              "--device", "cpu"]
+    two = _launch([*common, "--batch-size", "8", "--output-dir", str(tmp_path / "two")])
+    capsys.readouterr()
+    assert main([*common, "--batch-size", "16", "--output-dir", str(tmp_path / "one")]) == 0
+    one = capsys.readouterr()
+
+    for stage in ("teacher", "student", "pruned"):  # DDP over 2 × 8 rows trains what one process does on 16
+        w2, w1 = _weights(tmp_path / "two" / stage), _weights(tmp_path / "one" / stage)
+        assert w2.keys() == w1.keys()
+        for k in w1:
+            torch.testing.assert_close(w2[k], w1[k], atol=2e-5, rtol=1e-4, msg=f"{stage}: {k}")
+    start = load_file(student / "model.safetensors")["bert.encoder.layer.0.output.dense.weight"]
+    trained = _weights(tmp_path / "one" / "student")["bert.encoder.layer.0.output.dense.weight"]
+    assert (trained - start).abs().max() > 1e-3  # it trained
+
+    r2, r1 = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("two", "one"))
+    for key in ("teacher", "student", "pruned"):  # dev metrics gathered over both processes' shards
+        for h2, h1 in zip(r2["history"][key], r1["history"][key], strict=True):
+            assert h2["dev_accuracy"] == pytest.approx(h1["dev_accuracy"])
+            assert h2["loss"] == pytest.approx(h1["loss"], rel=1e-4)
+    metrics2 = {s["name"]: s["metric"] for s in r2["stages"]}
+    assert metrics2.keys() == {"teacher", "student", "pruned", "int8"}
+    for name in ("teacher", "student", "pruned"):
+        assert metrics2[name] == pytest.approx({s["name"]: s["metric"] for s in r1["stages"]}[name])
+    assert json.loads((tmp_path / "two" / "env.json").read_text())["processes"] == 2
+
+    # one set of outputs, nothing half-written by the second process
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert not [p for p in (tmp_path / "two").rglob(".*")], "temporary files left behind"
+    assert (tmp_path / "two" / "int8" / "model.onnx").is_file()
+
+    # every status line once: the launched run prints what the single run prints
+    lines2 = (two.stdout + two.stderr).splitlines()
+    lines1 = (one.out + one.err).splitlines()
+    patterns = (r"^── ", r"epoch \d+:", r"^report written to", r"┃ stage", r"^│ int8", r"reusing the teacher cache")
+    for pattern in patterns:
+        assert _count(lines2, pattern) == _count(lines1, pattern) > 0, pattern
+    assert not [line for line in lines2 if "[rank" in line or "Traceback" in line]
+
+
+@pytest.fixture
+def no_launcher(monkeypatch):
+    from distill.core.runtime import RANK_VARS, SIZE_VARS
+
+    for name in (*RANK_VARS, *SIZE_VARS, "ACCELERATE_USE_CPU", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_ranks_come_from_torchrun_or_mpi_variables(no_launcher):
+    from distill.engine import distributed_requested, is_main_process
+
+    assert not distributed_requested() and is_main_process()
+    no_launcher.setenv("OMPI_COMM_WORLD_SIZE", "2")  # mpirun (accelerate's multi-CPU launcher) sets no RANK
+    no_launcher.setenv("OMPI_COMM_WORLD_RANK", "1")
+    assert distributed_requested() and not is_main_process()
+    no_launcher.setenv("RANK", "0")  # torchrun's variables come first
+    assert is_main_process()
+
+
+def test_accelerate_cpu_launch_without_mpi_says_it_runs_one_process(no_launcher, capsys):
+    assert main(["presets"]) == 0
+    assert "single process" not in capsys.readouterr().err
+    no_launcher.setenv("ACCELERATE_USE_CPU", "True")  # what `accelerate launch --cpu --num_processes 2` exports
+    no_launcher.setenv("MASTER_ADDR", "127.0.0.1")
+    assert main(["presets"]) == 0
+    err = capsys.readouterr().err
+    assert "accelerate launch --cpu started a single process" in err and "--multi_gpu" in err
