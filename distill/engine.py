@@ -368,6 +368,8 @@ def fit(model: torch.nn.Module, objective: Objective, train_loader, config: Trai
         if main:
             info(f"  note: {description} writes no checkpoints under `accelerate launch` (single-process runs only)")
         checkpoints = None
+    if checkpoints is not None and not checkpoints.resume:
+        checkpoints.clear()  # a fresh run: older checkpoints there would outrank its own
     ckpt = checkpoints.load_latest() if checkpoints is not None and checkpoints.resume else None
     first_epoch = first_batch = 0
     if ckpt is not None:

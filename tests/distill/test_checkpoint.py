@@ -142,6 +142,12 @@ def test_resume_from_any_checkpoint_matches_the_uninterrupted_fit(setup, tmp_pat
         assert (resumed.best_epoch, resumed.steps) == (reference.best_epoch, reference.steps)
 
 
+def test_a_fresh_fit_drops_older_checkpoints(setup, tmp_path):
+    _save(Checkpoints(tmp_path / "c"), 99)  # e.g. from an earlier run with more steps
+    _, result = _run(setup, tmp_path / "c", every=0, keep=2)
+    assert [p.name for p in Checkpoints(tmp_path / "c").paths()] == [f"step-{result.steps:08d}", "step-00000010"]
+
+
 def _signal_at(call: int, signum=signal.SIGTERM):
     """An objective hook that sends ``signum`` to this process during its ``call``-th forward."""
     def hook(objective):
