@@ -10,7 +10,9 @@ EXAMPLE_RUN = """example (offline, local teacher and GLUE-format data):
   distill run --teacher path/to/minilm --student tiny --task sst2 --data ../shared/data/SST-2 \\
       --max-train-samples 2000 --output-dir runs/sst2-tiny
 example (with internet):
-  distill run --teacher bert-large --student tiny --task sst2 --output-dir runs/sst2-tiny"""
+  distill run --teacher bert-large --student tiny --task sst2 --output-dir runs/sst2-tiny
+an interrupted run (Ctrl-C, SIGTERM, a killed machine, a full disk) continues where it stopped:
+  distill run --resume runs/sst2-tiny"""
 
 EXAMPLE_PRUNE = """examples:
   distill prune runs/sst2-tiny/student --heads 0.5 --ffn 0.5 --output-dir runs/student-pruned
@@ -101,7 +103,7 @@ def _gate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-size-mb", type=float, help="e.g. 10: final artifact at most 10 MB")
 
 
-def _gate_failures(report: dict, args: argparse.Namespace) -> int:
+def _gate_failures(report: dict, args) -> int:
     from distill.report import check_gates
 
     if not report:  # a secondary process of a multi-process run: the main one scores and gates
@@ -210,6 +212,21 @@ def _add_run_args(run: argparse.ArgumentParser) -> None:
     _tensorboard_arg(run)
     _gate_args(run)
     _output_args(run, "runs/distill")
+    g = run.add_argument_group("interrupted runs")
+    g.add_argument("--resume", metavar="OUTPUT",
+                   help="continue the run in OUTPUT with its saved settings (OUTPUT/config.yaml): finished stages "
+                        "are skipped, the interrupted one continues from its last complete checkpoint")
+    g.add_argument("--checkpoint-every", type=int, default=500, metavar="N",
+                   help="write a training checkpoint every N optimiser steps, besides each epoch end (500; 0 = "
+                        "epoch ends only); Ctrl-C/SIGTERM also write one after the current step")
+    g.add_argument("--keep-checkpoints", type=int, default=2, metavar="K",
+                   help="keep the last K checkpoints of the running stage (2); a damaged one falls back to the one "
+                        "before")
+    g.add_argument("--skip-nonfinite", action="store_true",
+                   help="skip batches whose loss is NaN/inf (counted in the report) instead of stopping the run")
+
+
+RESUME_FLAGS = {"checkpoint_every", "keep_checkpoints", "skip_nonfinite"}  # may change on --resume
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -365,10 +382,46 @@ def _teacher_list(values: dict, args: argparse.Namespace) -> None:
         values["teacher"] = many[0]
 
 
+def _resume_config(args: argparse.Namespace):
+    """The settings saved in OUTPUT/config.yaml, with only the checkpoint flags changeable."""
+    from dataclasses import fields
+    from pathlib import Path
+
+    import yaml
+
+    from distill.core.errors import ConfigError
+    from distill.pipeline import RunConfig
+    from distill.recipe import recipe_to_fields
+
+    out = Path(args.resume)
+    saved = out / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"'{out}' holds no config.yaml, so there is no run to resume",
+                          "pass the --output-dir of an earlier `distill run`")
+    names = {f.name for f in fields(RunConfig)}
+    changed = sorted(k for k in _explicit(args) if k in names and k not in RESUME_FLAGS)
+    if changed or getattr(args, "config", None) or getattr(args, "set", None):
+        flags = ", ".join("--" + k.replace("_", "-") for k in changed) or "--config/--set"
+        raise ConfigError(f"--resume takes every setting from {saved}, so {flags} cannot change them",
+                          "drop them, or start a new run in another --output-dir")
+    try:
+        values = recipe_to_fields(yaml.safe_load(saved.read_text()) or {})
+    except yaml.YAMLError:
+        raise ConfigError(f"{saved} is not valid YAML", "restore it, or start a new run") from None
+    values.update({k: v for k, v in _explicit(args).items() if k in RESUME_FLAGS})
+    values.update(output_dir=str(out), overwrite=False)
+    try:
+        return RunConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(f"bad setting in {saved} ({exc})", "restore it, or start a new run") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from distill.pipeline import run
 
-    return _gate_failures(run(_run_config(args)), args)
+    resume = bool(getattr(args, "resume", None))
+    cfg = _resume_config(args) if resume else _run_config(args)
+    return _gate_failures(run(cfg, resume=resume), cfg)  # the gates of the run's settings (recipe or flags)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -529,7 +582,8 @@ def cmd_finetune_teacher(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    """Entry point: returns the exit code (0 ok, 1 gate failed or run failed part-way, 2 bad input,
+    130/143 interrupted by SIGINT/SIGTERM)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "command", None):
@@ -541,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     from distill.core.console import configure_logging, console, quiet_libraries, set_quiet
     from distill.core.errors import DistillError
     from distill.core.runtime import LoadPolicy, go_offline, process_rank, single_cpu_launch_note, using_load_policy
+    from distill.interrupts import graceful
 
     configure_logging(args.log_level)
     quiet_libraries(args.log_level)
@@ -554,15 +609,16 @@ def main(argv: list[str] | None = None) -> int:
         go_offline()
     policy = LoadPolicy(getattr(args, "allow_pickle", False), getattr(args, "trust_remote_code", False))
     try:
-        with using_load_policy(policy):
+        with using_load_policy(policy), graceful():
             return args.func(args)
     except DistillError as exc:
         line = exc.line() if rank == 0 else f"[rank {rank}] {exc.line()}"
         console.print(line, style="bold red", highlight=False, markup=False, soft_wrap=True)
         return exc.exit_code
-    except KeyboardInterrupt:
-        console.print("interrupted", style="bold red")
-        return 130
+    except KeyboardInterrupt as exc:  # distill.interrupts.Interrupted says where, and how to resume
+        line = exc.line() if hasattr(exc, "line") else "interrupted"
+        console.print(line, style="bold red", highlight=False, markup=False, soft_wrap=True)
+        return getattr(exc, "exit_code", 130)
     finally:
         if "distill.tracking" in sys.modules:  # flush TensorBoard event files, whatever happened
             sys.modules["distill.tracking"].stop_tracking()

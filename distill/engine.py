@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -20,8 +21,10 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
+from distill import interrupts
+from distill.checkpoint import Checkpoints, restore_rng, restore_training, save_training
 from distill.core.console import info, progress_text, track
-from distill.core.errors import ConfigError, DistillError
+from distill.core.errors import ConfigError, DistillError, NonFiniteLoss
 from distill.core.runtime import autocast, process_count, process_rank, resolve_device, seed_everything
 from distill.cross_tokenizer import TEACHER_PREFIX, teacher_view
 from distill.objective import Objective, capture_qkv, eager_attention
@@ -38,7 +41,8 @@ class TrainConfig:
     """Optimiser and schedule settings shared by every training stage.
 
     ``grad_accum_steps`` micro-batches make one optimiser step; ``compile`` runs the student through
-    ``torch.compile``; ``teacher_dtype`` casts (a copy of) the teacher on GPU only.
+    ``torch.compile``; ``teacher_dtype`` casts (a copy of) the teacher on GPU only; ``skip_nonfinite`` skips
+    batches whose loss is NaN/inf (counted) instead of stopping.
     """
 
     lr: float = 1e-4
@@ -52,6 +56,7 @@ class TrainConfig:
     grad_accum_steps: int = 1
     compile: bool = False
     teacher_dtype: str = "fp32"
+    skip_nonfinite: bool = False
 
     def __post_init__(self) -> None:
         if not self.epochs > 0:
@@ -69,13 +74,16 @@ class TrainConfig:
 
 @dataclass
 class FitResult:
-    """What happened: per-epoch history (loss terms, dev metrics), the best epoch and the wall time."""
+    """What happened: per-epoch history (loss terms, dev metrics), the best epoch, the wall time, and how many
+    batches were skipped for a non-finite loss (``TrainConfig.skip_nonfinite``)."""
 
     history: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     best_metric: float = float("-inf")
     steps: int = 0
     seconds: float = 0.0
+    skipped_nonfinite: int = 0
+    resumed_from: int | None = None
 
 
 # ---- processes ---------------------------------------------------------------------------------------------
@@ -264,7 +272,7 @@ def _teacher_outputs(teacher, batch: dict, hidden: bool, attentions: bool):
     return _as_constants(out)
 
 
-def _set_epoch(loader, prepared, seed: int, epoch: int) -> None:
+def set_loader_epoch(loader, prepared, seed: int, epoch: int) -> None:
     """The shuffle order depends only on (seed, epoch): repeatable and resumable, for every sampler kind."""
     sampler = getattr(loader, "batch_sampler", None)
     if hasattr(sampler, "set_epoch"):
@@ -285,22 +293,35 @@ def _optimizer(model: nn.Module, objective: Objective, config: TrainConfig):
     return optimizer, params
 
 
-def _micro_step(step_module, teacher, batch: dict, needs: tuple, device: torch.device, acc, accum: int,
-                step: int) -> tuple[torch.Tensor, dict[str, float]]:
-    """Teacher and student forward, the loss checked, and its backward (scaled by 1/accum when accumulating)."""
+def _micro_step(step_module, teacher, batch: dict, needs: tuple, device: torch.device, acc,
+                accum: int) -> tuple[torch.Tensor, dict[str, float], bool]:
+    """Teacher and student forward, the loss checked, and its backward (scaled by 1/accum when accumulating).
+
+    A non-finite loss gets no backward; the third value says whether the loss was finite.
+    """
     hidden, attentions, qkv = needs
     with autocast(device):
         teacher_out = _teacher_outputs(teacher, batch, hidden, attentions) if teacher is not None else None
         loss, terms = step_module(batch, teacher_out, hidden, attentions, qkv)
     if not torch.isfinite(loss):
-        raise DistillError(f"the training loss became {float(loss)} at step {step} ({terms})",
-                           "lower --lr or --temperature")
+        return loss, terms, False
     scaled = loss / accum if accum > 1 else loss
     if acc is not None:
         acc.backward(scaled)
     else:
         scaled.backward()
-    return loss, terms
+    return loss, terms, True
+
+
+def _nonfinite_error(loss: torch.Tensor, terms: dict[str, float], where: str,
+                     checkpoints: Checkpoints | None) -> NonFiniteLoss:
+    """Which loss terms went non-finite, where, and which checkpoint is still good."""
+    bad = [f"{k}={v}" for k, v in terms.items() if not math.isfinite(v)] or ["the weighted total"]
+    kept = ""
+    if checkpoints is not None and checkpoints.last_saved is not None:
+        kept = f"; the last good checkpoint (step {checkpoints.last_saved}) is kept in {checkpoints.directory}"
+    return NonFiniteLoss(f"the training loss became {float(loss.detach())} at {where} (non-finite: {', '.join(bad)})",
+                         f"lower --lr or --temperature, or pass --skip-nonfinite to skip such batches{kept}")
 
 
 def _optimizer_step(params: list, optimizer, scheduler, max_grad_norm: float) -> None:
@@ -351,12 +372,15 @@ def _align_length_groups(loader, processes: int) -> None:
 def fit(model: torch.nn.Module, objective: Objective, train_loader, config: TrainConfig, *,
         teacher: torch.nn.Module | Callable | list | None = None,
         evaluate: Callable[[torch.nn.Module], dict] | None = None, metric: str | None = None,
-        description: str = "train") -> FitResult:
+        description: str = "train", checkpoints: Checkpoints | None = None) -> FitResult:
     """Train ``model`` (in place) on ``objective``; with ``evaluate``, keep the weights of the best dev epoch.
 
     ``teacher`` is a module or a ``teachers.CachedTeacher`` (then the batches must carry ``idx``), or a list of
     them with a ``distill.ensemble.MultiTeacherObjective``. Batches tokenized for both models (``teacher_*``
-    columns, see ``distill.cross_tokenizer``) feed the teacher its own token ids.
+    columns, see ``distill.cross_tokenizer``) feed the teacher its own token ids. With ``checkpoints`` the loop
+    writes one every ``checkpoints.every`` steps and at each epoch end, continues from the newest intact one when
+    ``checkpoints.resume``, and on SIGINT/SIGTERM (see ``distill.interrupts``) writes one after the current step and
+    raises ``Interrupted``.
     """
     seed_everything(config.seed)
     acc = get_accelerator(config.device)
@@ -381,61 +405,136 @@ def fit(model: torch.nn.Module, objective: Objective, train_loader, config: Trai
     hidden = objective.needs_hidden_states
     result, best_state, step, start = FitResult(), None, 0, time.perf_counter()
     n_epochs = math.ceil(config.epochs)
-    log = tracker() if main else Tracker()
-    for epoch in range(n_epochs):
-        _set_epoch(train_loader, loader, config.seed, epoch)
-        sums: dict[str, float] = {}
-        seen = 0
-        last = {"loss": float("nan")}
-        speed = {"samples": 0, "start": time.perf_counter()}  # throughput of this epoch, for the progress line
-        remaining = (total_steps - step) * accum
-        batches = loader if not main else track(loader, f"{description} {epoch + 1}/{n_epochs}",
-                                                total=min(micro_per_epoch, remaining),
-                                                postfix=lambda last=last, speed=speed: progress_text(last, speed))
-        with contextlib.ExitStack() as stack:  # hooks and eager attention are undone even on errors
-            attentions, qkv = _loss_context(stack, model, teacher, objective)
-            for i, batch in enumerate(batches):
-                if step >= total_steps:
-                    break
-                batch = _to_device(batch, device)
-                boundary = (i + 1) % accum == 0 or i + 1 == micro_per_epoch
-                objective.set_progress(step / total_steps)
-                sync = contextlib.nullcontext() if acc is None or boundary else acc.no_sync(step_module)
-                try:
-                    with sync:
-                        loss, terms = _micro_step(step_module, teacher, batch, (hidden, attentions, qkv), device,
-                                                  acc, accum, step)
-                    if boundary:
-                        _optimizer_step(params, optimizer, scheduler, config.max_grad_norm)
-                        step += 1
-                except torch.OutOfMemoryError:
-                    raise _oom(batch) from None
-                seen += 1
-                speed["samples"] += len(batch["labels"])
-                last.update(loss=float(loss.detach()), **terms)
-                for k, v in {"loss": last["loss"], **terms}.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                if boundary:
-                    log.log_step(description, step, {**last, "lr": scheduler.get_last_lr()[0]})
-        means = {k: v / max(seen, 1) for k, v in sums.items()}
-        record = {"epoch": epoch + 1, "step": step, **(_mean_over_processes(acc, means) if acc else means)}
-        if evaluate is not None:
-            try:
-                best_state = _score_epoch(model, evaluate, metric, record, result) or best_state
-            except torch.OutOfMemoryError:
-                raise _oom(where=" while scoring the dev set") from None
-        result.history.append(record)
-        log.log_epoch(description, epoch + 1, record)
+    if acc is not None and config.skip_nonfinite:  # one process skipping a backward would hang the others
+        raise ConfigError("--skip-nonfinite works in single-process runs only", "run without `accelerate launch`")
+    if acc is not None and checkpoints is not None:
         if main:
-            rate = speed["samples"] / max(time.perf_counter() - speed["start"], 1e-9)
-            info(f"  {description} epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items()
-                                                                      if isinstance(v, float))
-                 + f", {rate:.0f} samples/s")
+            info(f"  note: {description} writes no checkpoints under `accelerate launch` (single-process runs only)")
+        checkpoints = None
+    if checkpoints is not None and not checkpoints.resume:
+        checkpoints.clear()  # a fresh run: older checkpoints there would outrank its own
+    ckpt = checkpoints.load_latest() if checkpoints is not None and checkpoints.resume else None
+    first_epoch = first_batch = 0
+    if ckpt is not None:
+        if ckpt.state.get("total_steps") != total_steps:
+            raise ConfigError(f"checkpoint {ckpt.path} belongs to a run of {ckpt.state.get('total_steps')} steps, "
+                              f"this one has {total_steps}", "resume with the settings the run started with")
+        best_state = _restore(ckpt, model, objective, raw_optimizer, scheduler, result)
+        step, first_epoch, first_batch = ckpt.state["step"], ckpt.state["epoch"], ckpt.state["batch"]
+        checkpoints.last_saved = result.resumed_from = step
+        if main:
+            info(f"  {description}: resuming from step {step} of {total_steps} ({ckpt.path})")
+
+    def save(epoch: int, batch: int, sums: dict, seen: int) -> str | None:
+        if checkpoints is None:
+            return None
+        state = {"step": step, "epoch": epoch, "batch": batch, "sums": sums, "seen": seen,
+                 "history": result.history, "best_epoch": result.best_epoch,
+                 "best_metric": None if result.best_metric == float("-inf") else result.best_metric,
+                 "skipped_nonfinite": result.skipped_nonfinite, "total_steps": total_steps,
+                 "loss_schedule": {"progress": objective.progress, "temperature": objective.temperature,
+                                   "alpha": objective.alpha, "feature_scale": objective.feature_scale}}
+        return str(save_training(checkpoints, step, modules={"model": model, "objective": objective},
+                                 optimizer=raw_optimizer, scheduler=scheduler,
+                                 extra={"best": best_state} if best_state is not None else None, state=state))
+
+    def stop(saved: str | None) -> interrupts.Interrupted:
+        return interrupts.Interrupted(interrupts.take(), f"{description} step {step}/{total_steps}", saved)
+
+    log = tracker() if main else Tracker()
+    with interrupts.deferred():
+        for epoch in range(first_epoch, n_epochs):
+            set_loader_epoch(train_loader, loader, config.seed, epoch)
+            resuming = ckpt is not None and epoch == first_epoch
+            sums: dict[str, float] = dict(ckpt.state["sums"]) if resuming else {}
+            seen = ckpt.state["seen"] if resuming else 0
+            skip = first_batch if resuming else 0
+            if resuming and not skip:
+                restore_rng(ckpt)
+            batches = iter(loader)
+            if skip:  # replay the epoch's order up to where the checkpoint was taken, then its RNG states
+                for _ in itertools.islice(batches, skip):
+                    pass
+                restore_rng(ckpt)
+            last = {"loss": float("nan")}
+            speed = {"samples": 0, "start": time.perf_counter()}  # throughput of this epoch, for the progress line
+            remaining = (total_steps - step) * accum
+            if main:
+                batches = track(batches, f"{description} {epoch + 1}/{n_epochs}",
+                                total=max(0, min(micro_per_epoch - skip, remaining)),
+                                postfix=lambda last=last, speed=speed: progress_text(last, speed))
+            with contextlib.ExitStack() as stack:  # hooks and eager attention are undone even on errors
+                attentions, qkv = _loss_context(stack, model, teacher, objective)
+                for i, batch in enumerate(batches, start=skip):
+                    if step >= total_steps:
+                        break
+                    batch = _to_device(batch, device)
+                    boundary = (i + 1) % accum == 0 or i + 1 == micro_per_epoch
+                    objective.set_progress(step / total_steps)
+                    sync = contextlib.nullcontext() if acc is None or boundary else acc.no_sync(step_module)
+                    try:
+                        with sync:
+                            loss, terms, finite = _micro_step(step_module, teacher, batch,
+                                                              (hidden, attentions, qkv), device, acc, accum)
+                        if not finite:
+                            where = f"{description} step {step + 1} (epoch {epoch + 1}, batch {i + 1})"
+                            if not config.skip_nonfinite:
+                                raise _nonfinite_error(loss, terms, where, checkpoints)
+                            result.skipped_nonfinite += 1
+                        if boundary:
+                            _optimizer_step(params, optimizer, scheduler, config.max_grad_norm)
+                            step += 1
+                    except torch.OutOfMemoryError:
+                        raise _oom(batch) from None
+                    speed["samples"] += len(batch["labels"])
+                    if finite:
+                        seen += 1
+                        last.update(loss=float(loss.detach()), **terms)
+                        for k, v in {"loss": last["loss"], **terms}.items():
+                            sums[k] = sums.get(k, 0.0) + v
+                    if boundary:
+                        log.log_step(description, step, {**last, "lr": scheduler.get_last_lr()[0]})
+                    if boundary and i + 1 < micro_per_epoch and step < total_steps:  # epoch ends save below
+                        saved = save(epoch, i + 1, sums, seen) if checkpoints and checkpoints.due(step) else None
+                        if interrupts.requested():
+                            raise stop(saved or save(epoch, i + 1, sums, seen))
+            means = {k: v / max(seen, 1) for k, v in sums.items()}
+            record = {"epoch": epoch + 1, "step": step, **(_mean_over_processes(acc, means) if acc else means)}
+            if evaluate is not None:
+                try:
+                    best_state = _score_epoch(model, evaluate, metric, record, result) or best_state
+                except torch.OutOfMemoryError:
+                    raise _oom(where=" while scoring the dev set") from None
+            result.history.append(record)
+            log.log_epoch(description, epoch + 1, record)
+            if main:
+                rate = speed["samples"] / max(time.perf_counter() - speed["start"], 1e-9)
+                info(f"  {description} epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items()
+                                                                          if isinstance(v, float))
+                     + f", {rate:.0f} samples/s")
+            saved = save(epoch + 1, 0, {}, 0)
+            if interrupts.requested():
+                raise stop(saved)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     result.steps, result.seconds = step, time.perf_counter() - start
+    if result.skipped_nonfinite and main:
+        info(f"  [yellow]warning:[/] {description}: skipped {result.skipped_nonfinite} batches with a non-finite loss")
     return result
+
+
+def _restore(ckpt, model, objective, optimizer, scheduler, result: FitResult) -> dict | None:
+    """Load a checkpoint into the loop's objects and ``result``; returns the best epoch's weights, if any."""
+    restore_training(ckpt, modules={"model": model, "objective": objective}, optimizer=optimizer,
+                     scheduler=scheduler)
+    state = ckpt.state
+    result.history = list(state["history"])
+    result.best_epoch = state["best_epoch"]
+    result.best_metric = float("-inf") if state["best_metric"] is None else state["best_metric"]
+    result.skipped_nonfinite = state.get("skipped_nonfinite", 0)
+    objective.set_progress(state["loss_schedule"]["progress"])
+    return ckpt.tensors.get("best")
 
 
 def _as_constants(output):

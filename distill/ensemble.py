@@ -95,6 +95,15 @@ class MultiTeacherObjective(nn.Module):
     def alpha(self) -> float:
         return self.parts[0].alpha
 
+    @property
+    def feature_scale(self) -> float:
+        return self.parts[0].feature_scale
+
+    @property
+    def progress(self) -> float:
+        """Training progress shared by every part (checkpoints record it)."""
+        return self.parts[0].progress
+
     def set_progress(self, progress: float) -> None:
         """Training progress in [0, 1], passed to every part (the schedules)."""
         for part in self.parts:

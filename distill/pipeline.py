@@ -4,7 +4,9 @@ Everything that can be checked is checked before anything is written; each stage
 directory that is renamed into place only when complete. Under ``accelerate launch`` every process trains (the
 engine runs data-parallel and scores dev on all of them), only the main process writes files and prints, the
 others wait at a barrier after each save they may read, and export, INT8, scoring and the report are the main
-process's alone.
+process's alone. Training stages write checkpoints to
+``OUTPUT/checkpoints/<stage>``, finished stages are recorded in ``OUTPUT/stages.json``, and ``run(cfg, resume=True)``
+skips the finished stages and continues the interrupted one from its newest intact checkpoint.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from dataclasses import asdict, dataclass, field, fields
 from itertools import islice
 from pathlib import Path
 
+from distill import interrupts
+from distill.checkpoint import Checkpoints, check_free_space, check_writable, checkpoint_bytes, write_error
 from distill.core.artifacts import dir_size_mb, staged_dir, write_json, write_yaml
 from distill.core.console import info, out
-from distill.core.errors import ConfigError, DataError, DistillError, ModelError
+from distill.core.errors import ConfigError, DataError, DistillError, ModelError, NonFiniteLoss, RunError
 from distill.core.runtime import environment_info, process_count, seed_everything
 from distill.data import Splits, load_splits, make_loader, tokenize
-from distill.engine import TrainConfig, fit, gathered_evaluator, is_main_process, wait_for_everyone
+from distill.engine import TrainConfig, fit, gathered_evaluator, is_main_process, set_loader_epoch, wait_for_everyone
 from distill.evaluation import compute_metrics, predict
 from distill.measure import OnnxClassifier, count_params, onnx_latency_ms, onnx_param_count, torch_latency_ms
 from distill.objective import (
@@ -40,6 +44,7 @@ from distill.tasks import Task, get_task
 from distill.tracking import require_tensorboard, start_tracking, stop_tracking
 
 TEACHER_MARKER = "distill_teacher.json"
+STAGES_FILE = "stages.json"  # finished stages and what later stages need from them (history, learning rate)
 
 
 @dataclass
@@ -101,12 +106,20 @@ class RunConfig(DistillConfig):
     max_latency_ms: float | None = None
     max_size_mb: float | None = None
     tensorboard: bool = False
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    skip_nonfinite: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._check_breadth()
         if self.tensorboard:
             require_tensorboard()
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"--checkpoint-every {self.checkpoint_every} is negative",
+                              "use 0 for epoch ends only, or e.g. 500")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"--keep-checkpoints {self.keep_checkpoints} must be ≥ 1", "use e.g. 2")
         if self.max_seq_length < 8:
             raise ConfigError(f"--max-seq-length {self.max_seq_length} is too short", "use at least 8, e.g. 128")
         if self.max_train_samples is not None and self.max_train_samples < 1:
@@ -170,7 +183,7 @@ class RunConfig(DistillConfig):
     def train_config(self, **changes) -> TrainConfig:
         base = TrainConfig(lr=self.lr or 1e-4, epochs=self.epochs, batch_size=self.batch_size, seed=self.seed,
                            device=self.device, grad_accum_steps=self.grad_accum_steps, compile=self.compile,
-                           teacher_dtype=self.teacher_dtype)
+                           teacher_dtype=self.teacher_dtype, skip_nonfinite=self.skip_nonfinite)
         return TrainConfig(**{**asdict(base), **changes})
 
 
@@ -199,6 +212,43 @@ class Context:
     def cross(self) -> bool:
         """Student and teacher tokenize the text each with their own tokenizer."""
         return self.teacher_tokenizer is not None and self.teacher_tokenizer is not self.tokenizer
+
+    checkpointing: bool = False  # training stages write checkpoints (``distill run``)
+    resume: bool = False  # ... and continue from them
+    skipped_nonfinite: dict[str, int] = field(default_factory=dict)
+
+    def checkpoints(self, name: str) -> Checkpoints | None:
+        """The checkpoints of training stage ``name`` (None when this command writes none)."""
+        if not self.checkpointing:
+            return None
+        return Checkpoints(self.out / "checkpoints" / name, every=self.cfg.checkpoint_every,
+                           keep=self.cfg.keep_checkpoints, resume=self.resume)
+
+    def done(self, stage: str) -> dict | None:
+        """What a finished stage recorded in ``stages.json`` (only when resuming), else None."""
+        if not self.resume or not (self.out / STAGES_FILE).is_file():
+            return None
+        import json
+
+        return json.loads((self.out / STAGES_FILE).read_text()).get(stage)
+
+    def mark_done(self, stage: str, record: dict | None = None, checkpoints: tuple[str, ...] = ()) -> None:
+        """Record ``stage`` as finished (after its output is in place), then drop the named checkpoints."""
+        if not self.checkpointing or not is_main_process():
+            return
+        import json
+
+        path = self.out / STAGES_FILE
+        stages = json.loads(path.read_text()) if path.is_file() else {}
+        stages[stage] = record or {}
+        write_json(path, stages)
+        for name in checkpoints:
+            shutil.rmtree(self.out / "checkpoints" / name, ignore_errors=True)
+
+    def fitted(self, name: str, result) -> None:
+        """Note what a finished training run of stage ``name`` skipped."""
+        if result.skipped_nonfinite:
+            self.skipped_nonfinite[name] = self.skipped_nonfinite.get(name, 0) + result.skipped_nonfinite
 
 
 def check_output_dir(path: Path, overwrite: bool) -> None:
@@ -337,9 +387,9 @@ def _timed(ctx: Context, name: str):
     return _Timer()
 
 
-def prepare(cfg: RunConfig, need_student: bool = True) -> Prepared:
-    """Validate everything before writing: task, data, teachers, student source, tokenizers, init, augmentation
-    and the output dir."""
+def prepare(cfg: RunConfig, need_student: bool = True, resume: bool = False, checkpointing: bool = False) -> Prepared:
+    """Validate everything before writing: task, data, teachers, student source, tokenizers, init, augmentation,
+    the output dir, and (for ``distill run``) that the disk has room for the checkpoints and stage outputs."""
     from teachers import load_teacher
 
     task = get_task(cfg.task) if cfg.task else None
@@ -373,8 +423,46 @@ def prepare(cfg: RunConfig, need_student: bool = True) -> Prepared:
         check_shapes(cfg, teacher.model.config)
     mlm = _augment_mlm(cfg, teacher, splits.task) if need_student and cfg.augment else None
     out_dir = Path(cfg.output_dir)
-    check_output_dir(out_dir, cfg.overwrite)
+    if not resume:
+        check_output_dir(out_dir, cfg.overwrite)
+    check_writable(out_dir)
+    if checkpointing:
+        check_free_space(out_dir, estimate_run_bytes(cfg, teacher))
     return Prepared(splits, teachers, student_tok, mlm)
+
+
+def _param_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def _student_bytes(cfg: RunConfig, teacher) -> int:
+    """fp32 bytes of the student: a preset built without memory (meta device), a local dir's weight files."""
+    import torch
+
+    from students import build_student
+    from students.build import student_source_is_preset
+
+    if student_source_is_preset(cfg.student):
+        with torch.device("meta"):
+            return _param_bytes(build_student(cfg.student, teacher.model.config))
+    if Path(cfg.student).is_dir():
+        return int(dir_size_mb(cfg.student) * 1e6) or _param_bytes(teacher.model)
+    return _param_bytes(teacher.model)
+
+
+def estimate_run_bytes(cfg: RunConfig, teacher) -> int:
+    """Bytes a run writes at most: K checkpoints of each training stage (removed once the stage is saved, so only
+    the largest counts), the teacher/student/pruned dirs, the INT8 bundle and its FP32 ONNX scratch copy."""
+    student = _student_bytes(cfg, teacher)
+    k = cfg.keep_checkpoints
+    need = 0
+    checkpoints = checkpoint_bytes(student) * k
+    if not teacher.head_trained:
+        t = _param_bytes(teacher.model)
+        checkpoints = max(checkpoints, checkpoint_bytes(t) * k)
+        need += t  # the fine-tuned teacher dir
+    need += checkpoints + student * (1 + int(cfg.prune) + 2 * int(cfg.quantize))
+    return int(need * 1.1) + 10_000_000  # tokenizers, reports, slack
 
 
 def _presets():
@@ -409,9 +497,12 @@ def stage_teacher(ctx: Context, teacher, force: bool = False, index: int = 0) ->
 
         from teachers.loading import auto_model_class
 
-        if json.loads(marker.read_text()).get("fingerprint") == fp:
+        recorded = json.loads(marker.read_text())
+        if recorded.get("fingerprint") == fp:
             info(f"  reusing the fine-tuned teacher cached in {cached}")
             model = auto_model_class(ctx.task).from_pretrained(cached, use_safetensors=True)
+            if ctx.checkpointing and recorded.get("history") is not None:
+                ctx.history[name] = recorded["history"]
             return model.eval().requires_grad_(False), name
     if not teacher.head_trained:
         info(f"  '{cfg.teacher_names[index]}' has no trained {ctx.task.name} head: fine-tuning it first")
@@ -419,10 +510,12 @@ def stage_teacher(ctx: Context, teacher, force: bool = False, index: int = 0) ->
     result = finetune_teacher(teacher.model, train, cfg.train_config(lr=cfg.teacher_lr, epochs=cfg.teacher_epochs,
                                                                      seed=seed),
                               regression=ctx.task.is_regression, evaluate=gathered_evaluator(ctx.task, dev, cfg.device),
-                              metric=ctx.task.main_metric)
+                              metric=ctx.task.main_metric, checkpoints=ctx.checkpoints(name))
     ctx.history[name] = result.history
+    ctx.fitted(name, result)
     _save_model(teacher.model.to("cpu"), ctx.teacher_tokenizer or ctx.tokenizer, cached,
                 {"fingerprint": fp, "source": teacher.source, "history": result.history}, cfg.device)
+    ctx.mark_done(name, {"skipped_nonfinite": result.skipped_nonfinite}, checkpoints=(name,))
     return teacher.model, name
 
 
@@ -486,6 +579,14 @@ def stage_student(ctx: Context, teacher):
     from teachers import resolve_model_source
 
     cfg = ctx.cfg
+    done = ctx.done("distil")
+    if done is not None and (ctx.out / "student").is_dir():
+        from teachers.loading import auto_model_class
+
+        info(f"  finished earlier: loading {ctx.out / 'student'}")
+        ctx.student_lr, ctx.history["student"] = done["student_lr"], done["history"]
+        ctx.skipped_nonfinite.update(done.get("skipped_nonfinite", {}))
+        return auto_model_class(ctx.task).from_pretrained(ctx.out / "student", use_safetensors=True).eval()
     seed_everything(cfg.seed)
     primary = _primary(teacher)
     pretrained = True
@@ -508,30 +609,42 @@ def stage_student(ctx: Context, teacher):
     result = fit(student, objective, ctx.train_loader, cfg.train_config(lr=lr),
                  teacher=_teacher_source(ctx, teacher, objective),
                  evaluate=gathered_evaluator(ctx.task, ctx.dev_loader, cfg.device), metric=ctx.task.main_metric,
-                 description="distil")
+                 description="distil", checkpoints=ctx.checkpoints("distil"))
     ctx.history["student"] = result.history
+    ctx.fitted("distil", result)
     _save_model(student.to("cpu"), ctx.tokenizer, ctx.out / "student", device=cfg.device)
+    ctx.mark_done("distil", {"student_lr": lr, "history": result.history,
+                             "skipped_nonfinite": {k: v for k, v in ctx.skipped_nonfinite.items() if k == "distil"}},
+                  checkpoints=("distil",))
     return student
 
 
-def prune_and_recover(ctx: Context, model, teacher, prune_config, steps: int = 1, lr: float | None = None):
+def prune_and_recover(ctx: Context, model, teacher, prune_config, steps: int = 1, lr: float | None = None,
+                      start: int = 0, n_layers: int | None = None):
     """Prune ``model`` in ``steps`` steps from 0 to the target, each followed by distillation recovery.
 
     Returns the last PruneReport; ``ctx.history["prune_steps"]`` records widths and the dev metric after each step.
+    ``start`` steps are already done (a resumed run: ``model`` is their result, ``n_layers`` the original depth).
+    With checkpoints on, the model after each step is saved to ``OUTPUT/checkpoints/prune/step-<i>``.
     """
     from compress import kd_loss_fn, prune_model, step_configs
     from distill.cross_tokenizer import student_view
 
     cfg = ctx.cfg
     rows = ctx.labelled_loader or ctx.train_loader  # augmented rows have no labels for taylor importance
+    set_loader_epoch(rows, rows, cfg.seed, 0)  # the same batches whatever ran before
     batches = [student_view(b) for b in islice(iter(rows), cfg.importance_batches)]
     example = {k: v[:2] for k, v in batches[0].items()}
     loss_fn = (kd_loss_fn(_primary(teacher), cfg.temperature) if prune_config.importance == "distillation"
                else None)
     evaluate = gathered_evaluator(ctx.task, ctx.dev_loader, cfg.device)
-    ctx.history["prune_steps"] = []
+    if not start:
+        ctx.history["prune_steps"] = []
     report = None
-    for i, step in enumerate(step_configs(prune_config, steps, n_layers=model.config.num_hidden_layers), 1):
+    configs = step_configs(prune_config, steps, n_layers=n_layers or model.config.num_hidden_layers)
+    for i, step in enumerate(configs, 1):
+        if i <= start:
+            continue
         model.to("cpu").eval()
         report = prune_model(model, step, example, batches=batches, loss_fn=loss_fn)
         for note in report.notes:
@@ -545,26 +658,77 @@ def prune_and_recover(ctx: Context, model, teacher, prune_config, steps: int = 1
             result = fit(model, objective, ctx.train_loader,
                          cfg.train_config(epochs=cfg.recover_epochs / steps, lr=lr),
                          teacher=_teacher_source(ctx, teacher, objective),
-                         evaluate=evaluate, metric=ctx.task.main_metric, description=f"recover {i}/{steps}")
+                         evaluate=evaluate, metric=ctx.task.main_metric, description=f"recover {i}/{steps}",
+                         checkpoints=ctx.checkpoints(f"recover-{i}"))
             ctx.history.setdefault("pruned", []).extend(result.history)
+            ctx.fitted("prune", result)
         record["metric"] = evaluate(model)[ctx.task.main_metric]
         ctx.history["prune_steps"].append(record)
-    ctx.history["prune_report"] = report.to_dict()
+        ctx.history["prune_report"] = report.to_dict()
+        if ctx.checkpointing:
+            _save_prune_step(ctx, model, i)
     return report
+
+
+def _save_prune_step(ctx: Context, model, i: int) -> None:
+    """The model after pruning step ``i`` and its recovery, with the history so far; older steps are dropped."""
+    from compress import save_pruned
+
+    root = ctx.out / "checkpoints" / "prune"
+    with staged_dir(root / f"step-{i}") as tmp:
+        save_pruned(copy.deepcopy(model).to("cpu"), tmp)
+        write_json(tmp / "prune_state.json", {"step": i, "skipped_nonfinite": ctx.skipped_nonfinite,
+                                              **{k: ctx.history[k] for k in ("prune_steps", "pruned", "prune_report")
+                                                 if k in ctx.history}})
+    for old in root.glob("step-*"):
+        if old.name != f"step-{i}":
+            shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(ctx.out / "checkpoints" / f"recover-{i}", ignore_errors=True)
+
+
+def _resumed_prune_step(ctx: Context):
+    """(model, steps done) from the newest saved pruning step of an interrupted run, or (None, 0)."""
+    import json
+
+    from compress import load_pruned
+
+    root = ctx.out / "checkpoints" / "prune"
+    found = sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if ctx.resume else []
+    if not found:
+        return None, 0
+    state = json.loads((found[-1] / "prune_state.json").read_text())
+    for key in ("prune_steps", "pruned", "prune_report"):
+        if key in state:
+            ctx.history[key] = state[key]
+    ctx.skipped_nonfinite.update(state.get("skipped_nonfinite", {}))
+    info(f"  resuming after pruning step {state['step']} ({found[-1]})")
+    return load_pruned(found[-1]).to("cpu").eval(), state["step"]
 
 
 def stage_prune(ctx: Context, student, teacher):
     """Prune a copy of the student (heads with hidden width and FFN neurons by default), recover, and save it."""
-    from compress import save_pruned
+    from compress import load_pruned, save_pruned
 
-    pruned = copy.deepcopy(student).to("cpu").eval()
-    prune_and_recover(ctx, pruned, teacher, ctx.cfg.prune_config(), ctx.cfg.prune_steps, lr=ctx.student_lr)
+    done = ctx.done("prune")
+    if done is not None and (ctx.out / "pruned").is_dir():
+        info(f"  finished earlier: loading {ctx.out / 'pruned'}")
+        ctx.history.update(done["history"])
+        ctx.skipped_nonfinite.update(done.get("skipped_nonfinite", {}))
+        return load_pruned(ctx.out / "pruned").to("cpu").eval()
+    pruned, start = _resumed_prune_step(ctx)
+    pruned = copy.deepcopy(student).to("cpu").eval() if pruned is None else pruned
+    prune_and_recover(ctx, pruned, teacher, ctx.cfg.prune_config(), ctx.cfg.prune_steps, lr=ctx.student_lr,
+                      start=start, n_layers=student.config.num_hidden_layers)
 
     def write() -> None:
         with staged_dir(ctx.out / "pruned") as tmp:
             save_pruned(pruned.to("cpu"), tmp, ctx.tokenizer)
 
     _on_main(ctx.cfg.device, write)
+    keys = ("prune_steps", "pruned", "prune_report")
+    ctx.mark_done("prune", {"history": {k: ctx.history[k] for k in keys if k in ctx.history},
+                            "skipped_nonfinite": {k: v for k, v in ctx.skipped_nonfinite.items() if k == "prune"}},
+                  checkpoints=("prune",))
     return pruned
 
 
@@ -586,8 +750,9 @@ def stage_qat(ctx: Context, model, teacher):
     result = fit(qat_model, _objective(ctx, qat_model, teacher), ctx.train_loader,
                  ctx.cfg.train_config(epochs=max(ctx.cfg.recover_epochs, 1.0), lr=(ctx.student_lr or 1e-4) / 10),
                  teacher=teacher, evaluate=gathered_evaluator(ctx.task, ctx.dev_loader, ctx.cfg.device),
-                 metric=ctx.task.main_metric, description="QAT")
+                 metric=ctx.task.main_metric, description="QAT", checkpoints=ctx.checkpoints("qat"))
     ctx.history["qat"] = result.history
+    ctx.fitted("qat", result)
     return qat_model
 
 
@@ -602,9 +767,17 @@ def stage_quantize(ctx: Context, model, teacher, qat_model=None) -> Path:
     from compress.speed import speed_check
 
     cfg, out = ctx.cfg, ctx.out / "int8"
+    done = ctx.done("quantize")
+    if done is not None and (out / "model.onnx").is_file():
+        info(f"  finished earlier: {out / 'model.onnx'}")
+        ctx.history.update(done["history"])
+        ctx.skipped_nonfinite.update(done.get("skipped_nonfinite", {}))
+        return out / "model.onnx"
     model = model.to("cpu").eval()
     qcfg = cfg.quantize_config()
     batches = ctx.train_loader if qcfg.mode == "static" else None
+    if batches is not None:
+        set_loader_epoch(ctx.train_loader, ctx.train_loader, cfg.seed, 0)  # calibrate on the same batches each time
     if cfg.qat:
         from compress.qat import export_qat_onnx
 
@@ -635,6 +808,10 @@ def stage_quantize(ctx: Context, model, teacher, qat_model=None) -> Path:
     if speed.get("warning"):
         warnings.warn(speed["warning"], stacklevel=2)
         info(f"  [yellow]warning:[/] {speed['warning']}")
+    ctx.mark_done("quantize", {"history": {k: ctx.history[k] for k in ("quantize_report", "int8_speed", "qat")
+                                           if k in ctx.history},
+                               "skipped_nonfinite": {k: v for k, v in ctx.skipped_nonfinite.items() if k == "qat"}},
+                  checkpoints=("qat",))
     return out / "model.onnx"
 
 
@@ -691,17 +868,24 @@ def _train_loader(ctx: Context, rows):
                        group_by_length=cfg.group_by_length, collate_fn=collate)
 
 
-def _start(cfg: RunConfig, need_student: bool = True):
-    """Validate, then (and only then) create the output dir, record settings and build the data loaders."""
-    prepared = prepare(cfg, need_student)
+def _start(cfg: RunConfig, need_student: bool = True, resume: bool = False, checkpointing: bool = False):
+    """Validate, then (and only then) create the output dir, record settings and build the data loaders.
+
+    ``resume`` keeps what the output dir holds (finished stages, checkpoints) instead of refusing or clearing it.
+    """
+    prepared = prepare(cfg, need_student, resume=resume, checkpointing=checkpointing)
     splits, teacher = prepared.splits, prepared.teachers[0]
     out_dir = Path(cfg.output_dir)
     wait_for_everyone(cfg.device)  # every process has checked the output dir before the main one writes to it
 
     def write() -> None:
-        if cfg.overwrite:  # fine-tuned teachers and teacher caches are validated by fingerprint
+        if cfg.overwrite and not resume:  # fine-tuned teachers and teacher caches are validated by fingerprint
             keep = [name for i in range(len(prepared.teachers)) for name in (teacher_dir(i), _cache_dir(i))]
             _clear_output_dir(out_dir, keep=tuple(keep))
+        if resume:  # temporary dirs of writes cut short by the interruption
+            patterns = (".*.tmp-*", ".*.old-*", ".*.json.*", ".*.yaml.*", ".*.md.*", ".*.html.*")
+            for stale in [p for pattern in patterns for p in out_dir.glob(pattern)]:
+                shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         write_yaml(out_dir / "config.yaml", dump_recipe(cfg))
         write_json(out_dir / "env.json", {**environment_info(cfg.seed, cfg.device),
@@ -711,7 +895,7 @@ def _start(cfg: RunConfig, need_student: bool = True):
     start_tracking(cfg.tensorboard and is_main_process(), out_dir / "tensorboard")
     tokenizer = prepared.student_tokenizer or teacher.tokenizer
     ctx = Context(cfg, splits.task, splits, tokenizer, out_dir, teacher_tokenizer=teacher.tokenizer,
-                  teachers=prepared.teachers, mlm=prepared.mlm)
+                  teachers=prepared.teachers, mlm=prepared.mlm, checkpointing=checkpointing, resume=resume)
     ctx.train_loader = _train_loader(ctx, splits.train)
     ctx.dev_loader = make_loader(tokenize(splits.dev, tokenizer, cfg.max_seq_length), tokenizer, cfg.batch_size * 2,
                                  shuffle=False)
@@ -830,14 +1014,50 @@ def stage_augment(ctx: Context) -> None:
     ctx.mlm = None  # free its memory
 
 
-def run(cfg: RunConfig) -> dict:
+def run(cfg: RunConfig, resume: bool = False) -> dict:
     """Run every stage and return the report (also written to ``OUTPUT/report.json`` and ``report.md``).
 
-    Under ``accelerate launch`` the processes other than the main one return ``{}`` once training is done.
+    Training stages write checkpoints; ``resume`` continues an interrupted run in ``cfg.output_dir`` (finished
+    stages are loaded, the interrupted one continues from its newest intact checkpoint). A failed write, a
+    non-finite loss or SIGINT/SIGTERM raise ``RunError``/``Interrupted`` naming the command that resumes.
     """
     start = time.perf_counter()
-    ctx, _ = _start(cfg)
-    out_dir = ctx.out
+    out_dir = Path(cfg.output_dir)
+    if resume and _finished(out_dir):
+        import json
+
+        info(f"{out_dir} holds a finished run: nothing to resume")
+        report = json.loads((out_dir / "report.json").read_text())
+        out.print(render_table(report))
+        return report
+    ctx, teacher = _start(cfg, resume=resume, checkpointing=True)
+    command = f"distill run --resume {out_dir}"
+    try:
+        return _run_stages(ctx, teacher, start)
+    except RunError as exc:
+        exc.resume = exc.resume or command + (" --skip-nonfinite" if isinstance(exc, NonFiniteLoss) else "")
+        raise
+    except interrupts.Interrupted as exc:
+        exc.resume = exc.resume or command
+        raise
+    except OSError as exc:
+        error = write_error(exc, Path(exc.filename or out_dir))
+        if isinstance(error, RunError):
+            error.resume = command
+            raise error from None
+        raise
+
+
+def _finished(out_dir: Path) -> bool:
+    import json
+
+    stages = out_dir / STAGES_FILE
+    return (out_dir / "report.json").is_file() and stages.is_file() and "score" in json.loads(stages.read_text())
+
+
+def _run_stages(ctx: Context, teacher, start: float) -> dict:
+    """The stages of ``run`` in order, then the report."""
+    cfg, out_dir = ctx.cfg, ctx.out
     with _timed(ctx, "teacher"):
         teacher_model, teacher_path, teachers = stage_teachers(ctx)
     if cfg.augment:
@@ -866,7 +1086,8 @@ def run(cfg: RunConfig) -> dict:
               "latency_threads": cfg.latency_threads, "latency_runs": cfg.latency_runs,
               "stage_seconds": ctx.seconds, "wall_seconds": round(time.perf_counter() - start, 2),
               "history": _history(ctx), "settings": asdict(cfg), "predictions": predictions,
-              "label_names": list(ctx.task.label_names)}
+              "label_names": list(ctx.task.label_names), "skipped_nonfinite": ctx.skipped_nonfinite,
+              "resumed": ctx.resume}
     report = write_report(out_dir, report)
     if "int8" in models:
         from compress.bundle import write_bundle
@@ -877,10 +1098,16 @@ def run(cfg: RunConfig) -> dict:
                                                 "latency_ms (batch 1, CPU)": row["latency_ms"],
                                                 "target": ctx.history["quantize_report"].get("target")},
                      id2label=getattr(final.config, "id2label", None))
+    ctx.mark_done("score")
+    if is_main_process():
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # every stage is saved: checkpoints are spent
     stop_tracking()
     out.print(render_table(report))
+    if ctx.skipped_nonfinite:
+        info(f"[yellow]warning:[/] batches skipped for a non-finite loss: {ctx.skipped_nonfinite}")
     info(f"report written to {out_dir / 'report.md'} ({report['wall_seconds']:.0f} s)")
     return report
+
 
 
 

@@ -10,12 +10,15 @@ from distill.objective import DistillConfig, Objective
 
 
 def finetune_teacher(model, train_loader, config: TrainConfig, *, regression: bool = False, evaluate=None,
-                     metric: str | None = None) -> FitResult:
-    """Train ``model`` in place on hard labels, keeping its best dev epoch; returns the training history."""
+                     metric: str | None = None, checkpoints=None) -> FitResult:
+    """Train ``model`` in place on hard labels, keeping its best dev epoch; returns the training history.
+
+    ``checkpoints`` (a ``distill.checkpoint.Checkpoints``) makes the fine-tuning resumable.
+    """
     model.requires_grad_(True)
     objective = Objective(DistillConfig(alpha=1.0, hidden_weight=0.0), regression=regression)
     result = fit(model, objective, train_loader, config, evaluate=evaluate, metric=metric,
-                 description="fine-tune teacher")
+                 description="fine-tune teacher", checkpoints=checkpoints)
     model.requires_grad_(False).eval()
     return result
 

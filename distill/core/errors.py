@@ -41,3 +41,24 @@ class UnknownNameError(ConfigError):
         close = difflib.get_close_matches(name, choices, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         super().__init__(f"unknown {kind} '{name}'", f"{hint}choose one of: {', '.join(choices)}{extra}")
+
+
+class RunError(DistillError):
+    """A run failed part-way (a non-finite loss, a write that failed); finished stages and checkpoints are kept.
+
+    Exit code 1, not 2: the input was valid. ``resume`` is the command that continues the run, when there is one.
+    """
+
+    exit_code = 1
+
+    def __init__(self, problem: str, fix: str = "", resume: str | None = None) -> None:
+        self.resume = resume
+        super().__init__(problem, fix)
+
+    def line(self) -> str:
+        line = super().line()
+        return f"{line[:-1]}; resume with `{self.resume}`." if self.resume else line
+
+
+class NonFiniteLoss(RunError):
+    """The training loss became NaN or infinite (``--skip-nonfinite`` skips such batches instead)."""
