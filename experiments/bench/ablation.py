@@ -1,7 +1,10 @@
 """What each distillation term buys: the same student, data and budget trained with no KD (plain fine-tuning on
-labels), logit KD only, logit KD + hidden-state MSE, and logit KD + hidden MSE + the MiniLM relation loss.
+labels), logit KD only, logit KD + hidden-state MSE, + the MiniLM relation loss or the TinyBERT attention loss;
+and (``--variants init-*``) what each student initialisation buys under the default loss.
 
     python experiments/bench/ablation.py --teacher runs/teacher-sst2 --train-samples 8000 --epochs 3
+    python experiments/bench/ablation.py --teacher runs/teacher-sst2 --variants init-random \
+        init-teacher-embeddings init-teacher-pruned --out experiments/results/init_sst2.json
 
 Every variant is a `distill distil` command (same seed, same student preset and init, same steps); the dev metric
 comes from the run's report.json. Prints a table and writes experiments/results/ablation_sst2.json.
@@ -29,7 +32,14 @@ VARIANTS = {
                                ["--hidden-weight", "0.1", "--relation-weight", "1.0"]),
     "logits+hidden+attention": ("+ TinyBERT attention-map KL (weight 1)",
                                 ["--hidden-weight", "0.1", "--attention-weight", "1.0"]),
+    # student initialisation, with the default loss (CE + KL + 0.1·hidden MSE)
+    "init-random": ("random init", ["--init", "random"]),
+    "init-teacher-embeddings": ("teacher embeddings projected on their principal directions (PCA)",
+                                ["--init", "teacher-embeddings"]),
+    "init-teacher-pruned": ("the teacher pruned to the preset's widths and layers (head size kept)",
+                            ["--init", "teacher-pruned"]),
 }
+DEFAULT_VARIANTS = ["no-kd", "logits", "logits+hidden", "logits+hidden+relation", "logits+hidden+attention"]
 
 
 def main() -> None:
@@ -42,7 +52,7 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--seq", type=int, default=64)
     p.add_argument("--work", default="runs/ablation")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "ablation_sst2.json"))
     args = p.parse_args()
     if not SST2.is_dir():
