@@ -475,6 +475,15 @@ def calibration_for(model: PreTrainedModel, config: QuantizeConfig, batches: Ite
     return {"calibration": Calibration(feeds, cache)}
 
 
+def save_config(model: PreTrainedModel, out_dir: Path) -> None:
+    """Write ``config.json`` with ``architectures`` filled in: a model never saved has none, and without it
+    loaders (transformers pipelines, optimum, our README writer) cannot tell a token head from a sequence head."""
+    hf_config = copy.deepcopy(model.config)  # the caller's model keeps its config untouched
+    if not getattr(hf_config, "architectures", None):
+        hf_config.architectures = [type(model).__name__]
+    hf_config.save_pretrained(out_dir)
+
+
 def finish_bundle(model: PreTrainedModel, stage: Path, fp32: Path, config: QuantizeConfig, *,
                   tokenizer=None, extra: Mapping[str, object] | None = None) -> QuantizeReport:
     """Add config, tokenizer and quantize_config.json next to ``stage/model.onnx``; the report of what was done."""
@@ -484,7 +493,7 @@ def finish_bundle(model: PreTrainedModel, stage: Path, fp32: Path, config: Quant
                             per_channel=config.per_channel, target=config.target,
                             calibration=config.calibration if config.mode == "static" else None,
                             fp32_nodes=list(config.nodes_to_exclude))
-    model.config.save_pretrained(stage)
+    save_config(model, stage)
     if tokenizer is not None:
         tokenizer.save_pretrained(stage)
     preset = config.preset

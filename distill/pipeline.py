@@ -780,11 +780,12 @@ def stage_quantize(ctx: Context, model, teacher, qat_model=None) -> Path:
         set_loader_epoch(ctx.train_loader, ctx.train_loader, cfg.seed, 0)  # calibrate on the same batches each time
     if cfg.qat:
         from compress.qat import export_qat_onnx
+        from compress.quantize import save_config
 
         qat_model = (qat_model or stage_qat(ctx, model, teacher)).to("cpu").eval()
         with staged_dir(out) as tmp:
             export_qat_onnx(qat_model, tmp / "model.onnx", max_seq_length=cfg.max_seq_length)
-            model.config.save_pretrained(tmp)
+            save_config(model, tmp)
             ctx.tokenizer.save_pretrained(tmp)
         ctx.history["quantize_report"] = {"mode": "qat", "target": qcfg.target}
     elif cfg.max_int8_drop is not None:

@@ -70,3 +70,19 @@ def test_bundle_needs_model_and_tokenizer(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"")
     with pytest.raises(ModelError, match="tokenizer.json"):
         write_bundle(tmp_path)
+
+
+def test_never_saved_token_model_gets_its_architecture_and_a_token_snippet(tmp_path):
+    from transformers import AutoConfig, BertForTokenClassification
+
+    torch.manual_seed(0)
+    tok = factories.tiny_tokenizer(tmp_path)
+    tags = {0: "O", 1: "B-PER", 2: "I-PER"}
+    config = factories.tiny_bert_config(layers=1, vocab=len(tok), num_labels=3, id2label=tags,
+                                        label2id={v: k for k, v in tags.items()})
+    model = BertForTokenClassification(config).eval()  # built in memory: config.architectures is None
+    out = tmp_path / "int8"
+    quantize_model(model, out, QuantizeConfig(), tokenizer=tok, max_seq_length=16)
+    assert AutoConfig.from_pretrained(out).architectures == ["BertForTokenClassification"]
+    assert not model.config.architectures  # the caller's config is left as it was
+    assert "zip(enc.tokens" in readme_snippet(write_bundle(out))
