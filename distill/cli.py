@@ -154,8 +154,8 @@ def _add_run_args(run: argparse.ArgumentParser) -> None:
                      choices=("auto", "random", "teacher-layers", "teacher-embeddings", "teacher-pruned"),
                      help="student init: teacher-layers copies teacher layers (equal widths only), "
                           "teacher-embeddings projects the teacher's embeddings, teacher-pruned prunes the teacher "
-                          "down to the preset's layers, hidden and FFN widths (head size kept); auto picks "
-                          "teacher-layers or teacher-embeddings")
+                          "down to the preset's layers, hidden and FFN widths (head size kept); auto picks the first "
+                          "that fits of teacher-layers, teacher-pruned, teacher-embeddings")
     run.add_argument("--layer-selection", default="uniform", metavar="uniform|first-k|last-k|0,2,5",
                      help="teacher layers for teacher-layers/teacher-pruned: every k-th (uniform), the first or last "
                           "k, or an explicit 0-based list (uniform)")

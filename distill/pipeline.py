@@ -409,6 +409,12 @@ def prepare(cfg: RunConfig, need_student: bool = True, resume: bool = False, che
 
         source = resolve_model_source(cfg.student, kind="student", registry=_presets())
         student_tok = _student_tokenizer(cfg, source, teacher.tokenizer, splits.task)
+    if need_student and cfg.init == "auto" and student_tok is None and student_source_is_preset(cfg.student):
+        from students import PRESETS
+        from students.init import resolve_auto
+
+        cfg.init = resolve_auto(PRESETS.get(cfg.student), teacher.model.config, cfg.layer_selection)
+        info(f"  --init auto: {cfg.init}")  # the resolved choice is what config.yaml records
     if need_student and cfg.init == "teacher-pruned":
         from students import PRESETS
         from students.init import pruned_shape
