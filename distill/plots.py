@@ -56,6 +56,8 @@ def _annotate(ax, labelled: list[tuple[float, float, str]]) -> None:
 
 def pareto_png(points: Sequence[Mapping], metric_name: str) -> bytes:
     """Metric vs size and vs latency of every point (see ``report.pareto_points``); Pareto-optimal ones filled."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     fig = _figure(10, 4.2)
     runs = list(dict.fromkeys(p["run"] for p in points))
     for ax, cost, flag, label in zip(fig.subplots(1, 2), ("size_mb", "latency_ms"), ("front_size", "front_latency"),
@@ -70,6 +72,8 @@ def pareto_png(points: Sequence[Mapping], metric_name: str) -> bytes:
         _annotate(ax, [(p[cost], p["metric"], p["stage"]) for p in points if p.get(cost)])
         _front_line(ax, [(p[cost], p["metric"]) for p in points if p.get(flag) and p.get(cost)], "0.35")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels (2×10⁰, 3×10⁰, ...) overlap on narrow ranges
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.margins(x=0.12, y=0.08)
         ax.set_xlabel(f"{label}, log scale")
         ax.set_ylabel(metric_name)
@@ -90,6 +94,8 @@ def _curve_keys(rows: Sequence[Mapping]) -> tuple[list[str], list[str]]:
 
 def training_png(histories: Mapping[str, Sequence[Mapping]]) -> bytes:
     """One panel per trained stage: loss terms per epoch (left axis) and the dev metric (right axis, dashed)."""
+    from matplotlib.ticker import MaxNLocator
+
     fig = _figure(min(5.0 * len(histories), 15), 3.8)
     axes = fig.subplots(1, len(histories), squeeze=False)[0]
     for ax, (stage, rows) in zip(axes, histories.items(), strict=True):
@@ -98,6 +104,10 @@ def training_png(histories: Mapping[str, Sequence[Mapping]]) -> bytes:
         for i, key in enumerate(losses):
             ax.plot(epochs, [row.get(key) for row in rows], marker="o", color=_colour(i), label=key)
         ax.set_xlabel("epoch")
+        if len(epochs) <= 12:  # whole epochs only (one epoch would otherwise get ticks at 0.96, 0.98, ...)
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("loss")
         ax.set_title(stage)
         ax.grid(True, alpha=0.3)

@@ -2,7 +2,7 @@
 
     python experiments/docs/build_screenshot.py runs/sst2-tiny experiments/docs/report.png [HEIGHT]
 
-The README's ``experiments/docs/report.png`` comes from the real MiniLM-L6 -> tiny SST-2 run (see
+The README's ``experiments/docs/report.png`` comes from the real MiniLM-L6 -> mini SST-2 run (see
 experiments/README.md): ``distill report RUN`` then this script at height 2200 (table, plots and confusion
 matrices; the PNG stays under 400 KB).
 """
