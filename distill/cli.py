@@ -76,6 +76,10 @@ def _common_train_args(p: argparse.ArgumentParser, lr: float | None, epochs: flo
     g.add_argument("--compile", action="store_true", help="torch.compile the student (pays off on GPU)")
     g.add_argument("--teacher-dtype", default="fp32", choices=("fp32", "bf16", "fp16"),
                    help="teacher precision on GPU (fp32; bf16 halves its memory)")
+    g.add_argument("--teacher-shard", default="auto", choices=("auto", "none", "fsdp"),
+                   help="under `accelerate launch`, fsdp splits the teacher's weights across the processes (for "
+                        "teachers that do not fit one device; the student stays DDP); auto: fsdp when launched "
+                        "with --use_fsdp")
     return g
 
 

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import itertools
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from distill.core.errors import ConfigError, DistillError, NonFiniteLoss
 from distill.core.runtime import autocast, process_count, process_rank, resolve_device, seed_everything
 from distill.cross_tokenizer import TEACHER_PREFIX, teacher_view
 from distill.objective import Objective, capture_qkv, eager_attention
+from distill.sharding import is_sharded, shard
 from distill.tracking import Tracker, tracker
 
 TEACHER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -42,7 +44,9 @@ class TrainConfig:
 
     ``grad_accum_steps`` micro-batches make one optimiser step; ``compile`` runs the student through
     ``torch.compile``; ``teacher_dtype`` casts (a copy of) the teacher on GPU only; ``skip_nonfinite`` skips
-    batches whose loss is NaN/inf (counted) instead of stopping.
+    batches whose loss is NaN/inf (counted) instead of stopping; ``shard_model`` trains the model FSDP-sharded
+    across the launched processes (teacher fine-tuning with ``--teacher-shard fsdp``, see ``distill.sharding``)
+    instead of replicating it (DDP).
     """
 
     lr: float = 1e-4
@@ -57,6 +61,7 @@ class TrainConfig:
     compile: bool = False
     teacher_dtype: str = "fp32"
     skip_nonfinite: bool = False
+    shard_model: bool = False
 
     def __post_init__(self) -> None:
         if not self.epochs > 0:
@@ -103,7 +108,13 @@ def get_accelerator(device: str = "auto"):
     if "accelerator" not in _STATE:
         from accelerate import Accelerator
 
-        _STATE["accelerator"] = Accelerator(cpu=resolve_device(device).type == "cpu")
+        # `accelerate launch --use_fsdp` means "shard the teacher" here (distill.sharding); the student stays DDP
+        saved = os.environ.pop("ACCELERATE_USE_FSDP", None)
+        try:
+            _STATE["accelerator"] = Accelerator(cpu=resolve_device(device).type == "cpu")
+        finally:
+            if saved is not None:
+                os.environ["ACCELERATE_USE_FSDP"] = saved
     return _STATE["accelerator"]
 
 
@@ -223,8 +234,8 @@ def _prepare_teacher(teacher, device: torch.device, dtype_name: str):
     """
     if isinstance(teacher, list):
         return [_prepare_teacher(t, device, dtype_name) for t in teacher]
-    if teacher is None or not isinstance(teacher, nn.Module):
-        return teacher
+    if teacher is None or not isinstance(teacher, nn.Module) or is_sharded(teacher):
+        return teacher  # a sharded teacher is already cast and placed (distill.sharding.shard)
     dtype = TEACHER_DTYPES[dtype_name]
     if device.type == "cuda" and dtype != torch.float32:
         return copy.deepcopy(teacher.to("cpu")).to(device=device, dtype=dtype).eval()
@@ -341,7 +352,8 @@ def _score_epoch(model, evaluate: Callable, metric: str | None, record: dict, re
     key = metric or next(iter(scores))
     if scores[key] > result.best_metric:
         result.best_metric, result.best_epoch = scores[key], record["epoch"]
-        return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        return {k: v.detach().clone() if hasattr(v, "to_local") else v.detach().to("cpu", copy=True)
+                for k, v in model.state_dict().items()}  # FSDP shards (DTensors) stay where they are
     return None
 
 
@@ -386,6 +398,9 @@ def fit(model: torch.nn.Module, objective: Objective, train_loader, config: Trai
     acc = get_accelerator(config.device)
     device = acc.device if acc is not None else resolve_device(config.device)
     main = is_main_process()
+    sharded = acc is not None and config.shard_model
+    if sharded:  # FSDP: each process keeps 1/N of the weights (moved to its device block by block)
+        shard(model, device)
     model.to(device).train()
     objective.to(device).train()
     teacher = _prepare_teacher(teacher, device, config.teacher_dtype)
@@ -396,7 +411,10 @@ def fit(model: torch.nn.Module, objective: Objective, train_loader, config: Trai
     loader, raw_optimizer = train_loader, optimizer
     if acc is not None:
         _align_length_groups(train_loader, acc.num_processes)
-        step_module, optimizer, loader = acc.prepare(step_module, optimizer, train_loader)
+        if sharded:  # FSDP reduce-scatters the gradients itself: no DDP wrapper
+            optimizer, loader = acc.prepare(optimizer, train_loader)
+        else:
+            step_module, optimizer, loader = acc.prepare(step_module, optimizer, train_loader)
     accum = config.grad_accum_steps
     micro_per_epoch = len(loader)
     steps_per_epoch = math.ceil(micro_per_epoch / accum)

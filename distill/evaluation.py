@@ -14,6 +14,7 @@ import torch
 
 from distill.core.runtime import autocast, resolve_device
 from distill.losses import IGNORE_INDEX
+from distill.sharding import is_sharded
 from distill.tasks import Task
 
 METRICS_DIR = Path(__file__).parent / "metrics"
@@ -78,12 +79,14 @@ def predict(model, loader, device: str | torch.device = "auto") -> tuple[np.ndar
     is_torch = isinstance(model, torch.nn.Module)
     dev = resolve_device(device) if isinstance(device, str) else device
     if is_torch:
-        model.to(dev).eval()
+        if not is_sharded(model):  # FSDP shards are placed already
+            model.to(dev)
+        model.eval()
     all_logits, all_labels = [], []
     for batch in loader:
         labels = batch.pop("labels")
         if is_torch:
-            with autocast(dev):
+            with torch.no_grad(), autocast(dev):
                 logits = model(**{k: v.to(dev) for k, v in batch.items()}).logits
             logits = logits.float().cpu().numpy()
         else:

@@ -40,6 +40,7 @@ from distill.objective import (
 from distill.recipe import dump_recipe
 from distill.report import dev_predictions, render_table, write_report
 from distill.scoring import StageScore, score_stage
+from distill.sharding import resolve_shard
 from distill.tasks import Task, get_task
 from distill.tracking import require_tensorboard, start_tracking, stop_tracking
 
@@ -78,6 +79,7 @@ class RunConfig(DistillConfig):
     group_by_length: bool = True
     compile: bool = False
     teacher_dtype: str = "fp32"
+    teacher_shard: str = "auto"
     cache_teacher: bool = False
     cache_top_k: int = 20
     teacher_lr: float = 5e-5
@@ -127,6 +129,7 @@ class RunConfig(DistillConfig):
         if self.recover_epochs < 0:
             raise ConfigError(f"--recover-epochs {self.recover_epochs} is negative", "use 0 to skip recovery")
         self.train_config()
+        resolve_shard(self.teacher_shard, 1)  # the choice is checked here; the process count at run time
         if self.quantize:
             self.quantize_config()
             if self.max_int8_drop is not None and not 0 <= self.max_int8_drop < 1:
@@ -212,6 +215,11 @@ class Context:
     def cross(self) -> bool:
         """Student and teacher tokenize the text each with their own tokenizer."""
         return self.teacher_tokenizer is not None and self.teacher_tokenizer is not self.tokenizer
+
+    @property
+    def sharded(self) -> bool:
+        """The teacher is split across the launched processes (``--teacher-shard``, see ``distill.sharding``)."""
+        return resolve_shard(self.cfg.teacher_shard, process_count())
 
     checkpointing: bool = False  # training stages write checkpoints (``distill run``)
     resume: bool = False  # ... and continue from them
@@ -364,6 +372,25 @@ def _on_main(device: str, write: Callable[[], object]) -> None:
     wait_for_everyone(device)
 
 
+def _live_teacher(ctx: Context, teacher):
+    """The teacher(s) to run: first sharded across the launched processes when ``--teacher-shard`` asks (in place,
+    once; after the student has been initialised from the whole teacher)."""
+    if not ctx.sharded:
+        return teacher
+    from distill.engine import TEACHER_DTYPES, get_accelerator
+    from distill.sharding import is_sharded, local_parameters, shard
+
+    device = get_accelerator(ctx.cfg.device).device
+    dtype = TEACHER_DTYPES[ctx.cfg.teacher_dtype] if device.type == "cuda" else None  # as --teacher-dtype unsharded
+    for one in teacher if isinstance(teacher, list) else [teacher]:
+        if not is_sharded(one):
+            shard(one, device, dtype)
+            held, total = local_parameters(one)
+            info(f"  teacher sharded (FSDP) over {process_count()} processes: {held:,} of its {total:,} parameters "
+                 "held by each")
+    return teacher
+
+
 def _save_model(model, tokenizer, final: Path, extra: dict | None = None, device: str = "auto") -> None:
     def write() -> None:
         with staged_dir(final) as tmp:
@@ -511,18 +538,28 @@ def stage_teacher(ctx: Context, teacher, force: bool = False, index: int = 0) ->
                 ctx.history[name] = recorded["history"]
             return model.eval().requires_grad_(False), name
     if not teacher.head_trained:
-        info(f"  '{cfg.teacher_names[index]}' has no trained {ctx.task.name} head: fine-tuning it first")
+        info(f"  '{cfg.teacher_names[index]}' has no trained {ctx.task.name} head: fine-tuning it first"
+             + (f" (sharded over {process_count()} processes)" if ctx.sharded else ""))
     train, dev = ctx.teacher_train_loader or ctx.train_loader, ctx.teacher_dev_loader or ctx.dev_loader
     result = finetune_teacher(teacher.model, train, cfg.train_config(lr=cfg.teacher_lr, epochs=cfg.teacher_epochs,
-                                                                     seed=seed),
+                                                                     seed=seed, shard_model=ctx.sharded),
                               regression=ctx.task.is_regression, evaluate=gathered_evaluator(ctx.task, dev, cfg.device),
                               metric=ctx.task.main_metric, checkpoints=ctx.checkpoints(name))
     ctx.history[name] = result.history
     ctx.fitted(name, result)
-    _save_model(teacher.model.to("cpu"), ctx.teacher_tokenizer or ctx.tokenizer, cached,
+    model = teacher.model
+    if ctx.sharded:  # trained sharded: gather it on the main process to save it, then every process reloads it
+        from distill.sharding import unsharded_copy
+
+        model = unsharded_copy(model)
+    _save_model(model.to("cpu") if model is not None else None, ctx.teacher_tokenizer or ctx.tokenizer, cached,
                 {"fingerprint": fp, "source": teacher.source, "history": result.history}, cfg.device)
     ctx.mark_done(name, {"skipped_nonfinite": result.skipped_nonfinite}, checkpoints=(name,))
-    return teacher.model, name
+    if ctx.sharded:  # whole again on every process: the student is initialised from it, then it is sharded anew
+        from teachers.loading import auto_model_class
+
+        model = auto_model_class(ctx.task).from_pretrained(cached, use_safetensors=True).eval().requires_grad_(False)
+    return model, name
 
 
 def _primary(teacher):
@@ -752,6 +789,7 @@ def stage_qat(ctx: Context, model, teacher):
     """Quantization-aware distillation: fake-quantize the Linear layers and distil again (when PTQ loses too much)."""
     from compress.qat import prepare_qat
 
+    teacher = _live_teacher(ctx, teacher)
     qat_model = prepare_qat(copy.deepcopy(model).to("cpu"), target=ctx.cfg.quantize_target)
     result = fit(qat_model, _objective(ctx, qat_model, teacher), ctx.train_loader,
                  ctx.cfg.train_config(epochs=max(ctx.cfg.recover_epochs, 1.0), lr=(ctx.student_lr or 1e-4) / 10),
@@ -822,14 +860,29 @@ def stage_quantize(ctx: Context, model, teacher, qat_model=None) -> Path:
     return out / "model.onnx"
 
 
-def stage_score(ctx: Context, teacher, teacher_path: str, models: dict) -> tuple[list[StageScore], dict]:
-    """Score teacher, student, pruned and int8 on dev; measure size and CPU latency of each."""
+def _score_sharded_teacher(ctx: Context, teacher) -> tuple | None:
+    """A sharded teacher's dev logits (every process runs it) and a whole CPU copy of it on the main process (for
+    its size and latency); None elsewhere. Collective."""
+    from distill.engine import get_accelerator
+    from distill.sharding import unsharded_copy
+
+    teacher = _live_teacher(ctx, teacher)
+    outputs = predict(teacher, ctx.teacher_dev_loader or ctx.dev_loader, get_accelerator(ctx.cfg.device).device)
+    plain = unsharded_copy(teacher)
+    return (plain, outputs) if is_main_process() else None
+
+
+def stage_score(ctx: Context, teacher, teacher_path: str, models: dict,
+                teacher_outputs: tuple | None = None) -> tuple[list[StageScore], dict]:
+    """Score teacher, student, pruned and int8 on dev; measure size and CPU latency of each.
+
+    ``teacher_outputs``: the teacher's (dev logits, labels) when computed already (a sharded teacher)."""
     cfg = ctx.cfg
     vocab = teacher.config.vocab_size
     if ctx.cross:  # ONNX stages are students: random ids must fit the student's vocabulary
         vocab = min(vocab, len(ctx.tokenizer))
     lat = {"seq": cfg.latency_seq, "threads": cfg.latency_threads, "runs": cfg.latency_runs}
-    t_logits, labels = predict(teacher, ctx.teacher_dev_loader or ctx.dev_loader, cfg.device)
+    t_logits, labels = teacher_outputs or predict(teacher, ctx.teacher_dev_loader or ctx.dev_loader, cfg.device)
     rows: list[StageScore] = []
     predictions: dict[str, list] = {}
     teacher_metric = None
@@ -928,6 +981,7 @@ def _teacher_source(ctx: Context, teacher, objective):
 
     Several teachers (a list) get one cache each (``teacher_cache``, ``teacher_cache_2``, ...).
     """
+    teacher = _live_teacher(ctx, teacher)
     if not ctx.cfg.cache_teacher:
         return teacher
     if ctx.task.kind != "sequence-classification":
@@ -1065,6 +1119,9 @@ def _finished(out_dir: Path) -> bool:
 def _run_stages(ctx: Context, teacher, start: float) -> dict:
     """The stages of ``run`` in order, then the report."""
     cfg, out_dir = ctx.cfg, ctx.out
+    if cfg.teacher_shard == "fsdp" and not ctx.sharded:
+        info("  note: --teacher-shard fsdp needs several processes (`accelerate launch --num_processes N -m distill "
+             "run ...`); this single process holds the whole teacher")
     with _timed(ctx, "teacher"):
         teacher_model, teacher_path, teachers = stage_teachers(ctx)
     if cfg.augment:
@@ -1081,13 +1138,18 @@ def _run_stages(ctx: Context, teacher, start: float) -> dict:
     if cfg.quantize and cfg.qat:  # training: every process takes part
         with _timed(ctx, "qat"):
             qat_model = stage_qat(ctx, final, teachers)
+    scored_teacher = _score_sharded_teacher(ctx, teacher_model) if ctx.sharded else None
     if not is_main_process():
         return {}  # export, INT8, scoring and the report are the main process's
     if cfg.quantize:
         with _timed(ctx, "quantize"):
             models["int8"] = stage_quantize(ctx, final, teachers, qat_model)
     with _timed(ctx, "score"):
-        rows, predictions = stage_score(ctx, teacher_model, teacher_path, models)
+        if scored_teacher is not None:
+            teacher_model, teacher_outputs = scored_teacher
+        else:
+            teacher_outputs = None
+        rows, predictions = stage_score(ctx, teacher_model, teacher_path, models, teacher_outputs)
     report = {"task": ctx.task.name, "metric_name": ctx.task.main_metric,
               "stages": [r.to_dict() for r in rows], "latency_seq": cfg.latency_seq,
               "latency_threads": cfg.latency_threads, "latency_runs": cfg.latency_runs,

@@ -28,7 +28,7 @@ SECTIONS: dict[str, dict[str, str]] = {
                                "relation_layer", "temperature_schedule", "temperature_end", "alpha_schedule",
                                "alpha_end", "feature_schedule", "feature_scale_end")},
     "train": {k: k for k in ("lr", "epochs", "batch_size", "seed", "device", "grad_accum_steps", "group_by_length",
-                             "compile", "teacher_dtype", "cache_teacher", "cache_top_k", "checkpoint_every",
+                             "compile", "teacher_dtype", "teacher_shard", "cache_teacher", "cache_top_k", "checkpoint_every",
                              "keep_checkpoints", "skip_nonfinite")},
     "prune": {"enabled": "prune", "heads": "prune_heads", "ffn": "prune_ffn", "hidden": "prune_hidden",
               "layers": "prune_layers", "importance": "prune_importance", "steps": "prune_steps",

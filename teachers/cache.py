@@ -26,6 +26,7 @@ from distill.core.console import info
 from distill.core.errors import ConfigError, DistillError
 from distill.core.runtime import autocast, resolve_device
 from distill.engine import is_main_process, wait_for_everyone
+from distill.sharding import full_state_dict, is_sharded
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -67,10 +68,11 @@ class CachedOutput:
 
 # ---- fingerprints ----------------------------------------------------------------------------------------------
 
-def weights_hash(model: torch.nn.Module) -> str:
-    """SHA-256 over every parameter and buffer (name, dtype, shape and bytes)."""
+def weights_hash(model: torch.nn.Module, state: dict[str, torch.Tensor] | None = None) -> str:
+    """SHA-256 over every parameter and buffer (name, dtype, shape and bytes); ``state`` stands in for the model's
+    own state dict (a sharded teacher's gathered weights)."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted((model.state_dict() if state is None else state).items()):
         t = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
@@ -115,9 +117,10 @@ def vocab_hash(tokenizer) -> str | None:
 
 
 def fingerprint(teacher: torch.nn.Module, dataset, *, tokenizer=None, max_length: int | None = None,
-                top_k: int, hidden_layers: Sequence[int], dtype: str, mixed_precision: bool) -> str:
+                top_k: int, hidden_layers: Sequence[int], dtype: str, mixed_precision: bool,
+                state: dict[str, torch.Tensor] | None = None) -> str:
     """What the cached outputs depend on, hashed: a cache with another fingerprint is stale."""
-    parts = {"format": FORMAT_VERSION, "weights": weights_hash(teacher), "config": teacher.config.to_json_string(),
+    parts = {"format": FORMAT_VERSION, "weights": weights_hash(teacher, state), "config": teacher.config.to_json_string(),
              "data": data_hash(dataset), "vocab": vocab_hash(tokenizer), "max_length": max_length, "top_k": top_k,
              "hidden_layers": list(hidden_layers), "dtype": dtype, "mixed_precision": mixed_precision}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
@@ -278,7 +281,8 @@ def cache_teacher_outputs(teacher: torch.nn.Module, data, path: str | Path, *, t
 
     Reuses a sound cache with the same fingerprint, otherwise runs the teacher once (rows sorted by length, so
     almost nothing is padded) and writes the cache atomically. Under ``accelerate launch`` rank 0 builds and the
-    others wait. ``summary()`` of the result reports the size and the time saved.
+    others wait; a sharded teacher (``distill.sharding``) runs on every process and rank 0 writes. ``summary()``
+    of the result reports the size and the time saved.
     """
     if dtype not in DTYPES:
         raise ConfigError(f"cache dtype '{dtype}' is unknown", f"choose one of: {', '.join(DTYPES)}")
@@ -290,27 +294,47 @@ def cache_teacher_outputs(teacher: torch.nn.Module, data, path: str | Path, *, t
     layers = _normalise_layers(hidden_layers, n_states)
     dev = resolve_device(device)
     built = 0.0
+    sharded = is_sharded(teacher)  # every process holds a shard: all run the teacher, the main one writes
+    state = full_state_dict(teacher) if sharded else None
+    reason = None
     if is_main_process():
         fp = fingerprint(teacher, dataset, tokenizer=tokenizer, max_length=max_length, top_k=top_k,
-                         hidden_layers=layers, dtype=np.dtype(DTYPES[dtype]).name, mixed_precision=dev.type == "cuda")
+                         hidden_layers=layers, dtype=np.dtype(DTYPES[dtype]).name, mixed_precision=dev.type == "cuda",
+                         state=state)
         reason = check_cache(path, fp, verify=verify)
-        if reason is not None:
-            if reason != "no manifest" or path.exists():
-                info(f"  teacher cache {path}: {reason}; rebuilding")
+    del state
+    if sharded:
+        reason = _from_main(reason)
+    if reason is not None:
+        if is_main_process() and (reason != "no manifest" or path.exists()):
+            info(f"  teacher cache {path}: {reason}; rebuilding")
+        if is_main_process() or sharded:
             start = time.perf_counter()
             pad_id = getattr(tokenizer, "pad_token_id", None) or getattr(teacher.config, "pad_token_id", 0) or 0
-            _build(teacher, dataset, path, fp, top_k=top_k, layers=layers, dtype=DTYPES[dtype],
-                   batch_size=batch_size, pad=tokenizer or _PadOf(pad_id), device=dev)
+            _build(teacher, dataset, path, fp if is_main_process() else "", top_k=top_k, layers=layers,
+                   dtype=DTYPES[dtype], batch_size=batch_size, pad=tokenizer or _PadOf(pad_id), device=dev,
+                   write=is_main_process())
             built = time.perf_counter() - start
-        else:
-            info(f"  reusing the teacher cache in {path}")
+    elif is_main_process():
+        info(f"  reusing the teacher cache in {path}")
     wait_for_everyone(device)
     return CachedTeacher(path, _open_manifest(path), built)
 
 
+def _from_main(value):
+    """The main process's ``value`` on every process (a broadcast)."""
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def _build(teacher, dataset, path: Path, fp: str, *, top_k: int, layers: list[int], dtype, batch_size: int, pad,
-           device: torch.device) -> None:
-    """Run the teacher over every row and write the cache into a temporary dir renamed into place when done."""
+           device: torch.device, write: bool = True) -> None:
+    """Run the teacher over every row and write the cache into a temporary dir renamed into place when done.
+
+    ``write=False``: run the same forwards and keep nothing (the other processes of a sharded teacher)."""
     from torch.utils.data import DataLoader
 
     from distill.data import LengthGroupedBatchSampler, PadCollator, row_lengths
@@ -320,6 +344,11 @@ def _build(teacher, dataset, path: Path, fp: str, *, top_k: int, layers: list[in
     n, num_labels = len(lengths), int(teacher.config.num_labels)
     k = min(top_k, num_labels)
     sparse = k < num_labels
+    batches = LengthGroupedBatchSampler(lengths.tolist(), batch_size, shuffle=False).batches()
+    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=PadCollator(pad))
+    if not write:
+        _run_teacher(teacher, loader, batches, device, layers, k, sparse, None, None, None, offsets)
+        return
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -330,8 +359,6 @@ def _build(teacher, dataset, path: Path, fp: str, *, top_k: int, layers: list[in
         hidden = (np.lib.format.open_memmap(tmp / "hidden.npy", "w+", dtype, (int(offsets[-1]), len(layers), width))
                   if layers else None)
         np.save(tmp / "offsets.npy", offsets)
-        batches = LengthGroupedBatchSampler(lengths.tolist(), batch_size, shuffle=False).batches()
-        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=PadCollator(pad))
         teacher_seconds = _run_teacher(teacher, loader, batches, device, layers, k, sparse, values, ids, hidden,
                                        offsets)
         for array in (values, ids, hidden):
@@ -353,8 +380,11 @@ def _build(teacher, dataset, path: Path, fp: str, *, top_k: int, layers: list[in
 
 
 def _run_teacher(teacher, loader, batches, device, layers, k, sparse, values, ids, hidden, offsets) -> float:
-    """Fill the arrays batch by batch; returns the seconds spent in the teacher's forward passes."""
-    teacher.to(device).eval()
+    """Fill the arrays batch by batch (``values`` None: only run the forwards); returns the seconds spent in the
+    teacher's forward passes."""
+    if not is_sharded(teacher):  # a sharded teacher is placed already
+        teacher.to(device)
+    teacher.eval()
     seconds = 0.0
     for rows, batch in zip(batches, loader, strict=True):
         inputs = {key: v.to(device) for key, v in batch.items() if key in MODEL_INPUTS}
@@ -365,6 +395,8 @@ def _run_teacher(teacher, loader, batches, device, layers, k, sparse, values, id
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds += time.perf_counter() - start
+        if values is None:
+            continue
         rows = np.asarray(rows, dtype=np.int64)
         if sparse:
             top = logits.topk(k, dim=-1)

@@ -71,6 +71,8 @@ CASES = [
          r"unknown --temperature-schedule 'cosin'.*did you mean 'cosine'"),
     Case("unknown-init", _run_flags("--set", "student.init=teacher-layer"),
          r"unknown --init 'teacher-layer'.*did you mean 'teacher-layers'"),
+    Case("unknown-teacher-shard", _run_flags("--set", "train.teacher_shard=fsdp2"),
+         r"unknown --teacher-shard 'fsdp2'.*did you mean 'fsdp'"),
     Case("prune-unknown-importance", ("prune", "{enc}", "--importance", "magnitud", "--output-dir", "{out}"),
          r"did you mean 'magnitude'"),
     # ---- recipes ----

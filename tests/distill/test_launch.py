@@ -54,10 +54,10 @@ def _student_dir(root: Path, tmp: Path) -> Path:
     return root
 
 
-def _launch(args: list[str]) -> subprocess.CompletedProcess:
-    # `accelerate launch --cpu --num_processes 2` starts ONE process unless mpirun is set up; --multi_gpu picks the
-    # torchrun launcher, and with no GPU visible each process builds a CPU (gloo) Accelerator.
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+def _launch(args: list[str], mode: str = "--multi_gpu") -> subprocess.CompletedProcess:
+    # `accelerate launch --cpu --num_processes 2` starts ONE process unless mpirun is set up; --multi_gpu (or
+    # --use_fsdp) picks the torchrun launcher, and with no GPU visible each process builds a CPU (gloo) Accelerator.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", mode, "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
            "-m", "distill", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
@@ -74,7 +74,14 @@ def _count(lines: list[str], pattern: str) -> int:
     return sum(bool(re.search(pattern, line)) for line in lines)
 
 
-def test_two_processes_match_one_process_end_to_end(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Data, a teacher without a task head, a student, and the single-process run at batch 16 the launched runs
+    are compared to: (tmp dir, the arguments every run shares, the single run's printed lines)."""
+    from contextlib import redirect_stderr, redirect_stdout
+    from io import StringIO
+
+    tmp_path = tmp_path_factory.mktemp("launch")
     data = factories.write_sst2_like(tmp_path / "data", n_train=64, n_dev=20)
     teacher = factories.save_teacher(tmp_path / "teacher", tmp_path, with_head=False, **NO_DROPOUT)
     student = _student_dir(tmp_path / "student", tmp_path)
@@ -82,43 +89,72 @@ def test_two_processes_match_one_process_end_to_end(tmp_path, capsys):
               "--epochs", "2", "--teacher-epochs", "1", "--recover-epochs", "1", "--lr", "5e-3",
               "--teacher-lr", "1e-3", "--max-seq-length", "32", "--cache-teacher", "--qat", "--latency-runs", "2",
               "--device", "cpu"]
-    two = _launch([*common, "--batch-size", "8", "--output-dir", str(tmp_path / "two")])
-    capsys.readouterr()
-    assert main([*common, "--batch-size", "16", "--output-dir", str(tmp_path / "one")]) == 0
-    one = capsys.readouterr()
+    stdout, stderr = StringIO(), StringIO()
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        assert main([*common, "--batch-size", "16", "--output-dir", str(tmp_path / "one")]) == 0
+    return tmp_path, common, stdout.getvalue() + stderr.getvalue()
 
-    for stage in ("teacher", "student", "pruned"):  # DDP over 2 × 8 rows trains what one process does on 16
-        w2, w1 = _weights(tmp_path / "two" / stage), _weights(tmp_path / "one" / stage)
+
+def _assert_same_run(tmp_path: Path, launched: str) -> None:
+    """The launched run (2 processes × batch 8) trained, scored and wrote what the single run (batch 16) did."""
+    for stage in ("teacher", "student", "pruned"):
+        w2, w1 = _weights(tmp_path / launched / stage), _weights(tmp_path / "one" / stage)
         assert w2.keys() == w1.keys()
         for k in w1:
             torch.testing.assert_close(w2[k], w1[k], atol=2e-5, rtol=1e-4, msg=f"{stage}: {k}")
-    start = load_file(student / "model.safetensors")["bert.encoder.layer.0.output.dense.weight"]
-    trained = _weights(tmp_path / "one" / "student")["bert.encoder.layer.0.output.dense.weight"]
-    assert (trained - start).abs().max() > 1e-3  # it trained
-
-    r2, r1 = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("two", "one"))
+    r2, r1 = (json.loads((tmp_path / d / "report.json").read_text()) for d in (launched, "one"))
     for key in ("teacher", "student", "pruned"):  # dev metrics gathered over both processes' shards
         for h2, h1 in zip(r2["history"][key], r1["history"][key], strict=True):
             assert h2["dev_accuracy"] == pytest.approx(h1["dev_accuracy"])
             assert h2["loss"] == pytest.approx(h1["loss"], rel=1e-4)
-    metrics2 = {s["name"]: s["metric"] for s in r2["stages"]}
-    assert metrics2.keys() == {"teacher", "student", "pruned", "int8"}
+    rows2, rows1 = ({s["name"]: s for s in r["stages"]} for r in (r2, r1))
+    assert rows2.keys() == {"teacher", "student", "pruned", "int8"}
     for name in ("teacher", "student", "pruned"):
-        assert metrics2[name] == pytest.approx({s["name"]: s["metric"] for s in r1["stages"]}[name])
-    assert json.loads((tmp_path / "two" / "env.json").read_text())["processes"] == 2
-
+        assert rows2[name]["metric"] == pytest.approx(rows1[name]["metric"])
+        assert rows2[name]["params"] == rows1[name]["params"]  # a sharded teacher is measured whole
+    assert json.loads((tmp_path / launched / "env.json").read_text())["processes"] == 2
     # one set of outputs, nothing half-written by the second process
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
-    assert not [p for p in (tmp_path / "two").rglob(".*")], "temporary files left behind"
-    assert (tmp_path / "two" / "int8" / "model.onnx").is_file()
+    names = sorted(p.name for p in (tmp_path / launched).iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert not [p for p in (tmp_path / launched).rglob(".*")], "temporary files left behind"
+    assert (tmp_path / launched / "int8" / "model.onnx").is_file()
 
-    # every status line once: the launched run prints what the single run prints
-    lines2 = (two.stdout + two.stderr).splitlines()
-    lines1 = (one.out + one.err).splitlines()
+
+def _assert_same_lines(launched: subprocess.CompletedProcess, single: str) -> None:
+    """Every status line once: the launched run prints what the single run prints, and no rank's errors."""
+    lines2, lines1 = (launched.stdout + launched.stderr).splitlines(), single.splitlines()
     patterns = (r"^── ", r"epoch \d+:", r"^report written to", r"┃ stage", r"^│ int8", r"reusing the teacher cache")
     for pattern in patterns:
         assert _count(lines2, pattern) == _count(lines1, pattern) > 0, pattern
     assert not [line for line in lines2 if "[rank" in line or "Traceback" in line]
+
+
+def test_two_processes_match_one_process_end_to_end(reference):
+    tmp_path, common, single = reference
+    two = _launch([*common, "--batch-size", "8", "--output-dir", str(tmp_path / "two")])
+    _assert_same_run(tmp_path, "two")
+    _assert_same_lines(two, single)
+    start = load_file(tmp_path / "student" / "model.safetensors")["bert.encoder.layer.0.output.dense.weight"]
+    trained = _weights(tmp_path / "one" / "student")["bert.encoder.layer.0.output.dense.weight"]
+    assert (trained - start).abs().max() > 1e-3  # it trained
+    assert "sharded" not in two.stdout + two.stderr  # DDP: every process holds the whole teacher
+
+
+def test_fsdp_sharded_teacher_matches_one_process(reference):
+    """`accelerate launch --use_fsdp`: the teacher is fine-tuned, cached, run and scored sharded over the two
+    processes (half its weights on each) while the student stays DDP; the results equal the single run's."""
+    tmp_path, common, single = reference
+    fsdp = _launch([*common, "--batch-size", "8", "--output-dir", str(tmp_path / "fsdp")], mode="--use_fsdp")
+    _assert_same_run(tmp_path, "fsdp")
+    _assert_same_lines(fsdp, single)
+    text = " ".join((fsdp.stdout + fsdp.stderr).split())  # rich wraps long lines
+    assert "fine-tuning it first (sharded over 2 processes)" in text
+    found = re.findall(r"sharded \(FSDP\) over 2 processes: ([\d,]+) of its ([\d,]+) parameters", text)
+    assert len(found) == 1, found  # sharded once, then reused by recovery, QAT and scoring
+    held, total = (int(n.replace(",", "")) for n in found[0])
+    teacher_row = json.loads((tmp_path / "fsdp" / "report.json").read_text())["stages"][0]
+    assert teacher_row["name"] == "teacher" and total == teacher_row["params"]
+    assert abs(held - total / 2) < 100  # each process holds half (rows split as torch.chunk does)
 
 
 @pytest.fixture
