@@ -1413,8 +1413,7 @@ def _init_support(cfg: RunConfig, s_config, t_config, same_tokenizer: bool, pres
         why = "the student is loaded with its own weights (only presets are initialised from the teacher)"
         return {"random": why, "teacher-embeddings": why, "teacher-layers": why, "teacher-pruned": why}
     support: dict[str, str | None] = {"random": None}
-    support["teacher-embeddings"] = (None if s_config.hidden_size <= t_config.hidden_size
-                                     else "the student is wider than the teacher")
+    support["teacher-embeddings"] = None  # projected (narrower student) or lifted (wider)
     widths = ("hidden_size", "num_attention_heads", "intermediate_size")
     same_widths = all(getattr(s_config, k) == getattr(t_config, k, None) for k in widths)
     support["teacher-layers"] = None if same_widths else (

@@ -130,20 +130,26 @@ def _copy_embeddings(student_emb, teacher_emb) -> bool:
 
 
 def _project_embeddings(student, teacher) -> InitReport:
-    """Initialise the student's embedding tables with the teacher's, projected on their top principal directions.
+    """Initialise the student's embedding tables with the teacher's, projected on their top principal directions
+    (a narrower student) or lifted isometrically into the wider space (a wider one).
 
     A narrow student then starts from the teacher's lexical geometry instead of noise; on SST-2 with 2,000
-    examples this took a random ``tiny`` student from 73% to 78% dev accuracy (experiments/README.md).
+    examples this took a random ``tiny`` student from 73% to 78% dev accuracy (experiments/README.md). A wider
+    student (``small`` from a 384-wide teacher) gets the teacher's vectors through a random matrix with orthonormal
+    rows, which keeps every length and inner product.
     """
     s_emb, t_emb = _encoder(student)[0].embeddings, _encoder(teacher)[0].embeddings
     words = t_emb.word_embeddings.weight.detach().float()
     width = s_emb.word_embeddings.weight.shape[1]
-    if words.shape[0] != s_emb.word_embeddings.weight.shape[0] or width > words.shape[1]:
+    if words.shape[0] != s_emb.word_embeddings.weight.shape[0]:
         return InitReport("random")
     mean = words.mean(0, keepdim=True)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(0)  # pca_lowrank is randomised: fix it so the init does not depend on the global seed state
-    _, _, basis = torch.pca_lowrank(words - mean, q=width, center=False)
+    if width <= words.shape[1]:
+        _, _, basis = torch.pca_lowrank(words - mean, q=width, center=False)
+    else:
+        basis = torch.linalg.qr(torch.randn(width, words.shape[1]))[0].T  # (teacher width, width), B Bᵀ = I
     torch.random.set_rng_state(generator_state)
     with torch.no_grad():
         s_emb.word_embeddings.weight.copy_((words - mean) @ basis)
@@ -192,7 +198,7 @@ def pruned_shape(preset, teacher_config, layer_selection: str | list[int] = "uni
 def resolve_auto(preset, teacher_config, layer_selection: str | list[int] = "uniform") -> str:
     """What ``--init auto`` means for a preset student: ``teacher-layers`` when its widths equal the teacher's,
     ``teacher-pruned`` when the preset fits inside the teacher (head size kept) and keeps at least half its hidden
-    width, else ``teacher-embeddings`` (or ``random`` for a student wider than the teacher).
+    width, else ``teacher-embeddings`` (projected onto fewer dimensions, or lifted into more).
 
     Measured on SST-2 with all-MiniLM-L6 (experiments/README.md): ``mini`` (H256 of 384) cut from the teacher
     matched it (0.838 vs 0.837 after 2 epochs on 67k rows) where projected embeddings gave 0.672 after one epoch;
@@ -209,4 +215,4 @@ def resolve_auto(preset, teacher_config, layer_selection: str | list[int] = "uni
             return "teacher-pruned"
     except (ConfigError, AttributeError, TypeError):  # no fit, or a config without BERT-style width names
         pass
-    return "teacher-embeddings" if preset.hidden <= getattr(teacher_config, "hidden_size", 0) else "random"
+    return "teacher-embeddings"

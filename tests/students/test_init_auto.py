@@ -17,7 +17,7 @@ MINILM = BertConfig(num_hidden_layers=6, hidden_size=384, num_attention_heads=12
     (PRESETS.get("tiny"), MINILM, "teacher-embeddings"),  # H128 is under half the teacher's 384: cut too deep
     (StudentPreset(3, 384, 12, 1536), MINILM, "teacher-layers"),  # the teacher's widths: copy layers
     (StudentPreset(8, 384, 12, 1536), MINILM, "teacher-embeddings"),  # deeper than the teacher: cannot copy or cut
-    (PRESETS.get("small"), MINILM, "random"),  # H512 is wider than the teacher
+    (PRESETS.get("small"), MINILM, "teacher-embeddings"),  # H512 is wider than the teacher: embeddings lifted
     (StudentPreset(2, 200, 4, 512), MINILM, "teacher-embeddings"),  # 200 is not a multiple of the head size 32
     (PRESETS.get("tiny"), DistilBertConfig(), "teacher-embeddings"),  # no BERT-style FFN name: no pruned init
 ])

@@ -75,3 +75,23 @@ def test_auto_projects_embeddings_when_narrower_and_explicit_layers_fail():
     with pytest.raises(ConfigError, match="teacher-layers needs"):
         init_from_teacher(student, teacher, "teacher-layers")
     assert init_from_teacher(student, teacher, "random").strategy == "random"
+
+
+def test_a_wider_student_gets_the_teacher_embeddings_lifted_isometrically():
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(factories.tiny_bert_config(hidden=16, heads=2))
+    student = BertForSequenceClassification(factories.tiny_bert_config(hidden=48, heads=4))
+    assert init_from_teacher(student, teacher, "teacher-embeddings").strategy == "teacher-embeddings"
+    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+        t = getattr(teacher.bert.embeddings, name).weight.detach()
+        s = getattr(student.bert.embeddings, name).weight.detach()
+        if name == "word_embeddings":
+            t = t - t.mean(0, keepdim=True)
+        # every length and inner product of the teacher's vectors survives the lift (a random table keeps none)
+        torch.testing.assert_close(s @ s.T, t @ t.T, atol=1e-4, rtol=1e-4)
+    first = student.bert.embeddings.word_embeddings.weight.detach().clone()
+    torch.manual_seed(123)  # the lift is fixed: it does not depend on the global seed
+    init_from_teacher(student, teacher, "teacher-embeddings")
+    assert torch.equal(student.bert.embeddings.word_embeddings.weight, first)
