@@ -63,7 +63,8 @@ def _common_data_args(p: argparse.ArgumentParser) -> None:
 
 def _common_train_args(p: argparse.ArgumentParser, lr: float | None, epochs: float, what: str):
     g = p.add_argument_group("training")
-    default = f"{lr:g}" if lr else "1e-3 for students trained from scratch or projected embeddings, else 1e-4"
+    default = f"{lr:g}" if lr else ("1e-4 for layers taken from the teacher, else 1e-3 × min(1, 128/hidden "
+                                    "size): 1e-3 for tiny, 2.5e-4 for small")
     g.add_argument("--lr", type=float, default=lr, help=f"{what} learning rate ({default})")
     g.add_argument("--epochs", type=float, default=epochs, help=f"{what} epochs ({epochs:g})")
     g.add_argument("--batch-size", type=int, default=32, help="batch size (32)")

@@ -40,3 +40,13 @@ def test_student_pruned_from_the_teacher_has_the_preset_widths_and_is_distilled(
     code = main(["distil", "--teacher", str(teacher), "--student", str(out / "student"), "--init", "teacher-pruned",
                  "--task", "sst2", "--data", str(data), "--output-dir", str(tmp_path / "bad"), "--quiet"])
     assert code == 2 and "needs a preset student" in capsys.readouterr().err
+
+
+def test_default_student_lr_shrinks_with_width_for_layers_trained_from_scratch():
+    from distill.pipeline import default_student_lr
+
+    assert default_student_lr(True, 512) == default_student_lr(True, 128) == 1e-4  # layers from the teacher
+    assert default_student_lr(False, 128) == 1e-3  # tiny
+    assert default_student_lr(False, 256) == 5e-4
+    assert default_student_lr(False, 512) == 2.5e-4  # small: 1e-3 diverged on SST-2
+    assert default_student_lr(False, 64) == 1e-3  # never above 1e-3
