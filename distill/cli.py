@@ -344,9 +344,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _explicit(args: argparse.Namespace) -> dict:
-    """Flags the user actually typed (values that differ from the parser's defaults)."""
-    parser = args._parser
-    return {k: v for k, v in vars(args).items() if v is not None and v != parser.get_default(k)}
+    """Flags the user actually typed, also when the value equals the default (``--epochs 3`` over a recipe's 10)."""
+    typed = getattr(args, "_typed", None)
+    if typed is None:  # a namespace not made by ``main``: fall back on values that differ from the defaults
+        parser = args._parser
+        return {k: v for k, v in vars(args).items() if v is not None and v != parser.get_default(k)}
+    return {k: getattr(args, k) for k in typed if getattr(args, k, None) is not None}
+
+
+def _typed_dests(argv: list[str]) -> set[str]:
+    """The destinations the command line sets: ``argv`` parsed again with every default suppressed."""
+    fresh = build_parser()
+    for p in (fresh, *fresh._subparsers._group_actions[0].choices.values()):
+        for action in p._actions:
+            action.default = argparse.SUPPRESS
+        p._defaults.clear()
+    return set(vars(fresh.parse_args(argv)))
 
 
 def _run_config(args: argparse.Namespace, **fixed):
@@ -593,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "command", None):
         args._parser = parser._subparsers._group_actions[0].choices[args.command]
+        args._typed = _typed_dests(sys.argv[1:] if argv is None else list(argv))
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
