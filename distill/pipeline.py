@@ -382,11 +382,13 @@ def _live_teacher(ctx: Context, teacher):
 
     device = get_accelerator(ctx.cfg.device).device
     dtype = TEACHER_DTYPES[ctx.cfg.teacher_dtype] if device.type == "cuda" else None  # as --teacher-dtype unsharded
-    for one in teacher if isinstance(teacher, list) else [teacher]:
+    several = isinstance(teacher, list)
+    for i, one in enumerate(teacher if several else [teacher]):
         if not is_sharded(one):
             shard(one, device, dtype)
             held, total = local_parameters(one)
-            info(f"  teacher sharded (FSDP) over {process_count()} processes: {held:,} of its {total:,} parameters "
+            name = f"teacher {i + 1}" if several else "teacher"
+            info(f"  {name} sharded (FSDP) over {process_count()} processes: {held:,} of its {total:,} parameters "
                  "held by each")
     return teacher
 

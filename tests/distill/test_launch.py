@@ -157,6 +157,25 @@ def test_fsdp_sharded_teacher_matches_one_process(reference):
     assert abs(held - total / 2) < 100  # each process holds half (rows split as torch.chunk does)
 
 
+def test_fsdp_shards_each_of_several_teachers(tmp_path):
+    """Two teachers, both sharded, each with its own cache: the student equals the one-process run's."""
+    data = factories.write_sst2_like(tmp_path / "data", n_train=48, n_dev=16)
+    t1 = factories.save_teacher(tmp_path / "t1", tmp_path, **NO_DROPOUT)
+    t2 = factories.save_teacher(tmp_path / "t2", tmp_path, seed=1, **NO_DROPOUT)
+    student = _student_dir(tmp_path / "student", tmp_path)
+    common = ["run", "--teacher", str(t1), "--teacher", str(t2), "--student", str(student), "--task", "sst2",
+              "--data", str(data), "--epochs", "2", "--lr", "5e-3", "--max-seq-length", "32", "--cache-teacher",
+              "--no-prune", "--no-quantize", "--latency-runs", "1", "--device", "cpu"]
+    res = _launch([*common, "--batch-size", "8", "--teacher-shard", "fsdp", "--output-dir", str(tmp_path / "two")])
+    assert main([*common, "--batch-size", "16", "--quiet", "--output-dir", str(tmp_path / "one")]) == 0
+    text = " ".join((res.stdout + res.stderr).split())
+    assert "teacher 1 sharded (FSDP) over 2 processes" in text and "teacher 2 sharded (FSDP) over 2 processes" in text
+    w2, w1 = _weights(tmp_path / "two" / "student"), _weights(tmp_path / "one" / "student")
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], atol=2e-5, rtol=1e-4, msg=k)
+    assert (tmp_path / "two" / "teacher_cache_2").is_dir()
+
+
 @pytest.fixture
 def no_launcher(monkeypatch):
     from distill.core.runtime import RANK_VARS, SIZE_VARS
