@@ -151,7 +151,7 @@ def resolve_export_source(source: str | Path) -> tuple[Path, dict | None, str]:
 def export_bundle(source: str | Path, out_dir: str | Path) -> Path:
     """Copy an INT8 model, its tokenizer and config into ``out_dir`` (written atomically) and complete it with
     labels.json and a README (numbers + a 10-line onnxruntime snippet); returns ``out_dir``."""
-    from distill.measure import onnx_param_count
+    from compress.measure import onnx_param_count
 
     onnx_path, numbers, title = resolve_export_source(source)
     onnx_param_count(onnx_path)  # a missing file or one that is not an ONNX model fails here, before any write

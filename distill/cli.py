@@ -109,7 +109,7 @@ def _gate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _gate_failures(report: dict, args) -> int:
-    from distill.report import check_gates
+    from distill.report.render import check_gates
 
     if not report:  # a secondary process of a multi-process run: the main one scores and gates
         return 0
@@ -135,7 +135,7 @@ def _floats(text: str) -> list[float]:
 
 
 def _schedules() -> list[str]:
-    from distill.schedules import SCHEDULES
+    from distill.objective.schedules import SCHEDULES
 
     return SCHEDULES.names()
 
@@ -443,9 +443,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from distill.compare import report_runs
     from distill.core.console import out
-    from distill.report import render_table
+    from distill.report.compare import report_runs
+    from distill.report.render import render_table
 
     result = report_runs(args.run_dirs, args.output_dir, min_retention=args.min_retention,
                          max_latency_ms=args.max_latency_ms, max_size_mb=args.max_size_mb)
@@ -498,7 +498,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from distill.core.console import out
-    from distill.tasks import TASKS
+    from distill.data.tasks import TASKS
     from students import PRESETS
     from teachers import TEACHERS
 
@@ -530,7 +530,7 @@ def _target_tables():
     from rich.table import Table
 
     try:
-        from compress.targets import TARGETS, detect_target
+        from compress.quantize.targets import TARGETS, detect_target
     except ImportError:
         return []
     default = detect_target()
@@ -550,7 +550,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
     info = environment_info()
     try:
-        from compress.targets import cpu_flags, detect_target
+        from compress.quantize.targets import cpu_flags, detect_target
 
         flags = cpu_flags()
         info["cpu_features"] = sorted(f for f in flags if f.startswith(("avx", "amx", "sse4", "fma", "neon", "asimd")))
@@ -613,8 +613,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from distill.core.console import configure_logging, console, quiet_libraries, set_quiet
     from distill.core.errors import DistillError
+    from distill.core.interrupts import graceful
     from distill.core.runtime import LoadPolicy, go_offline, process_rank, single_cpu_launch_note, using_load_policy
-    from distill.interrupts import graceful
 
     configure_logging(args.log_level)
     quiet_libraries(args.log_level)
@@ -634,13 +634,13 @@ def main(argv: list[str] | None = None) -> int:
         line = exc.line() if rank == 0 else f"[rank {rank}] {exc.line()}"
         console.print(line, style="bold red", highlight=False, markup=False, soft_wrap=True)
         return exc.exit_code
-    except KeyboardInterrupt as exc:  # distill.interrupts.Interrupted says where, and how to resume
+    except KeyboardInterrupt as exc:  # distill.core.interrupts.Interrupted says where, and how to resume
         line = exc.line() if hasattr(exc, "line") else "interrupted"
         console.print(line, style="bold red", highlight=False, markup=False, soft_wrap=True)
         return getattr(exc, "exit_code", 130)
     finally:
-        if "distill.tracking" in sys.modules:  # flush TensorBoard event files, whatever happened
-            sys.modules["distill.tracking"].stop_tracking()
+        if "distill.train.tracking" in sys.modules:  # flush TensorBoard event files, whatever happened
+            sys.modules["distill.train.tracking"].stop_tracking()
 
 
 if __name__ == "__main__":

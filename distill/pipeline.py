@@ -17,20 +17,24 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
-from distill import interrupts
-from distill.checkpoint import Checkpoints, check_free_space, check_writable, checkpoint_bytes, write_error
+from compress.measure import OnnxClassifier, count_params, onnx_latency_ms, onnx_param_count, torch_latency_ms
+from distill.core import interrupts
 from distill.core.artifacts import dir_size_mb, staged_dir, write_json, write_yaml
 from distill.core.console import info, out
+from distill.core.dist import is_main_process, wait_for_everyone
 from distill.core.errors import ConfigError, DataError, DistillError, ModelError, NonFiniteLoss, RunError
 from distill.core.runtime import environment_info, process_count, seed_everything
 from distill.data import Splits, load_splits, make_loader, tokenize
-from distill.engine import TrainConfig, fit, gathered_evaluator, is_main_process, set_loader_epoch, wait_for_everyone
-from distill.evaluation import compute_metrics, predict
-from distill.measure import OnnxClassifier, count_params, onnx_latency_ms, onnx_param_count, torch_latency_ms
-from distill.objective import (
+from distill.data.tasks import Task, get_task
+from distill.evaluate.agreement import dev_predictions
+from distill.evaluate.predict import compute_metrics, predict
+from distill.evaluate.scoring import StageScore, score_stage
+from distill.objective.losses import soft_target_kl
+from distill.objective.objective import (
     DistillConfig,
     Objective,
     disable_unsupported,
@@ -38,11 +42,11 @@ from distill.objective import (
     uniform_layer_map,
 )
 from distill.recipe import dump_recipe
-from distill.report import dev_predictions, render_table, write_report
-from distill.scoring import StageScore, score_stage
-from distill.sharding import resolve_shard
-from distill.tasks import Task, get_task
-from distill.tracking import require_tensorboard, start_tracking, stop_tracking
+from distill.report.render import render_table, write_report
+from distill.train.checkpoint import Checkpoints, check_free_space, check_writable, checkpoint_bytes, write_error
+from distill.train.loop import TrainConfig, fit, gathered_evaluator, set_loader_epoch
+from distill.train.sharding import resolve_shard
+from distill.train.tracking import require_tensorboard, start_tracking, stop_tracking
 
 TEACHER_MARKER = "distill_teacher.json"
 STAGES_FILE = "stages.json"  # finished stages and what later stages need from them (history, learning rate)
@@ -146,7 +150,7 @@ class RunConfig(DistillConfig):
 
     def _check_breadth(self) -> None:
         """Several teachers and their weights, augmentation and the layer selection."""
-        from distill.ensemble import normalise_weights
+        from distill.objective.ensemble import normalise_weights
         from students.init import parse_layer_selection
 
         if isinstance(self.teachers, str):
@@ -218,7 +222,7 @@ class Context:
 
     @property
     def sharded(self) -> bool:
-        """The teacher is split across the launched processes (``--teacher-shard``, see ``distill.sharding``)."""
+        """The teacher is split across the launched processes (``--teacher-shard``, see ``distill.train.sharding``)."""
         return resolve_shard(self.cfg.teacher_shard, process_count())
 
     checkpointing: bool = False  # training stages write checkpoints (``distill run``)
@@ -299,7 +303,7 @@ def _own_tokenizer(source: str):
 def _student_tokenizer(cfg: RunConfig, source: str, teacher_tok, task: Task):
     """The student's own tokenizer when its vocabulary differs from the teacher's (each then tokenizes the text
     itself: sequence-level KD only), else None; refuses what cannot work across tokenizers."""
-    from distill.cross_tokenizer import same_vocabulary
+    from distill.data.pairs import same_vocabulary
     from teachers.loading import load_config
 
     student_tok = _own_tokenizer(source)
@@ -321,7 +325,7 @@ def _student_tokenizer(cfg: RunConfig, source: str, teacher_tok, task: Task):
 
 def _check_teachers(teachers: list, names: list[str]) -> None:
     """Several teachers must predict the same labels and read the same token ids."""
-    from distill.cross_tokenizer import same_vocabulary
+    from distill.data.pairs import same_vocabulary
 
     first = teachers[0]
     for name, t in zip(names[1:], teachers[1:], strict=True):
@@ -377,8 +381,9 @@ def _live_teacher(ctx: Context, teacher):
     once; after the student has been initialised from the whole teacher)."""
     if not ctx.sharded:
         return teacher
-    from distill.engine import TEACHER_DTYPES, get_accelerator
-    from distill.sharding import is_sharded, local_parameters, shard
+    from distill.core.dist import get_accelerator
+    from distill.train.loop import TEACHER_DTYPES
+    from distill.train.sharding import is_sharded, local_parameters, shard
 
     device = get_accelerator(ctx.cfg.device).device
     dtype = TEACHER_DTYPES[ctx.cfg.teacher_dtype] if device.type == "cuda" else None  # as --teacher-dtype unsharded
@@ -551,7 +556,7 @@ def stage_teacher(ctx: Context, teacher, force: bool = False, index: int = 0) ->
     ctx.fitted(name, result)
     model = teacher.model
     if ctx.sharded:  # trained sharded: gather it on the main process to save it, then every process reloads it
-        from distill.sharding import unsharded_copy
+        from distill.train.sharding import unsharded_copy
 
         model = unsharded_copy(model)
     _save_model(model.to("cpu") if model is not None else None, ctx.teacher_tokenizer or ctx.tokenizer, cached,
@@ -587,7 +592,7 @@ def _objective(ctx: Context, student, teacher):
                                student_heads=student.config.num_attention_heads))
     if not isinstance(teacher, list):
         return parts[0]
-    from distill.ensemble import MultiTeacherObjective
+    from distill.objective.ensemble import MultiTeacherObjective
 
     return MultiTeacherObjective(parts, ctx.cfg.teacher_weights)
 
@@ -596,7 +601,7 @@ def _pruned_student(ctx: Context, teacher):
     """``--init teacher-pruned``: a copy of the teacher cut to the preset's layers (chosen by --layer-selection),
     hidden and FFN widths by structured pruning (magnitude; the head size is kept, so heads = hidden / head size)."""
     from compress import PruneConfig, prune_model
-    from distill.cross_tokenizer import student_view
+    from distill.data.pairs import student_view
     from students import PRESETS
     from students.init import pruned_shape
 
@@ -683,14 +688,15 @@ def prune_and_recover(ctx: Context, model, teacher, prune_config, steps: int = 1
     With checkpoints on, the model after each step is saved to ``OUTPUT/checkpoints/prune/step-<i>``.
     """
     from compress import kd_loss_fn, prune_model, step_configs
-    from distill.cross_tokenizer import student_view
+    from distill.data.pairs import student_view
 
     cfg = ctx.cfg
     rows = ctx.labelled_loader or ctx.train_loader  # augmented rows have no labels for taylor importance
     set_loader_epoch(rows, rows, cfg.seed, 0)  # the same batches whatever ran before
     batches = [student_view(b) for b in islice(iter(rows), cfg.importance_batches)]
     example = {k: v[:2] for k, v in batches[0].items()}
-    loss_fn = (kd_loss_fn(_primary(teacher), cfg.temperature) if prune_config.importance == "distillation"
+    kd = partial(soft_target_kl, temperature=cfg.temperature)
+    loss_fn = (kd_loss_fn(_primary(teacher), kd) if prune_config.importance == "distillation"
                else None)
     evaluate = gathered_evaluator(ctx.task, ctx.dev_loader, cfg.device)
     if not start:
@@ -799,7 +805,7 @@ def _onnx_metric(ctx: Context):
 
 def stage_qat(ctx: Context, model, teacher):
     """Quantization-aware distillation: fake-quantize the Linear layers and distil again (when PTQ loses too much)."""
-    from compress.qat import prepare_qat
+    from compress.quantize.qat import prepare_qat
 
     teacher = _live_teacher(ctx, teacher)
     qat_model = prepare_qat(copy.deepcopy(model).to("cpu"), target=ctx.cfg.quantize_target)
@@ -820,7 +826,7 @@ def stage_quantize(ctx: Context, model, teacher, qat_model=None) -> Path:
     import tempfile
 
     from compress import export_onnx, quantize_model
-    from compress.speed import speed_check
+    from compress.quantize.speed import speed_check
 
     cfg, out = ctx.cfg, ctx.out / "int8"
     done = ctx.done("quantize")
@@ -835,8 +841,8 @@ def stage_quantize(ctx: Context, model, teacher, qat_model=None) -> Path:
     if batches is not None:
         set_loader_epoch(ctx.train_loader, ctx.train_loader, cfg.seed, 0)  # calibrate on the same batches each time
     if cfg.qat:
-        from compress.qat import export_qat_onnx
-        from compress.quantize import save_config
+        from compress.quantize.int8 import save_config
+        from compress.quantize.qat import export_qat_onnx
 
         qat_model = (qat_model or stage_qat(ctx, model, teacher)).to("cpu").eval()
         with staged_dir(out) as tmp:
@@ -845,7 +851,7 @@ def stage_quantize(ctx: Context, model, teacher, qat_model=None) -> Path:
             ctx.tokenizer.save_pretrained(tmp)
         ctx.history["quantize_report"] = {"mode": "qat", "target": qcfg.target}
     elif cfg.max_int8_drop is not None:
-        from compress.tolerance import quantize_with_tolerance
+        from compress.quantize.tolerance import quantize_with_tolerance
 
         tol = quantize_with_tolerance(model, out, qcfg, evaluate=_onnx_metric(ctx), max_drop=cfg.max_int8_drop,
                                       tokenizer=ctx.tokenizer, max_seq_length=cfg.max_seq_length,
@@ -875,8 +881,8 @@ def stage_quantize(ctx: Context, model, teacher, qat_model=None) -> Path:
 def _score_sharded_teacher(ctx: Context, teacher) -> tuple | None:
     """A sharded teacher's dev logits (every process runs it) and a whole CPU copy of it on the main process (for
     its size and latency); None elsewhere. Collective."""
-    from distill.engine import get_accelerator
-    from distill.sharding import unsharded_copy
+    from distill.core.dist import get_accelerator
+    from distill.train.sharding import unsharded_copy
 
     teacher = _live_teacher(ctx, teacher)
     outputs = predict(teacher, ctx.teacher_dev_loader or ctx.dev_loader, get_accelerator(ctx.cfg.device).device)
@@ -928,7 +934,7 @@ def stage_score(ctx: Context, teacher, teacher_path: str, models: dict,
 def _train_loader(ctx: Context, rows):
     """Shuffled, length-grouped training batches of ``rows``; tokenized for both models when their tokenizers
     differ (``teacher_*`` columns)."""
-    from distill.cross_tokenizer import PairedPadCollator, tokenize_two
+    from distill.data.pairs import PairedPadCollator, tokenize_two
 
     cfg = ctx.cfg
     if ctx.cross:
@@ -998,8 +1004,8 @@ def _teacher_source(ctx: Context, teacher, objective):
         return teacher
     if ctx.task.kind != "sequence-classification":
         raise ConfigError(f"--cache-teacher does not support {ctx.task.kind} yet", "drop --cache-teacher")
-    from distill.cross_tokenizer import teacher_columns
-    from distill.engine import teacher_layers_needed
+    from distill.data.pairs import teacher_columns
+    from distill.train.loop import teacher_layers_needed
     from teachers.cache import cache_teacher_outputs
 
     data = ctx.train_loader.dataset
@@ -1055,7 +1061,7 @@ def _score_teachers(ctx: Context, models: list) -> list[dict]:
     """Dev metric of each teacher and of their weighted ensemble (the report itself compares to the first)."""
     import torch
 
-    from distill.ensemble import ensemble_logits, normalise_weights
+    from distill.objective.ensemble import ensemble_logits, normalise_weights
 
     loader = ctx.teacher_dev_loader or ctx.dev_loader
     weights = normalise_weights(ctx.cfg.teacher_weights, len(models))
@@ -1222,8 +1228,8 @@ def prune_only(cfg: RunConfig, model_dir: str) -> dict:
         raise ModelError(f"cannot load '{model_dir}' ({exc.__class__.__name__})",
                          "pass a Hugging Face model directory with safetensors weights and a tokenizer") from None
     from compress import plan_steps
-    from compress.arch import arch_of
-    from compress.layout import measure
+    from compress.prune.layout import measure
+    from distill.core.families import arch_of
 
     plan_steps(prune_config, cfg.prune_steps, measure(model, arch_of(model)))  # ratios that fail at any step
     out_dir = Path(cfg.output_dir)
@@ -1234,7 +1240,7 @@ def prune_only(cfg: RunConfig, model_dir: str) -> dict:
                              label_column=cfg.label_column, max_train_samples=cfg.max_train_samples, seed=cfg.seed)
         teacher = None
         if cfg.teacher:
-            from distill.cross_tokenizer import same_vocabulary
+            from distill.data.pairs import same_vocabulary
 
             loaded = load_teacher(cfg.teacher, splits.task)
             if not same_vocabulary(loaded.tokenizer, tokenizer):
@@ -1303,7 +1309,7 @@ def quantize_only(cfg: RunConfig, model_dir: str) -> dict:
 
     from compress import export_onnx, quantize_model
     from compress.bundle import write_bundle
-    from compress.speed import speed_check
+    from compress.quantize.speed import speed_check
 
     qcfg = cfg.quantize_config()
     model, tokenizer = _load_any(model_dir)
@@ -1349,7 +1355,7 @@ def eval_only(cfg: RunConfig, paths: list[str]) -> dict:
             OnnxClassifier(p)  # a missing or invalid file fails here, before anything is scored
             models[p.parent.name] = p
         else:
-            from distill.cross_tokenizer import same_vocabulary
+            from distill.data.pairs import same_vocabulary
 
             models[p.name], own = _load_any(path)
             if not same_vocabulary(own, teacher.tokenizer):
@@ -1375,7 +1381,7 @@ def check_pair(cfg: RunConfig) -> dict:
     """
     from transformers import AutoTokenizer
 
-    from distill.cross_tokenizer import same_vocabulary
+    from distill.data.pairs import same_vocabulary
     from students.build import student_config, student_source_is_preset
     from teachers import resolve_model_source
     from teachers.loading import load_config

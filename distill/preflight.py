@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from distill.core.errors import ConfigError, UnknownNameError
-from distill.objective import disable_unsupported, supported_losses
+from distill.objective.objective import disable_unsupported, supported_losses
 
 
 def student_shape(cfg, teacher_config) -> SimpleNamespace:
@@ -64,8 +64,8 @@ def _check_init(init: str, student, teacher_config) -> None:
 def _check_pruning(cfg, student, relation_after: bool) -> None:
     """Plan every pruning step on the student's widths; with a relation loss in recovery, its heads must divide
     each pruned hidden width."""
-    from compress.layout import LayerWidths, Layout
-    from compress.prune_schedule import plan_steps
+    from compress.prune.layout import LayerWidths, Layout
+    from compress.prune.schedule import plan_steps
 
     heads, hidden = student.num_attention_heads, student.hidden_size
     layer = LayerWidths(heads, hidden // heads, student.intermediate_size or 4 * hidden)

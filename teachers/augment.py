@@ -21,7 +21,7 @@ import torch
 from distill.core.console import info
 from distill.core.errors import ConfigError, ModelError
 from distill.core.runtime import load_policy, resolve_device
-from distill.losses import IGNORE_INDEX
+from distill.objective.losses import IGNORE_INDEX
 
 
 @dataclass

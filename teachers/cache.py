@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from distill.core.console import info
+from distill.core.dist import is_main_process, wait_for_everyone
 from distill.core.errors import ConfigError, DistillError
 from distill.core.runtime import autocast, resolve_device
-from distill.engine import is_main_process, wait_for_everyone
-from distill.sharding import full_state_dict, is_sharded
+from distill.train.sharding import full_state_dict, is_sharded
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -120,7 +120,8 @@ def fingerprint(teacher: torch.nn.Module, dataset, *, tokenizer=None, max_length
                 top_k: int, hidden_layers: Sequence[int], dtype: str, mixed_precision: bool,
                 state: dict[str, torch.Tensor] | None = None) -> str:
     """What the cached outputs depend on, hashed: a cache with another fingerprint is stale."""
-    parts = {"format": FORMAT_VERSION, "weights": weights_hash(teacher, state), "config": teacher.config.to_json_string(),
+    parts = {"format": FORMAT_VERSION, "weights": weights_hash(teacher, state),
+             "config": teacher.config.to_json_string(),
              "data": data_hash(dataset), "vocab": vocab_hash(tokenizer), "max_length": max_length, "top_k": top_k,
              "hidden_layers": list(hidden_layers), "dtype": dtype, "mixed_precision": mixed_precision}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
@@ -281,7 +282,7 @@ def cache_teacher_outputs(teacher: torch.nn.Module, data, path: str | Path, *, t
 
     Reuses a sound cache with the same fingerprint, otherwise runs the teacher once (rows sorted by length, so
     almost nothing is padded) and writes the cache atomically. Under ``accelerate launch`` rank 0 builds and the
-    others wait; a sharded teacher (``distill.sharding``) runs on every process and rank 0 writes. ``summary()``
+    others wait; a sharded teacher (``distill.train.sharding``) runs on every process and rank 0 writes. ``summary()``
     of the result reports the size and the time saved.
     """
     if dtype not in DTYPES:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 
-from distill.engine import FitResult, TrainConfig, fit
-from distill.objective import DistillConfig, Objective
+from distill.objective.objective import DistillConfig, Objective
+from distill.train.loop import FitResult, TrainConfig, fit
 
 
 def finetune_teacher(model, train_loader, config: TrainConfig, *, regression: bool = False, evaluate=None,
                      metric: str | None = None, checkpoints=None) -> FitResult:
     """Train ``model`` in place on hard labels, keeping its best dev epoch; returns the training history.
 
-    ``checkpoints`` (a ``distill.checkpoint.Checkpoints``) makes the fine-tuning resumable.
+    ``checkpoints`` (a ``distill.train.checkpoint.Checkpoints``) makes the fine-tuning resumable.
     """
     model.requires_grad_(True)
     objective = Objective(DistillConfig(alpha=1.0, hidden_weight=0.0), regression=regression)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from distill.core.errors import ModelError, UnknownNameError
 from distill.core.runtime import load_policy
-from distill.tasks import Task
+from distill.data.tasks import Task
 from teachers.registry import TEACHERS
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")

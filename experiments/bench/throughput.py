@@ -46,7 +46,7 @@ def load_inputs(rows: int):
     import torch
 
     from distill.data import load_splits, tokenize
-    from distill.tasks import get_task
+    from distill.data.tasks import get_task
     from students import build_student
     from teachers import load_teacher
 
@@ -91,8 +91,8 @@ def run_trainer(teacher, tok, student, data, batch: int, steps: int) -> float:
 def run_engine(teacher, tok, student, data, batch: int, epochs: float, variant: str) -> tuple[float, dict]:
     """Our engine; with a cache variant the cache is built (or reused) inside the timed region."""
     from distill.data import make_loader
-    from distill.engine import TrainConfig, fit, teacher_layers_needed
-    from distill.objective import DistillConfig, Objective, uniform_layer_map
+    from distill.objective.objective import DistillConfig, Objective, uniform_layer_map
+    from distill.train.loop import TrainConfig, fit, teacher_layers_needed
     from teachers import cache_teacher_outputs
 
     hidden = 0.1 if variant.endswith("hidden") else 0.0

@@ -4,6 +4,7 @@ layers; gradient importances; save_pruned/load_pruned round trips; ONNX export o
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -34,6 +35,7 @@ from compress import (
     step_ratios,
 )
 from distill.core.errors import ConfigError
+from distill.objective.losses import soft_target_kl
 
 TINY = dict(hidden_size=64, num_attention_heads=4, intermediate_size=128, num_hidden_layers=2, vocab_size=100)
 
@@ -217,7 +219,7 @@ def test_gradient_importance_removes_what_the_loss_ignores(importance: str) -> N
     expected = _out(models[importance])
     torch.manual_seed(1)
     teacher = BertForSequenceClassification(BertConfig(**TINY, num_labels=3)).eval()
-    loss_fn = kd_loss_fn(teacher, temperature=2.0) if importance == "distillation" else None
+    loss_fn = kd_loss_fn(teacher, partial(soft_target_kl, temperature=2.0)) if importance == "distillation" else None
     batches = [_inputs(labels=True), _inputs(batch=4, seq=6, labels=True)]
 
     for name, model in models.items():

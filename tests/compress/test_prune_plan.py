@@ -8,10 +8,10 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from compress import PruneConfig, plan_steps, prune_model, step_configs
-from compress.arch import arch_of
-from compress.layout import measure
-from compress.prune import plan_widths
+from compress.prune.layout import measure
+from compress.prune.pruner import plan_widths
 from distill.core.errors import ConfigError
+from distill.core.families import arch_of
 
 TINY = dict(hidden_size=64, num_attention_heads=4, intermediate_size=128, num_hidden_layers=3, vocab_size=100)
 

@@ -25,7 +25,7 @@ from transformers import (
     BertTokenizerFast,
 )
 
-import compress.quantize as quantize_module
+import compress.quantize.int8 as quantize_module
 from compress import QuantizeConfig, QuantizeReport, export_onnx, quantize_model
 from distill.core.errors import ConfigError, DistillError, UnknownNameError
 

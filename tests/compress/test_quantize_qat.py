@@ -1,4 +1,4 @@
-"""compress.qat: fake-quantized Linear layers train, and export to a QDQ ONNX graph that ONNX Runtime runs."""
+"""compress.quantize.qat: fake-quantized Linear layers train, and export to a QDQ ONNX graph that ONNX Runtime runs."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from compress import export_qat_onnx, prepare_qat, strip_qat
-from compress.qat import FakeQuantLinear
-from compress.quantize import count_quantized_nodes
+from compress.quantize.int8 import count_quantized_nodes
+from compress.quantize.qat import FakeQuantLinear
 from distill.core.errors import ModelError
 
 VOCAB = 60

@@ -1,4 +1,4 @@
-"""compress.speed: FP32 vs INT8 timing and the warning that names why INT8 is not faster."""
+"""compress.quantize.speed: FP32 vs INT8 timing and the warning that names why INT8 is not faster."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from compress import QuantizeConfig, export_onnx, speed_check
-from compress.quantize import quantize_dynamic_int8
-from compress.speed import slow_int8_causes
-from distill.measure import onnx_text_dims
+from compress.measure import onnx_text_dims
+from compress.quantize.int8 import quantize_dynamic_int8
+from compress.quantize.speed import slow_int8_causes
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,10 @@ import torch
 from onnx import helper, numpy_helper
 from transformers import BertForSequenceClassification
 
-import compress.quantize as quantize_module
+import compress.quantize.int8 as quantize_module
 from compress import CALIBRATIONS, QUANTIZERS, QuantizeConfig, export_onnx, quantize_model
-from compress.quantize import Calibration, _check_calibration_cache, calibration_feeds, quantize_static_int8
-from compress.targets import detect_target
+from compress.quantize.int8 import Calibration, _check_calibration_cache, calibration_feeds, quantize_static_int8
+from compress.quantize.targets import detect_target
 from distill.core.errors import ConfigError, UnknownNameError
 
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]

@@ -1,4 +1,4 @@
-"""compress.targets: CPU presets, detection from CPU flags, and the preset's effect on the INT8 weights."""
+"""compress.quantize.targets: CPU presets, detection from CPU flags, and the preset's effect on the INT8 weights."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 from compress import TARGETS, QuantizeConfig, detect_target
-from compress.quantize import quantize_dynamic_int8
-from compress.targets import cpu_flags, has_fast_int8
+from compress.quantize.int8 import quantize_dynamic_int8
+from compress.quantize.targets import cpu_flags, has_fast_int8
 from distill.core.errors import UnknownNameError
 
 CPUINFO = """processor\t: 0

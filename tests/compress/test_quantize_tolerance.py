@@ -1,4 +1,4 @@
-"""compress.tolerance: per-layer sensitivity, and the most sensitive layers kept FP32 until the drop is allowed."""
+"""compress.quantize.tolerance: per-layer sensitivity; the most sensitive layers kept FP32 until the drop is allowed."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-import compress.tolerance as tolerance_module
+import compress.quantize.tolerance as tolerance_module
 from compress import QuantizeConfig, export_onnx, quantize_with_tolerance
-from compress.tolerance import ToleranceReport, node_groups, quantizable_nodes
+from compress.quantize.tolerance import ToleranceReport, node_groups, quantizable_nodes
 from distill.core.errors import ConfigError
 
 VOCAB = 60

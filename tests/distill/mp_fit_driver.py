@@ -40,9 +40,9 @@ class _Parity(torch.nn.Module):
 def run(out: Path, data: Path, batch_size: int) -> dict:
     """Both fits; returns {name: {"state", "history", "parity_dev"}} and saves each as ``name-rankR.pt``."""
     from distill.data import load_splits, make_loader, tokenize
-    from distill.engine import TrainConfig, fit, gathered_evaluator
-    from distill.objective import DistillConfig, Objective, uniform_layer_map
-    from distill.tasks import get_task
+    from distill.data.tasks import get_task
+    from distill.objective.objective import DistillConfig, Objective, uniform_layer_map
+    from distill.train.loop import TrainConfig, fit, gathered_evaluator
     from teachers import cache_teacher_outputs
 
     tok = factories.tiny_tokenizer(out)

@@ -12,14 +12,14 @@ import factories
 import pytest
 import torch
 
-from distill import checkpoint as ckpt_mod
-from distill import interrupts
-from distill.checkpoint import Checkpoints, load, rng_state, set_rng_state
+from distill.core import interrupts
 from distill.core.errors import NonFiniteLoss, RunError
 from distill.data import load_splits, make_loader, tokenize
-from distill.engine import TrainConfig, fit
-from distill.objective import DistillConfig, Objective, uniform_layer_map
-from distill.tasks import get_task
+from distill.data.tasks import get_task
+from distill.objective.objective import DistillConfig, Objective, uniform_layer_map
+from distill.train import checkpoint as ckpt_mod
+from distill.train.checkpoint import Checkpoints, load, rng_state, set_rng_state
+from distill.train.loop import TrainConfig, fit
 
 # ---- the checkpoint store ---------------------------------------------------------------------------------------
 
@@ -60,7 +60,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous(tmp_path, caplog, damag
     else:  # an object that only unpickling could rebuild: weights_only refuses it even with a matching manifest
         store.save(2, tensors={}, trainer={"optimizer": {}, "rng": {}, "evil": __import__("fractions").Fraction(1, 3)},
                    state={"step": 2})
-    with caplog.at_level(logging.WARNING, logger="distill.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="distill.train.checkpoint"):
         loaded = store.load_latest()
     assert loaded is not None and loaded.step == 1
     assert "step-00000002 is unusable" in caplog.text and "trying the previous one" in caplog.text
@@ -97,7 +97,7 @@ def _bert(vocab, seed, **shape):
 def _run(setup, directory, *, resume=False, every=1, keep=100, group=True, accum=1, skip_nonfinite=False,
          objective_hook=None):
     """Distil a dropout-on student for 2.5 epochs (so RNG and fractional epochs matter); returns (model, result)."""
-    from distill.evaluation import evaluator
+    from distill.evaluate.predict import evaluator
 
     tok, train, dev, teacher = setup
     student = _bert(len(tok), 1, hidden=16, heads=2, ffn=32)

@@ -9,17 +9,17 @@ import torch
 
 from distill.cli import main
 from distill.core.errors import ConfigError, ModelError
-from distill.cross_tokenizer import (
+from distill.data import load_splits, make_loader
+from distill.data.pairs import (
     PairedPadCollator,
     student_view,
     teacher_columns,
     teacher_view,
     tokenize_two,
 )
-from distill.data import load_splits, make_loader
-from distill.engine import TrainConfig, fit
-from distill.objective import DIFFERENT_TOKENIZERS, DistillConfig, Objective, supported_losses
-from distill.tasks import get_task
+from distill.data.tasks import get_task
+from distill.objective.objective import DIFFERENT_TOKENIZERS, DistillConfig, Objective, supported_losses
+from distill.train.loop import TrainConfig, fit
 
 FILLER = [f"filler{i}" for i in range(12)]
 

@@ -8,7 +8,7 @@ import pytest
 
 from distill.core.errors import DataError, UnknownNameError
 from distill.data import load_splits, make_loader, tokenize
-from distill.tasks import TASKS, get_task
+from distill.data.tasks import TASKS, get_task
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 

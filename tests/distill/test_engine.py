@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from distill.data import load_splits, make_loader, tokenize
-from distill.engine import TrainConfig, fit
-from distill.evaluation import evaluator
-from distill.objective import DistillConfig, Objective, uniform_layer_map
-from distill.tasks import get_task
+from distill.data.tasks import get_task
+from distill.evaluate.predict import evaluator
+from distill.objective.objective import DistillConfig, Objective, uniform_layer_map
+from distill.train.loop import TrainConfig, fit
 
 
 @pytest.fixture(scope="module")

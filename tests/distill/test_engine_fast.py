@@ -4,11 +4,12 @@ import factories
 import pytest
 import torch
 
+from distill.core.dist import get_accelerator, is_main_process
 from distill.core.errors import ConfigError, DistillError
 from distill.data import LengthGroupedBatchSampler, load_splits, make_loader, tokenize
-from distill.engine import TrainConfig, fit, get_accelerator, is_main_process, teacher_layers_needed
-from distill.objective import DistillConfig, Objective, uniform_layer_map
-from distill.tasks import get_task
+from distill.data.tasks import get_task
+from distill.objective.objective import DistillConfig, Objective, uniform_layer_map
+from distill.train.loop import TrainConfig, fit, teacher_layers_needed
 
 
 @pytest.fixture(scope="module")

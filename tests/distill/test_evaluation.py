@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from distill.evaluation import compute_metrics, load_metric
-from distill.scoring import agreement, score_stage
-from distill.tasks import get_task
+from distill.data.tasks import get_task
+from distill.evaluate.predict import compute_metrics, load_metric
+from distill.evaluate.scoring import agreement, score_stage
 
 
 def test_accuracy_and_f1():

@@ -186,7 +186,7 @@ def no_launcher(monkeypatch):
 
 
 def test_ranks_come_from_torchrun_or_mpi_variables(no_launcher):
-    from distill.engine import distributed_requested, is_main_process
+    from distill.core.dist import distributed_requested, is_main_process
 
     assert not distributed_requested() and is_main_process()
     no_launcher.setenv("OMPI_COMM_WORLD_SIZE", "2")  # mpirun (accelerate's multi-CPU launcher) sets no RANK

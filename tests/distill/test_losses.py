@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from distill.losses import LOSSES, hard_label_ce, hidden_mse, logits_mse, soft_target_kl
+from distill.objective.losses import LOSSES, hard_label_ce, hidden_mse, logits_mse, soft_target_kl
 
 
 def test_kl_of_identical_logits_is_zero():

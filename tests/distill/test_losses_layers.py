@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from distill.losses import (
+from distill.objective.losses import (
     LOSSES,
     attention_kl,
     attention_mse,

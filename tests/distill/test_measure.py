@@ -1,4 +1,4 @@
-"""distill.measure: parameter counts, example inputs, torch / ONNX Runtime latency, OnnxClassifier."""
+"""compress.measure: parameter counts, example inputs, torch / ONNX Runtime latency, OnnxClassifier."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from compress import export_onnx
-from distill.core.errors import ModelError
-from distill.measure import (
+from compress.measure import (
     OnnxClassifier,
     count_params,
     example_inputs,
@@ -22,6 +21,7 @@ from distill.measure import (
     onnx_param_count,
     torch_latency_ms,
 )
+from distill.core.errors import ModelError
 
 VOCAB = 100
 

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from distill.cli import main
 from distill.core.errors import ConfigError, ModelError
 from distill.data import load_splits, make_loader, tokenize
-from distill.engine import TrainConfig, fit, teacher_layers_needed
-from distill.ensemble import MultiTeacherObjective, ensemble_logits, normalise_weights
-from distill.losses import hidden_mse, soft_target_kl
-from distill.objective import DistillConfig, Objective, uniform_layer_map
-from distill.tasks import get_task
+from distill.data.tasks import get_task
+from distill.objective.ensemble import MultiTeacherObjective, ensemble_logits, normalise_weights
+from distill.objective.losses import hidden_mse, soft_target_kl
+from distill.objective.objective import DistillConfig, Objective, uniform_layer_map
+from distill.train.loop import TrainConfig, fit, teacher_layers_needed
 
 
 def test_ensemble_is_the_weighted_mean_of_softened_probabilities():
@@ -87,7 +87,7 @@ def test_each_teacher_has_its_own_projection_and_weighted_feature_terms():
 
 
 def test_token_classification_mixes_each_labelled_token():
-    from distill.losses import token_kl
+    from distill.objective.losses import token_kl
 
     torch.manual_seed(2)
     parts = [Objective(DistillConfig(alpha=0.0, temperature=2.0, hidden_weight=0.0)) for _ in range(2)]

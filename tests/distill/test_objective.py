@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from distill.core.errors import ConfigError
-from distill.losses import hidden_mse, soft_target_kl
-from distill.objective import DistillConfig, Objective, uniform_layer_map
+from distill.objective.losses import hidden_mse, soft_target_kl
+from distill.objective.objective import DistillConfig, Objective, uniform_layer_map
 
 
 @pytest.mark.parametrize("ns,nt,expected", [

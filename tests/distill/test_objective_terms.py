@@ -7,7 +7,8 @@ import torch
 from factories import tiny_bert_config
 
 from distill.core.errors import ConfigError, ModelError
-from distill.losses import (
+from distill.objective.capture import capture_qkv, eager_attention, find_qkv
+from distill.objective.losses import (
     attention_kl,
     attention_relation_kl,
     embedding_mse,
@@ -16,15 +17,7 @@ from distill.losses import (
     hidden_mse,
     soft_target_kl,
 )
-from distill.objective import (
-    DistillConfig,
-    Objective,
-    capture_qkv,
-    disable_unsupported,
-    eager_attention,
-    find_qkv,
-    supported_losses,
-)
+from distill.objective.objective import DistillConfig, Objective, disable_unsupported, supported_losses
 
 ALL_TERMS = dict(hidden_weight=0.5, attention_weight=2.0, embedding_weight=0.25, cosine_weight=0.75,
                  relation_weight=3.0, relation_heads=2)

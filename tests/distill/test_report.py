@@ -5,7 +5,7 @@ import json
 import pytest
 from rich.console import Console
 
-from distill.report import render_table, to_markdown, write_report
+from distill.report.render import render_table, to_markdown, write_report
 
 REPORT = {"task": "sst2", "metric_name": "accuracy", "latency_seq": 128, "stages": [
     {"name": "teacher", "metric": 0.9, "retention": 1.0, "agreement": 1.0, "params": 1000, "size_mb": 4.0,
@@ -31,7 +31,7 @@ def test_rich_table_lists_every_stage():
 
 
 def _task(num_labels=2):
-    from distill.tasks import Task
+    from distill.data.tasks import Task
 
     return Task("t", num_labels=num_labels)
 
@@ -46,7 +46,7 @@ def _rich_report():
 def test_kl_to_teacher_is_mean_kl_of_softmaxes():
     import numpy as np
 
-    from distill.report import kl_to_teacher
+    from distill.evaluate.agreement import kl_to_teacher
 
     teacher = np.array([[2.0, 0.0], [0.0, 1.0]])
     assert kl_to_teacher(_task(), teacher, teacher) == pytest.approx(0.0, abs=1e-12)
@@ -59,7 +59,7 @@ def test_kl_to_teacher_is_mean_kl_of_softmaxes():
 def test_dev_predictions_are_plain_ints():
     import numpy as np
 
-    from distill.report import dev_predictions
+    from distill.evaluate.agreement import dev_predictions
 
     preds = dev_predictions(_task(), np.array([[0.1, 0.9], [2.0, 1.0]], dtype=np.float32))
     assert preds == [1, 0] and all(type(p) is int for p in preds)
@@ -67,7 +67,7 @@ def test_dev_predictions_are_plain_ints():
 
 
 def test_gates_on_the_final_stage():
-    from distill.report import check_gates
+    from distill.report.render import check_gates
 
     assert check_gates(REPORT) == []
     assert check_gates(REPORT, min_retention=0.97, max_latency_ms=2.0, max_size_mb=0.5) == []
@@ -80,7 +80,7 @@ def test_gates_on_the_final_stage():
 
 
 def test_pareto_front_and_confusion():
-    from distill.report import confusion, confusion_matrices, pareto_front
+    from distill.report.render import confusion, confusion_matrices, pareto_front
 
     assert pareto_front([(4.0, 0.9), (0.5, 0.88), (1.0, 0.85), (0.5, 0.88)]) == [True, True, False, True]
     assert confusion([0, 0, 1, 1], [0, 1, 1, 1], 2) == [[1, 1], [0, 2]]
@@ -114,7 +114,7 @@ def test_write_report_writes_three_self_contained_files(tmp_path):
 
 
 def test_html_escapes_text():
-    from distill.report import render_html
+    from distill.report.render import render_html
 
     page = render_html({**REPORT, "settings": {"note": "<b>&"}}, env={})
     assert "&lt;b&gt;&amp;" in page and "<b>&" not in page
@@ -124,14 +124,14 @@ def test_matplotlib_loads_only_for_plots():
     import subprocess
     import sys
 
-    code = "import sys, distill.report, distill.compare; print('matplotlib' in sys.modules)"
+    code = "import sys, distill.report, distill.report.compare; print('matplotlib' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.stdout.strip() == "False", res.stderr
 
 
 def test_only_epoch_logs_become_training_curves():
     """``prune_steps`` (one record per pruning step) and cache summaries sit in the history too: not curves."""
-    from distill.report import histories
+    from distill.report.render import histories
 
     history = {"student": [{"epoch": 1, "loss": 1.0}], "prune_steps": [{"step": 1, "params": 10, "metric": 0.5}],
                "teacher_cache": [{"rows": 3}], "quantize_report": {"mode": "dynamic"}}

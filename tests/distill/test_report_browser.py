@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.report import write_report
+from distill.report.render import write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")

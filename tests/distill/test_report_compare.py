@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from distill.compare import compare_runs, report_runs, run_names, write_comparison
 from distill.core.errors import DataError
+from distill.report.compare import compare_runs, report_runs, run_names, write_comparison
 
 
 def _report(scale: float, student: str) -> dict:

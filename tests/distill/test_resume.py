@@ -31,8 +31,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from distill import checkpoint as ckpt_mod
 from distill.cli import main
+from distill.train import checkpoint as ckpt_mod
 
 ROOT = Path(__file__).resolve().parents[2]
 # 64 rows / batch 16: distil 2 epochs = 8 steps; two pruning steps (Taylor), each recovering 1 epoch = 4 steps
@@ -156,8 +156,8 @@ def test_disk_full_mid_run_then_resume(inputs, reference, tmp_path, monkeypatch,
 
 def test_iterative_pruning_resumes_inside_the_second_recovery(inputs, reference, tmp_path, monkeypatch):
     """Killed during step 2's recovery: step 1's pruned model is reloaded and step 2 pruned again, identically."""
-    import distill.checkpoint as checkpoint
-    from distill.interrupts import Interrupted
+    import distill.train.checkpoint as checkpoint
+    from distill.core.interrupts import Interrupted
 
     real = checkpoint.Checkpoints.save
 
@@ -177,7 +177,7 @@ def test_iterative_pruning_resumes_inside_the_second_recovery(inputs, reference,
 
 
 def test_nan_loss_stops_or_is_skipped(inputs, tmp_path, monkeypatch, capsys):
-    import distill.objective as objective
+    import distill.objective.objective as objective
 
     real, calls = objective.soft_target_kl, [0]
 
@@ -202,7 +202,7 @@ def test_nan_loss_stops_or_is_skipped(inputs, tmp_path, monkeypatch, capsys):
 
 def test_a_crash_after_int8_resumes_by_scoring_only(tmp_path, monkeypatch, capsys):
     import distill.pipeline as pipeline
-    from distill.interrupts import Interrupted
+    from distill.core.interrupts import Interrupted
 
     teacher = factories.save_teacher(tmp_path / "t", tmp_path)
     data = factories.write_sst2_like(tmp_path / "d", n_train=32, n_dev=16)

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from distill.core.errors import UnknownNameError
-from distill.schedules import SCHEDULES, constant, cosine, linear, scheduled
+from distill.objective.schedules import SCHEDULES, constant, cosine, linear, scheduled
 
 
 @pytest.mark.parametrize("fn", [linear, cosine])

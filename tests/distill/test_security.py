@@ -87,7 +87,7 @@ def _weight_loads():
 
 def test_every_weight_load_is_safetensors_only():
     calls = list(_weight_loads())
-    assert len(calls) >= 4  # teachers, students, compress.loading, the cached fine-tuned teacher
+    assert len(calls) >= 4  # teachers, students, compress.prune.io, the cached fine-tuned teacher
     unsafe = [where for where, code in calls if not any(word in code for word in SAFE)]
     assert unsafe == [], f"from_pretrained without use_safetensors / the load policy: {unsafe}"
 

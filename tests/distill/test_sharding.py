@@ -1,4 +1,4 @@
-"""``distill.sharding``: which blocks FSDP shards, when a run shards its teacher, and that a sharded model runs,
+"""``distill.train.sharding``: which blocks FSDP shards, when a run shards its teacher, and that a sharded model runs,
 gathers and copies back exactly (two gloo processes; the end-to-end run is in test_launch.py)."""
 
 import os
@@ -13,7 +13,7 @@ import torch
 from transformers import BertForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
 
 from distill.core.errors import UnknownNameError
-from distill.sharding import blocks, is_sharded, resolve_shard
+from distill.train.sharding import blocks, is_sharded, resolve_shard
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,7 +51,7 @@ SCRIPT = textwrap.dedent('''
     sys.path.insert(0, sys.argv[1])
     import factories
     from transformers import BertForSequenceClassification
-    from distill.sharding import full_state_dict, local_parameters, shard, unsharded_copy
+    from distill.train.sharding import full_state_dict, local_parameters, shard, unsharded_copy
     dist.init_process_group("gloo")
     torch.manual_seed(0)
     model = BertForSequenceClassification(factories.tiny_bert_config(layers=2, hidden=32, heads=4, ffn=64)).eval()

@@ -13,11 +13,12 @@ import torch
 from distill.cli import main
 from distill.core.errors import DataError
 from distill.data import load_splits, make_loader, tokenize
-from distill.evaluation import compute_metrics, load_metric, predict
-from distill.losses import LOSSES, token_ce, token_kl
-from distill.objective import DistillConfig, Objective
-from distill.tasks import CONLL2003_TAGS, get_task
-from distill.token_data import TokenPadCollator, align_labels, iob1_to_iob2, read_conll, word_predictions
+from distill.data.batching import TokenPadCollator
+from distill.data.tasks import CONLL2003_TAGS, get_task
+from distill.data.tokens import align_labels, iob1_to_iob2, read_conll, word_predictions
+from distill.evaluate.predict import compute_metrics, load_metric, predict
+from distill.objective.losses import LOSSES, token_ce, token_kl
+from distill.objective.objective import DistillConfig, Objective
 
 REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "conll2003"
 PER, LOC, ORG = ["john", "mary", "smith"], ["paris", "london"], ["acme", "globex"]

@@ -15,10 +15,10 @@ from rich.console import Console
 from distill.cli import main
 from distill.core import console as console_mod
 from distill.data import load_splits, make_loader, tokenize
-from distill.engine import TrainConfig, fit
-from distill.evaluation import evaluator
-from distill.objective import DistillConfig, Objective
-from distill.tasks import get_task
+from distill.data.tasks import get_task
+from distill.evaluate.predict import evaluator
+from distill.objective.objective import DistillConfig, Objective
+from distill.train.loop import TrainConfig, fit
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import torch
 from distill.cli import main
 from distill.core.errors import ConfigError
 from distill.data import load_splits
-from distill.losses import IGNORE_INDEX, hard_label_ce
-from distill.tasks import get_task
+from distill.data.tasks import get_task
+from distill.objective.losses import IGNORE_INDEX, hard_label_ce
 from teachers.augment import augment_dataset, augment_texts, load_mlm
 
 TEXTS = ["the movie was very good .", "a bad plot , and a boring actor", "it", "quite lovely film and story"]

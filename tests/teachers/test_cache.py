@@ -9,7 +9,7 @@ import torch
 
 from distill.core.errors import ConfigError, DistillError
 from distill.data import load_splits, make_loader, tokenize
-from distill.tasks import get_task
+from distill.data.tasks import get_task
 from teachers import CachedTeacher, cache_teacher_outputs
 from teachers.cache import check_cache
 

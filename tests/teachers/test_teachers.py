@@ -4,7 +4,7 @@ import factories
 import pytest
 
 from distill.core.errors import ModelError, UnknownNameError
-from distill.tasks import get_task
+from distill.data.tasks import get_task
 from teachers import TEACHERS, load_teacher, resolve_model_source
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel
 
-from compress.quantize import DEFAULT_OPSET, export_onnx
-from compress.targets import TARGETS, detect_target
+from compress.quantize.int8 import DEFAULT_OPSET, export_onnx
+from compress.quantize.targets import TARGETS, detect_target
 from distill.core.errors import ModelError
 
 SKIP = ("classifier", "pre_classifier", "pooler", "score", "qa_outputs")  # small heads: kept FP32, as in PTQ

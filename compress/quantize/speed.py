@@ -6,8 +6,8 @@ import os
 import platform
 from pathlib import Path
 
-from compress.targets import cpu_flags, detect_target, has_fast_int8
-from distill.measure import onnx_latency_ms, onnx_text_dims
+from compress.measure import onnx_latency_ms, onnx_text_dims
+from compress.quantize.targets import cpu_flags, detect_target, has_fast_int8
 
 SMALL_HIDDEN = 256  # below this width the (de)quantize work outweighs the cheaper 8-bit products
 

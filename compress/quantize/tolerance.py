@@ -19,7 +19,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from compress.quantize import (
+from compress.quantize.int8 import (
     ONNX_FILE,
     QUANTIZERS,
     STATIC_OP_TYPES,

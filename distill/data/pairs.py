@@ -9,6 +9,7 @@ the student (``student_view``). Only sequence-level terms work across tokenizers
 from __future__ import annotations
 
 from distill.core.errors import ConfigError
+from distill.data.batching import PadCollator
 
 TEACHER_PREFIX = "teacher_"
 SHARED = ("labels", "idx")  # batch columns both views keep
@@ -68,8 +69,6 @@ class PairedPadCollator:
     """Pad the student's columns with the student's pad id and the teacher's with the teacher's."""
 
     def __init__(self, student_tokenizer, teacher_tokenizer, pad_to_multiple_of: int | None = None) -> None:
-        from distill.data import PadCollator
-
         self.student = PadCollator(student_tokenizer, pad_to_multiple_of)
         self.teacher = PadCollator(teacher_tokenizer, pad_to_multiple_of)
 

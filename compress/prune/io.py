@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from compress.arch import ARCHS, arch_of, get_path, layers_of, set_attention_widths, set_path
-from compress.layout import Layout, measure, sync_config
+from compress.prune.layout import Layout, measure, sync_config
 from distill.core.artifacts import write_json
 from distill.core.errors import ModelError
+from distill.core.families import ARCHS, arch_of, get_path, layers_of, set_attention_widths, set_path
 from distill.core.runtime import load_policy
 
 WIDTHS_FILE = "pruned_widths.json"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from distill.core.artifacts import atomic_write_text, write_json
 from distill.core.errors import DataError
-from distill.report import (
+from distill.report.render import (
     cell_html,
     check_gates,
     enrich,
@@ -111,7 +111,7 @@ def comparison_html(comp: Mapping) -> str:
     body = [f"<h1>{esc(title)}</h1>", f'<p class="lead">{esc(comp["metric_name"])} on dev; the last stage of each '
             "run; speedup over each run's own teacher.</p>", "<h2>Runs</h2>", summary_table_html(comp)]
     try:
-        from distill import plots
+        from distill.report import plots
 
         body += ["<h2>Pareto view</h2>", figure_html("plot-pareto", plots.pareto_png(
             comp["pareto"], comp["metric_name"]), "every stage of every run; filled markers are on the common "

@@ -86,12 +86,9 @@ def task_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     return loss
 
 
-def kd_loss_fn(teacher: torch.nn.Module, temperature: float = 2.0) -> LossFn:
-    """``loss_fn`` for distillation importance: T²·KL(teacher ‖ student) on the logits of each batch."""
-    from distill.losses import soft_target_kl
-
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0:
-        raise ConfigError(f"temperature {temperature!r} is not positive", "use e.g. 2.0")
+def kd_loss_fn(teacher: torch.nn.Module, divergence: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> LossFn:
+    """``loss_fn`` for distillation importance: ``divergence(student_logits, teacher_logits)`` on each batch, the
+    teacher run without gradients (e.g. the objective's T²·KL, passed in by the pipeline)."""
 
     def loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -110,7 +107,7 @@ def kd_loss_fn(teacher: torch.nn.Module, temperature: float = 2.0) -> LossFn:
                 f"student logits {tuple(s_logits.shape)} and teacher logits {tuple(t_logits.shape)} differ",
                 "distil between models with the same task head",
             )
-        return soft_target_kl(s_logits, t_logits.to(s_logits.device), temperature)
+        return divergence(s_logits, t_logits.to(s_logits.device))
 
     return loss
 

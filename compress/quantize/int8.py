@@ -8,7 +8,7 @@ encoder). onnx and onnxruntime are imported inside functions only, so ``import c
 
 Modes (QUANTIZERS): ``dynamic`` (weights INT8 ahead of time, activations per batch at run time) and ``static`` (QDQ
 graph, activation ranges calibrated on task batches with a CALIBRATIONS method). Both take their 8-bit types and
-range from a named target (``compress.targets``), detected from the CPU unless one is named.
+range from a named target (``compress.quantize.targets``), detected from the CPU unless one is named.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from compress.targets import TARGETS, Target, detect_target
+from compress.quantize.targets import TARGETS, Target, detect_target
 from distill.core.artifacts import dir_size_mb, staged_dir, write_json
 from distill.core.errors import ConfigError, ModelError
 from distill.core.registry import Registry

@@ -21,12 +21,20 @@ from typing import Any
 
 import torch
 
-from compress.arch import ArchSpec, arch_of, get_path, layers_of, set_attention_widths, set_layers, square_heads_of
-from compress.importance import IMPORTANCES as IMPORTANCES
-from compress.importance import NEEDS_TEACHER, Batch, LossFn, Scorer
-from compress.importance import ImportanceFactory as ImportanceFactory
-from compress.layout import LayerWidths, Layout, measure, sync_config
+from compress.prune.importance import IMPORTANCES as IMPORTANCES
+from compress.prune.importance import NEEDS_TEACHER, Batch, LossFn, Scorer
+from compress.prune.importance import ImportanceFactory as ImportanceFactory
+from compress.prune.layout import LayerWidths, Layout, measure, sync_config
 from distill.core.errors import ConfigError, ModelError
+from distill.core.families import (
+    ArchSpec,
+    arch_of,
+    get_path,
+    layers_of,
+    set_attention_widths,
+    set_layers,
+    square_heads_of,
+)
 
 Ratio = float | list[float] | dict[int, float]
 

@@ -2,7 +2,7 @@
 
 A ``Task`` describes *what* is learned; ``distill.data`` reads it from the Hub or from local files.
 Token classification (``kind="token-classification"``, e.g. ``conll2003``) has one label per word; its data,
-alignment and collator live in ``distill.token_data`` and it is scored by entity-level F1 (``seqeval_f1``).
+alignment and collator live in ``distill.data.tokens`` and it is scored by entity-level F1 (``seqeval_f1``).
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def arch_of(model: torch.nn.Module) -> ArchSpec:
     if model_type not in ARCHS:
         raise ModelError(
             f"structured pruning does not know the '{model_type}' architecture",
-            f"use a model of type {', '.join(sorted(ARCHS))}, or add an ArchSpec for it in compress/arch.py",
+            f"use a model of type {', '.join(sorted(ARCHS))}, or add an ArchSpec for it in distill/core/families.py",
         )
     return ARCHS[model_type]
 
@@ -101,7 +101,7 @@ def get_path(root: torch.nn.Module, path: str) -> torch.nn.Module:
         if not hasattr(module, part):
             raise ModelError(
                 f"{type(root).__name__} has no '{path}' module (stopped at '{part}')",
-                "the ArchSpec in compress/arch.py does not match this model class",
+                "the ArchSpec in distill/core/families.py does not match this model class",
             )
         module = getattr(module, part)
     return module

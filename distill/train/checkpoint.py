@@ -32,7 +32,7 @@ FORMAT = 1
 MANIFEST, STATE, TRAINER = "manifest.json", "state.json", "trainer.pt"
 _NAME = re.compile(r"^step-(\d+)$")
 WRITE_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT}
-log = get_logger("distill.checkpoint")
+log = get_logger("distill.train.checkpoint")
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 A HF config gives every layer the same ``heads``, ``ffn`` and a head size of ``hidden // heads``. Pruning can leave
 layers that differ, or attention narrower than the residual stream (heads pruned, hidden kept); such a ``Layout``
-is not ``expressible`` and is saved with a small widths file beside the weights (see ``compress.loading``).
+is not ``expressible`` and is saved with a small widths file beside the weights (see ``compress.prune.io``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from compress.arch import ArchSpec, get_path, layers_of
 from distill.core.errors import ModelError
+from distill.core.families import ArchSpec, get_path, layers_of
 
 LAYOUT_FORMAT = "distill.pruned_widths"
 LAYOUT_VERSION = 1

@@ -1,4 +1,4 @@
-"""Load a task's train/dev splits (Hub or local files) into canonical columns and batch them.
+"""Sentence tasks (classification, regression): read GLUE TSVs, csv/tsv/jsonl or the Hub into canonical columns.
 
 Every source ends as two ``datasets.Dataset`` objects with columns ``text``, optional ``text_pair`` and
 ``label``, so the rest of the engine never knows where the data came from.
@@ -7,25 +7,15 @@ Every source ends as two ``datasets.Dataset`` objects with columns ``text``, opt
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from distill.core.errors import DataError
-from distill.tasks import Task
+from distill.data.splits import Splits
+from distill.data.tasks import Task
 
 SPLIT_NAMES = {"train": ("train",), "dev": ("dev", "validation", "valid", "val", "dev_matched")}
 SUFFIXES = (".tsv", ".csv", ".jsonl", ".json")
-
-
-@dataclass
-class Splits:
-    """The two splits a run needs, plus the task as actually read (label count may be inferred)."""
-
-    train: Any  # datasets.Dataset
-    dev: Any
-    task: Task
-    source: str
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -220,35 +210,11 @@ def load_hub(task: Task) -> Splits:
     return Splits(parts[0], parts[1], task, f"hub:{task.hub[0]}/{task.hub[1]}")
 
 
-def load_splits(task: Task | None, data: str | None = None, *, text_columns: tuple[str, ...] | None = None,
-                label_column: str | None = None, max_train_samples: int | None = None, seed: int = 0) -> Splits:
-    """Resolve the data source, read it, validate labels, and cap the training set if asked."""
-    if _is_token_source(task, data, text_columns, label_column):  # NER: distill.token_data
-        from distill.token_data import load_token_splits
-
-        return load_token_splits(task, data, max_train_samples=max_train_samples, seed=seed)
-    if data:
-        splits = load_local(data, task, text_columns, label_column)
-    elif task is not None:
-        splits = load_hub(task)
-    else:
-        raise DataError("no task and no data given", "pass --task NAME or --data DIR")
-    if len(splits.train) == 0 or len(splits.dev) == 0:
-        raise DataError(f"'{splits.source}' has an empty train or dev split", "give at least one row in each")
-    if max_train_samples and max_train_samples < len(splits.train):
-        splits.train = splits.train.shuffle(seed=seed).select(range(max_train_samples))
-    return splits
-
-
-def tokenize(dataset, tokenizer, max_length: int, *, index: bool = False):
+def tokenize_text(dataset, tokenizer, max_length: int, *, index: bool = False):
     """Tokenize canonical columns without padding (the collator pads each batch to its longest row).
 
     With ``index=True`` each row also carries ``idx`` (its position), which a teacher cache looks rows up by.
     """
-    if "tokens" in dataset.column_names:  # NER words and tags: labels aligned to word pieces
-        from distill.token_data import tokenize_tokens
-
-        return tokenize_tokens(dataset, tokenizer, max_length, index=index)
     from datasets.utils.logging import disable_progress_bar
 
     disable_progress_bar()
@@ -264,152 +230,6 @@ def tokenize(dataset, tokenizer, max_length: int, *, index: bool = False):
     return dataset.map(encode, batched=True, with_indices=True, remove_columns=dataset.column_names)
 
 
-def row_lengths(dataset) -> list[int]:
-    """Token count of every tokenized row (read from the Arrow column when the dataset has one)."""
-    try:
-        import pyarrow.compute as pc
-
-        return pc.list_value_length(dataset.with_format("arrow")[:].column("input_ids")).to_numpy().tolist()
-    except (AttributeError, ImportError, KeyError, TypeError):
-        return [len(row["input_ids"]) for row in dataset]
+# ---- token classification (NER): reading, tokenizing and padding live in distill.data.tokens ------------------
 
 
-class PadCollator:
-    """Pad a list of tokenized rows to the longest one (dynamic padding); labels and ``idx`` become tensors.
-
-    A plain-numpy equivalent of ``DataCollatorWithPadding`` (same tensors), without its per-batch tokenizer call.
-    """
-
-    def __init__(self, tokenizer, pad_to_multiple_of: int | None = None) -> None:
-        self.pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
-        self.left = getattr(tokenizer, "padding_side", "right") == "left"
-        self.multiple = pad_to_multiple_of
-
-    def __call__(self, rows: list[dict]) -> dict:
-        import numpy as np
-        import torch
-
-        width = max(len(r["input_ids"]) for r in rows)
-        if self.multiple:
-            width = -(-width // self.multiple) * self.multiple
-        batch: dict = {}
-        for key in rows[0]:
-            if key in ("labels", "label", "idx"):
-                values = [r[key] for r in rows]
-                dtype = torch.float32 if any(isinstance(v, float) for v in values) else torch.long
-                batch["labels" if key == "label" else key] = torch.tensor(values, dtype=dtype)
-                continue
-            fill = self.pad_id if key == "input_ids" else 0
-            out = np.full((len(rows), width), fill, dtype=np.int64)
-            for i, r in enumerate(rows):
-                seq = r[key]
-                if self.left:
-                    out[i, width - len(seq):] = seq
-                else:
-                    out[i, :len(seq)] = seq
-            batch[key] = torch.from_numpy(out)
-        return batch
-
-
-class LengthGroupedBatchSampler:
-    """Batches of similar length: shuffle, cut into buckets of ``bucket_factor × batch_size`` rows, sort each
-    bucket by length, batch it, and shuffle the batches; the order depends only on (seed, epoch).
-
-    With ``num_processes`` N > 1 (set by the engine under ``accelerate launch``) the same is done with global
-    batches of N × ``batch_size`` rows, each then cut into N consecutive per-process batches: the processes step
-    together on rows of similar length, and N processes at batch B see what one process sees at batch N × B.
-    Without shuffling, every row is sorted by length (longest first), e.g. for a teacher pass over the data.
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, *, shuffle: bool = True, seed: int = 0,
-                 bucket_factor: int = 50, drop_last: bool = False) -> None:
-        if batch_size < 1 or bucket_factor < 1:
-            raise ValueError("batch_size and bucket_factor must be >= 1")
-        self.lengths = list(lengths)
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.bucket_factor, self.drop_last = bucket_factor, drop_last
-        self.epoch = 0
-        self.num_processes = 1
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order the next iteration yields."""
-        self.epoch = epoch
-
-    def batches(self) -> list[list[int]]:
-        """This epoch's batches of row indices."""
-        import torch
-
-        n = len(self.lengths)
-        if not self.shuffle:
-            order = sorted(range(n), key=lambda i: -self.lengths[i])
-            return self._cut(order)
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        perm = torch.randperm(n, generator=gen).tolist()
-        step = self.batch_size * self.num_processes  # rows per optimiser step, over all processes
-        size = step * self.bucket_factor
-        out: list[list[int]] = []
-        for start in range(0, n, size):
-            bucket = sorted(perm[start:start + size], key=lambda i: -self.lengths[i])
-            out += self._cut(bucket, step)
-        out = [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
-        return [part for batch in out for part in self._cut(batch, self.batch_size, drop=False)]
-
-    def _cut(self, order: list[int], size: int | None = None, drop: bool | None = None) -> list[list[int]]:
-        size = size or self.batch_size
-        cut = [order[i:i + size] for i in range(0, len(order), size)]
-        drop = self.drop_last if drop is None else drop
-        return cut[:-1] if drop and cut and len(cut[-1]) < size else cut
-
-    def __iter__(self):
-        yield from self.batches()
-
-    def __len__(self) -> int:
-        n, step = len(self.lengths), self.batch_size * self.num_processes
-        if self.drop_last:
-            return n // (step if self.shuffle else self.batch_size) * (self.num_processes if self.shuffle else 1)
-        return -(-n // self.batch_size)
-
-
-def make_loader(dataset, tokenizer, batch_size: int, *, shuffle: bool, seed: int = 0, group_by_length: bool = False,
-                bucket_factor: int = 50, pin_memory: bool | None = None, pad_to_multiple_of: int | None = None,
-                collate_fn=None):
-    """A DataLoader with dynamic padding; shuffling uses its own seeded generator so runs repeat.
-
-    ``group_by_length`` batches rows of similar length (see ``LengthGroupedBatchSampler``) so little is padded;
-    ``pin_memory`` defaults to on when CUDA is available; ``collate_fn`` replaces the padding collator (e.g.
-    ``cross_tokenizer.PairedPadCollator`` for rows tokenized twice).
-    """
-    import torch
-    from torch.utils.data import DataLoader
-
-    collate = collate_fn or _collator(dataset, tokenizer, pad_to_multiple_of)
-    pin = torch.cuda.is_available() if pin_memory is None else pin_memory
-    if group_by_length:
-        sampler = LengthGroupedBatchSampler(row_lengths(dataset), batch_size, shuffle=shuffle, seed=seed,
-                                            bucket_factor=bucket_factor)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, pin_memory=pin)
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate,
-                      pin_memory=pin)
-
-
-# ---- token classification (NER): reading, tokenizing and padding live in distill.token_data ------------------
-
-def _is_token_source(task: Task | None, data: str | None, text_columns, label_column) -> bool:
-    """A token task, or (no task, no column names) a CoNLL file/dir or a tokens/tags jsonl."""
-    if task is not None:
-        return task.is_token
-    if text_columns or label_column:
-        return False
-    from distill.token_data import is_token_source
-
-    return is_token_source(None, data)
-
-
-def _collator(dataset, tokenizer, pad_to_multiple_of: int | None):
-    """``PadCollator``, or for per-token labels ``TokenPadCollator`` (labels padded with -100)."""
-    from distill.token_data import TokenPadCollator, is_token_dataset
-
-    if is_token_dataset(dataset):
-        return TokenPadCollator(tokenizer, pad_to_multiple_of)
-    return PadCollator(tokenizer, pad_to_multiple_of)

@@ -6,10 +6,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from distill.evaluation import compute_metrics, predictions_from_logits
-from distill.losses import IGNORE_INDEX
-from distill.report import kl_to_teacher
-from distill.tasks import Task
+from distill.data.tasks import Task
+from distill.evaluate.agreement import kl_to_teacher
+from distill.evaluate.predict import compute_metrics, predictions_from_logits
+from distill.objective.losses import IGNORE_INDEX
 
 
 @dataclass

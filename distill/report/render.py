@@ -34,34 +34,6 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 # ---- numbers ---------------------------------------------------------------------------------------------
 
-
-def kl_to_teacher(task, logits: np.ndarray, teacher_logits: np.ndarray) -> float | None:
-    """Mean KL(teacher ‖ stage) of the dev-set softmax distributions (T = 1); None for regression tasks."""
-    if task.is_regression:
-        return None
-    log_p, log_q = _log_softmax(np.asarray(teacher_logits)), _log_softmax(np.asarray(logits))
-    return float((np.exp(log_p) * (log_p - log_q)).sum(-1).mean())
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    """Numerically stable log-softmax over the last axis, in float64."""
-    x = x.astype(np.float64)
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
-
-
-def dev_predictions(task, logits: np.ndarray, labels: np.ndarray | None = None) -> list:
-    """Dev predictions for ``report["predictions"]``: class ids (ints), or scores for regression.
-
-    Token classification (logits (N, L, C) with ``labels``): the tag id of every labelled word (``labels != -100``),
-    flattened over sentences, so confusion matrices count words.
-    """
-    logits = np.asarray(logits)
-    if logits.ndim == 3 and labels is not None:
-        return logits.argmax(-1)[np.asarray(labels) != -100].astype(int).tolist()
-    return logits.reshape(-1).tolist() if task.is_regression else logits.argmax(-1).astype(int).tolist()
-
-
 def teacher_row(report: Mapping) -> Mapping | None:
     """The stage named ``teacher``, else the first stage."""
     stages = report.get("stages") or []
@@ -141,7 +113,7 @@ def class_names(report: Mapping, num_classes: int) -> list[str]:
     names = list(report.get("label_names") or [])
     if not names:
         try:
-            from distill.tasks import get_task
+            from distill.data.tasks import get_task
 
             names = list(get_task(report.get("task", "")).label_names)
         except Exception:  # a custom task from a file: no registered names
@@ -303,7 +275,7 @@ def per_layer_pruning(report: Mapping) -> list[dict]:
 def plots_html(report: Mapping) -> list[str]:
     """The report's figures as HTML (a note instead when matplotlib is missing)."""
     try:
-        from distill import plots
+        from distill.report import plots
     except ImportError:
         return ['<p class="note">Plots need matplotlib: <code>pip install matplotlib</code>.</p>']
     metric = report["metric_name"]

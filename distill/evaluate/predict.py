@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from distill.core.runtime import autocast, resolve_device
-from distill.losses import IGNORE_INDEX
-from distill.sharding import is_sharded
-from distill.tasks import Task
+from distill.data.tasks import Task
+from distill.objective.losses import IGNORE_INDEX
+from distill.train.sharding import is_sharded
 
 METRICS_DIR = Path(__file__).parent / "metrics"
 TOKEN_METRIC = "seqeval_f1"  # entity-level P/R/F1 for token classification
@@ -48,7 +48,7 @@ def compute_metrics(task: Task, logits: np.ndarray, labels: np.ndarray) -> dict[
 def token_metrics(task: Task, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Entity-level F1 (and precision, recall, token accuracy) of word-level tags: the argmax at each labelled
     word piece (labels ≠ -100) of (N, L, C) logits, through the bundled ``seqeval_f1`` module."""
-    from distill.token_data import word_predictions, word_tags
+    from distill.data.tokens import word_predictions, word_tags
 
     names = task.label_names or tuple(str(i) for i in range(logits.shape[-1]))
     labels = np.asarray(labels)

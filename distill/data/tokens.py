@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from distill.core.errors import DataError
-from distill.tasks import TOKEN_CLASSIFICATION, Task
+from distill.data.batching import IGNORE_INDEX
+from distill.data.splits import Splits
+from distill.data.tasks import TOKEN_CLASSIFICATION, Task
 
-IGNORE = -100  # label of positions that are not scored: continuation pieces, special tokens, padding
 CONLL_FILES = {"train": ("eng.train", "train.txt", "train.conll"),
                "dev": ("eng.testa", "dev.txt", "dev.conll", "valid.txt", "validation.txt", "testa.txt")}
 JSONL_FILES = {"train": ("train.jsonl",), "dev": ("dev.jsonl", "validation.jsonl", "valid.jsonl")}
@@ -185,8 +185,6 @@ def _dataset(rows: list[tuple[list[str], list]], ids: list[list[int]]):
 def load_token_local(root: str | Path, task: Task | None):
     """Read train/dev token data: ``eng.train``/``eng.testa`` (CoNLL-2003, IOB1 → IOB2), ``train.txt``/
     ``dev.txt`` (CoNLL), ``train.jsonl``/``dev.jsonl``, or one such file of which every 10th sentence is dev."""
-    from distill.data import Splits
-
     root = Path(root)
     if not root.exists():
         raise DataError(f"data path '{root}' does not exist", "pass a directory with eng.train and eng.testa")
@@ -222,8 +220,6 @@ def load_token_hub(task: Task):
     """A token task from the Hub (``tokens`` and ``ner_tags`` columns of integer ids in the task's tag order)."""
     from datasets import load_dataset
 
-    from distill.data import Splits
-
     if task.hub is None:
         raise DataError(f"task '{task.name}' has no Hub dataset", "pass --data DIR with eng.train and eng.testa")
     try:
@@ -255,7 +251,7 @@ def align_labels(word_ids: list[int | None], tags: list[int]) -> list[int]:
     """One label per word piece: the word's tag on its first piece, ``-100`` on later pieces and special tokens."""
     labels, previous = [], None
     for word in word_ids:
-        labels.append(IGNORE if word is None or word == previous else tags[word])
+        labels.append(IGNORE_INDEX if word is None or word == previous else tags[word])
         previous = word
     return labels
 
@@ -282,38 +278,6 @@ def tokenize_tokens(dataset, tokenizer, max_length: int, *, index: bool = False)
     return dataset.map(encode, batched=True, with_indices=True, remove_columns=dataset.column_names)
 
 
-def is_token_dataset(dataset) -> bool:
-    """A tokenized dataset with one label per token (a list), as ``tokenize_tokens`` writes."""
-    feature = (getattr(dataset, "features", None) or {}).get("labels")
-    return feature is not None and type(feature).__name__ in ("Sequence", "List", "LargeList")
-
-
-class TokenPadCollator:
-    """Pad tokenized rows to the longest one, labels with ``-100``: the tensors of transformers'
-    ``DataCollatorForTokenClassification``, plus ``idx`` when rows carry it."""
-
-    def __init__(self, tokenizer, pad_to_multiple_of: int | None = None) -> None:
-        from distill.data import PadCollator
-
-        self.inner = PadCollator(tokenizer, pad_to_multiple_of)
-
-    def __call__(self, rows: list[dict]) -> dict[str, Any]:
-        import numpy as np
-        import torch
-
-        batch = self.inner([{k: v for k, v in r.items() if k != "labels"} for r in rows])
-        width = batch["input_ids"].shape[1]
-        labels = np.full((len(rows), width), IGNORE, dtype=np.int64)
-        for i, r in enumerate(rows):
-            seq = r["labels"]
-            if self.inner.left:
-                labels[i, width - len(seq):] = seq
-            else:
-                labels[i, :len(seq)] = seq
-        batch["labels"] = torch.from_numpy(labels)
-        return batch
-
-
 # ---- predictions -----------------------------------------------------------------------------------------------
 
 def word_predictions(logits, labels) -> list[list[int]]:
@@ -321,7 +285,7 @@ def word_predictions(logits, labels) -> list[list[int]]:
     import numpy as np
 
     preds = np.asarray(logits).argmax(-1)
-    keep = np.asarray(labels) != IGNORE
+    keep = np.asarray(labels) != IGNORE_INDEX
     return [p[k].astype(int).tolist() for p, k in zip(preds, keep, strict=True)]
 
 

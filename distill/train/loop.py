@@ -13,7 +13,6 @@ import contextlib
 import copy
 import itertools
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,15 +21,17 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-from distill import interrupts
-from distill.checkpoint import Checkpoints, restore_rng, restore_training, save_training
+from distill.core import interrupts
 from distill.core.console import info, progress_text, track
+from distill.core.dist import get_accelerator, is_main_process
 from distill.core.errors import ConfigError, DistillError, NonFiniteLoss
-from distill.core.runtime import autocast, process_count, process_rank, resolve_device, seed_everything
-from distill.cross_tokenizer import TEACHER_PREFIX, teacher_view
-from distill.objective import Objective, capture_qkv, eager_attention
-from distill.sharding import is_sharded, shard
-from distill.tracking import Tracker, tracker
+from distill.core.runtime import autocast, resolve_device, seed_everything
+from distill.data.pairs import TEACHER_PREFIX, teacher_view
+from distill.objective.capture import capture_qkv, eager_attention
+from distill.objective.objective import Objective
+from distill.train.checkpoint import Checkpoints, restore_rng, restore_training, save_training
+from distill.train.sharding import is_sharded, shard
+from distill.train.tracking import Tracker, tracker
 
 TEACHER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 OOM_FIX = ("use --cache-teacher, --teacher-dtype bf16, or a smaller --batch-size (with --grad-accum to keep the "
@@ -45,7 +46,7 @@ class TrainConfig:
     ``grad_accum_steps`` micro-batches make one optimiser step; ``compile`` runs the student through
     ``torch.compile``; ``teacher_dtype`` casts (a copy of) the teacher on GPU only; ``skip_nonfinite`` skips
     batches whose loss is NaN/inf (counted) instead of stopping; ``shard_model`` trains the model FSDP-sharded
-    across the launched processes (teacher fine-tuning with ``--teacher-shard fsdp``, see ``distill.sharding``)
+    across the launched processes (teacher fine-tuning with ``--teacher-shard fsdp``, see ``distill.train.sharding``)
     instead of replicating it (DDP).
     """
 
@@ -93,49 +94,12 @@ class FitResult:
 
 # ---- processes ---------------------------------------------------------------------------------------------
 
-_STATE: dict = {}
-
-
-def distributed_requested() -> bool:
-    """True when started by ``accelerate launch``/``torchrun``/``mpirun`` with more than one process."""
-    return process_count() > 1
-
-
-def get_accelerator(device: str = "auto"):
-    """The process's ``accelerate.Accelerator`` when launched multi-process, else None (created once)."""
-    if not distributed_requested():
-        return None
-    if "accelerator" not in _STATE:
-        from accelerate import Accelerator
-
-        # `accelerate launch --use_fsdp` means "shard the teacher" here (distill.sharding); the student stays DDP
-        saved = os.environ.pop("ACCELERATE_USE_FSDP", None)
-        try:
-            _STATE["accelerator"] = Accelerator(cpu=resolve_device(device).type == "cpu")
-        finally:
-            if saved is not None:
-                os.environ["ACCELERATE_USE_FSDP"] = saved
-    return _STATE["accelerator"]
-
-
-def is_main_process() -> bool:
-    """Whether this process should write files and print (rank 0, or the only process)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank() == 0
-    return process_rank() == 0
-
-
-def wait_for_everyone(device: str = "auto") -> None:
-    """A barrier across processes (joining the process group first if need be); a no-op in a single process."""
-    acc = get_accelerator(device)
-    if acc is not None:
-        acc.wait_for_everyone()
 
 
 def gathered_evaluator(task, loader, device: str | torch.device = "auto"):
     """``evaluation.evaluator``, except that under ``accelerate launch`` each process scores its shard of the dev
     set and the logits are gathered (``gather_for_metrics``), so every process sees the whole set's metrics."""
-    from distill.evaluation import compute_metrics, evaluator
+    from distill.evaluate.predict import compute_metrics, evaluator
 
     acc = get_accelerator(device if isinstance(device, str) else device.type)
     if acc is None:
@@ -235,7 +199,7 @@ def _prepare_teacher(teacher, device: torch.device, dtype_name: str):
     if isinstance(teacher, list):
         return [_prepare_teacher(t, device, dtype_name) for t in teacher]
     if teacher is None or not isinstance(teacher, nn.Module) or is_sharded(teacher):
-        return teacher  # a sharded teacher is already cast and placed (distill.sharding.shard)
+        return teacher  # a sharded teacher is already cast and placed (distill.train.sharding.shard)
     dtype = TEACHER_DTYPES[dtype_name]
     if device.type == "cuda" and dtype != torch.float32:
         return copy.deepcopy(teacher.to("cpu")).to(device=device, dtype=dtype).eval()
@@ -251,7 +215,7 @@ def _check_cached_teacher(teacher, objective: Objective) -> None:
         parts = getattr(objective, "parts", None)
         if parts is None or len(parts) != len(teacher):
             raise ConfigError(f"{len(teacher)} teachers need an objective with one part per teacher",
-                              "build a distill.ensemble.MultiTeacherObjective with one Objective per teacher")
+                              "build a distill.objective.ensemble.MultiTeacherObjective with one Objective per teacher")
         for one, part in zip(teacher, parts, strict=True):
             _check_cached_teacher(one, part)
         return
@@ -398,10 +362,10 @@ def fit(model: torch.nn.Module, objective: Objective, train_loader, config: Trai
     """Train ``model`` (in place) on ``objective``; with ``evaluate``, keep the weights of the best dev epoch.
 
     ``teacher`` is a module or a ``teachers.CachedTeacher`` (then the batches must carry ``idx``), or a list of
-    them with a ``distill.ensemble.MultiTeacherObjective``. Batches tokenized for both models (``teacher_*``
-    columns, see ``distill.cross_tokenizer``) feed the teacher its own token ids. With ``checkpoints`` the loop
+    them with a ``distill.objective.ensemble.MultiTeacherObjective``. Batches tokenized for both models (``teacher_*``
+    columns, see ``distill.data.pairs``) feed the teacher its own token ids. With ``checkpoints`` the loop
     writes one every ``checkpoints.every`` steps and at each epoch end, continues from the newest intact one when
-    ``checkpoints.resume``, and on SIGINT/SIGTERM (see ``distill.interrupts``) writes one after the current step and
+    ``checkpoints.resume``, and on SIGINT/SIGTERM (``distill.core.interrupts``) writes one after the current step and
     raises ``Interrupted``.
     """
     seed_everything(config.seed)

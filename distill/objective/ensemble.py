@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.core.errors import ConfigError
-from distill.objective import TERM_WEIGHTS, Objective
+from distill.objective.objective import TERM_WEIGHTS, Objective
 
 
 def normalise_weights(weights: Sequence[float] | None, n: int) -> list[float]:

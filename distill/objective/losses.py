@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from distill.core.registry import Registry
+from distill.data.batching import IGNORE_INDEX as IGNORE_INDEX
 
 LOSSES: Registry = Registry("loss")
-IGNORE_INDEX = -100  # label of rows/positions that are not scored (word pieces, specials, padding, augmented text)
 
 
 @LOSSES.register("kl")

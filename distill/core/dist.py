@@ -1,0 +1,51 @@
+"""Process state under ``accelerate launch``/``torchrun``/``mpirun``: the accelerator, the main process, barriers.
+
+One place for the verbs every layer needs (the training loop, the teacher cache, the pipeline's writes); a single
+process never builds an ``Accelerator``, so CPU runs stay as they were.
+"""
+
+from __future__ import annotations
+
+import os
+
+from distill.core.runtime import process_count, process_rank, resolve_device
+
+_STATE: dict = {}  # the Accelerator, built once per process
+
+
+def distributed_requested() -> bool:
+    """True when started by ``accelerate launch``/``torchrun``/``mpirun`` with more than one process."""
+    return process_count() > 1
+
+
+def get_accelerator(device: str = "auto"):
+    """The process's ``accelerate.Accelerator`` when launched multi-process, else None (created once)."""
+    if not distributed_requested():
+        return None
+    if "accelerator" not in _STATE:
+        from accelerate import Accelerator
+
+        # `accelerate launch --use_fsdp` means "shard the teacher" here (distill.train.sharding); the student stays DDP
+        saved = os.environ.pop("ACCELERATE_USE_FSDP", None)
+        try:
+            _STATE["accelerator"] = Accelerator(cpu=resolve_device(device).type == "cpu")
+        finally:
+            if saved is not None:
+                os.environ["ACCELERATE_USE_FSDP"] = saved
+    return _STATE["accelerator"]
+
+
+def is_main_process() -> bool:
+    """Whether this process should write files and print (rank 0, or the only process)."""
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return process_rank() == 0
+
+
+def wait_for_everyone(device: str = "auto") -> None:
+    """A barrier across processes (joining the process group first if need be); a no-op in a single process."""
+    acc = get_accelerator(device)
+    if acc is not None:
+        acc.wait_for_everyone()
