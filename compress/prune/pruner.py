@@ -26,15 +26,7 @@ from compress.prune.importance import NEEDS_TEACHER, Batch, LossFn, Scorer
 from compress.prune.importance import ImportanceFactory as ImportanceFactory
 from compress.prune.layout import LayerWidths, Layout, measure, sync_config
 from distill.core.errors import ConfigError, ModelError
-from distill.core.families import (
-    ArchSpec,
-    arch_of,
-    get_path,
-    layers_of,
-    set_attention_widths,
-    set_layers,
-    square_heads_of,
-)
+from distill.core.families import Family, arch_of
 
 Ratio = float | list[float] | dict[int, float]
 
@@ -165,8 +157,8 @@ def prune_model(
             scorer = _scorer(model, config, inputs, batches, loss_fn)
         if n_keep < n:
             kept = _choose_layers(model, spec, config, trace, scorer, n_keep)
-            blocks = layers_of(model, spec)
-            set_layers(model, spec, [blocks[i] for i in kept])
+            blocks = spec.blocks(model)
+            spec.replace_blocks(model, [blocks[i] for i in kept])
             how = "as listed" if isinstance(config.layers, list) else f"by {_selection_name(config)}"
             notes.append(f"kept layers {kept} of {n} ({how})")
             changed = True
@@ -538,13 +530,13 @@ def _by_importance(config: PruneConfig, n_keep: int, n: int) -> bool:
 
 
 def _choose_layers(
-    model: torch.nn.Module, spec: ArchSpec, config: PruneConfig, trace: Batch, scorer: Scorer | None, n_keep: int
+    model: torch.nn.Module, spec: Family, config: PruneConfig, trace: Batch, scorer: Scorer | None, n_keep: int
 ) -> list[int]:
     """Indices of the blocks to keep, in order: as listed, evenly spaced (last kept), or the most important.
 
     A block's importance is the criterion summed over its FFN neurons and attention channels.
     """
-    n = len(layers_of(model, spec))
+    n = len(spec.blocks(model))
     if isinstance(config.layers, list):
         return list(config.layers)
     if config.layer_selection == "uniform" or scorer is None:
@@ -552,9 +544,9 @@ def _choose_layers(
     dg = _build_graph(model, trace)
     scores = torch.stack(
         [
-            _scores(dg, scorer, get_path(layer, spec.ffn_in)).float().sum()
-            + _scores(dg, scorer, get_path(get_path(layer, spec.attention), spec.query)).float().sum()
-            for layer in layers_of(model, spec)
+            _scores(dg, scorer, spec.ffn(block)["in"]).float().sum()
+            + _scores(dg, scorer, spec.qkv(block)["query"]).float().sum()
+            for block in spec.blocks(model)
         ]
     )
     dropped = set(_lowest(scores, n - n_keep))
@@ -563,7 +555,7 @@ def _choose_layers(
 
 def _plan(
     model: torch.nn.Module,
-    spec: ArchSpec,
+    spec: Family,
     dg: Any,
     scorer: Scorer,
     current: Layout,
@@ -573,18 +565,18 @@ def _plan(
 ) -> list[_Cut]:
     """Choose every channel to remove, scoring all groups on the unpruned weights before anything changes."""
     cuts = []
-    layers = layers_of(model, spec)
-    for layer, w, kh, kf in zip(layers, current.layers, keep_heads, keep_ffn, strict=True):
+    blocks = spec.blocks(model)
+    for block, w, kh, kf in zip(blocks, current.layers, keep_heads, keep_ffn, strict=True):
         if kf < w.ffn:
-            ffn_in = get_path(layer, spec.ffn_in)
+            ffn_in = spec.ffn(block)["in"]
             cuts.append(_Cut(ffn_in, _lowest(_scores(dg, scorer, ffn_in), w.ffn - kf)))
         if kh < w.heads:
-            cuts.append(_head_cut(dg, scorer, get_path(get_path(layer, spec.attention), spec.query), w, kh))
+            cuts.append(_head_cut(dg, scorer, spec.qkv(block)["query"], w, kh))
     if keep_hidden < current.hidden:
         removed = current.hidden - keep_hidden
-        first_out = get_path(layers[0], spec.attn_out)
+        first_out = spec.attention_output(blocks[0])
         cuts.append(_Cut(first_out, _lowest(_scores(dg, scorer, first_out), removed)))
-        cuts.extend(_Cut(m, _lowest(_scores(dg, scorer, m), removed)) for m in square_heads_of(model, spec))
+        cuts.extend(_Cut(m, _lowest(_scores(dg, scorer, m), removed)) for m in spec.square_head_modules(model))
     return cuts
 
 
@@ -609,12 +601,11 @@ def _apply(dg: Any, cuts: list[_Cut]) -> None:
             group.prune()
 
 
-def _fix_attention(model: torch.nn.Module, spec: ArchSpec, before: Layout) -> None:
+def _fix_attention(model: torch.nn.Module, spec: Family, before: Layout) -> None:
     """Set the head count, widths and scaling torch-pruning leaves stale on every self-attention module."""
-    for layer, w in zip(layers_of(model, spec), before.layers, strict=True):
-        attn = get_path(layer, spec.attention)
-        inner = get_path(attn, spec.query).out_features
-        set_attention_widths(attn, spec, inner // w.head_size, w.head_size)
+    for block, w in zip(spec.blocks(model), before.layers, strict=True):
+        inner = spec.qkv(block)["query"].out_features
+        spec.set_attention_widths(spec.self_attention(block), inner // w.head_size, w.head_size)
 
 
 def _check_forward(model: torch.nn.Module, inputs: Batch) -> None:
