@@ -83,6 +83,7 @@ class Family:
     hidden_key: str = "hidden_size"
     heads_key: str = "num_attention_heads"
     ffn_key: str = "intermediate_size"
+    ffn_default_multiple: int | None = None  # FFN width when the config leaves it None: this x hidden (gpt2 n_inner)
     kv_heads_key: str | None = None  # grouped-query attention (llama num_key_value_heads)
     head_dim_key: str | None = None  # an explicit head size (llama head_dim)
     layer_types_key: str | None = None  # per-layer attention kinds (modernbert/qwen2 local vs global layers)
@@ -196,17 +197,19 @@ class Family:
         hidden, heads = int(getattr(config, self.hidden_key)), int(getattr(config, self.heads_key))
         kv_heads = getattr(config, self.kv_heads_key, None) if self.kv_heads_key else None
         head_dim = getattr(config, self.head_dim_key, None) if self.head_dim_key else None
+        ffn = getattr(config, self.ffn_key)
+        if ffn is None and self.ffn_default_multiple:
+            ffn = self.ffn_default_multiple * hidden
         return Widths(layers=int(getattr(config, self.layers_key)), hidden=hidden, heads=heads,
-                      kv_heads=int(kv_heads or heads), head_dim=int(head_dim or hidden // heads),
-                      ffn=int(getattr(config, self.ffn_key)))
+                      kv_heads=int(kv_heads or heads), head_dim=int(head_dim or hidden // heads), ffn=int(ffn))
 
     def set_widths(self, config: Any, *, layers: int | None = None, hidden: int | None = None,
                    heads: int | None = None, kv_heads: int | None = None, head_dim: int | None = None,
                    ffn: int | None = None) -> None:
         """Write the given widths into ``config`` under this family's keys (``None``: leave that key alone)."""
-        keys = {self.layers_key: layers, self.hidden_key: hidden, self.heads_key: heads,
-                self.kv_heads_key: kv_heads, self.head_dim_key: head_dim, self.ffn_key: ffn}
-        for key, value in keys.items():
+        keys = ((self.layers_key, layers), (self.hidden_key, hidden), (self.heads_key, heads),
+                (self.kv_heads_key, kv_heads), (self.head_dim_key, head_dim), (self.ffn_key, ffn))
+        for key, value in keys:
             if value is None:
                 continue
             if key is None:
