@@ -1,6 +1,7 @@
 """Model-family adapters (distill.core.families): every registered entry resolves on a tiny model of its family,
-an unknown family is one line naming the supported ones, and decoder entries (llama with grouped-query attention
-and a gated MLP, gpt2 with a fused Conv1D Q/K/V) fit the same dataclass and verbs without code changes."""
+an unknown family is one line naming the supported ones, and the entries issues 16 and 17 will register (llama with
+grouped-query attention and a gated MLP, gpt2 with a fused Conv1D Q/K/V, ModernBERT with a fused Q/K/V, a GLU FFN
+and local/global layers) fit the same dataclass and verbs without code changes (registered here for one test)."""
 
 from __future__ import annotations
 
@@ -133,7 +134,7 @@ def test_unregistered_bert_shaped_family_keeps_the_name_fallback():
     assert len(_attention_dropouts(model)) == 2
 
 
-# ---- decoders fit the same entry: what issue 17 will register -------------------------------------------------
+# ---- entries issues 16 and 17 will register fit the same dataclass --------------------------------------------
 
 LLAMA = Family(model_type="llama", layers="layers", attention="self_attn",
                query="q_proj", key="k_proj", value="v_proj", attn_out="self_attn.o_proj",
@@ -149,7 +150,14 @@ GPT2 = Family(model_type="gpt2", layers="h", attention="attn", qkv_fused="c_attn
               ffn_in="mlp.c_fc", ffn_out="mlp.c_proj", attn_dropout="attn_dropout", norms=("ln_1", "ln_2"),
               final_norm="ln_f", embeddings=None, word_embeddings="wte", position_embeddings="wpe",
               heads_attr="num_heads", head_size_attr="head_dim", all_head_attr="embed_dim",
-              layers_key="n_layer", hidden_key="n_embd", heads_key="n_head", ffn_key="n_inner", ffn_default_multiple=4, causal=True)
+              layers_key="n_layer", hidden_key="n_embd", heads_key="n_head", ffn_key="n_inner", ffn_default_multiple=4,
+              causal=True)
+
+MODERNBERT = Family(model_type="modernbert", layers="layers", attention="attn", qkv_fused="Wqkv",
+                    attn_out="attn.Wo", ffn_in="mlp.Wi", ffn_glu_fused=True, ffn_out="mlp.Wo",
+                    attn_dropout="attention_dropout", norms=("attn_norm", "mlp_norm"), final_norm="final_norm",
+                    embeddings="embeddings", word_embeddings="embeddings.tok_embeddings",
+                    heads_attr=None, head_size_attr="head_dim", all_head_attr=None, layer_types_key="layer_types")
 
 
 @pytest.fixture
@@ -213,6 +221,26 @@ def test_a_gpt2_entry_splits_its_fused_conv1d_qkv(registered):
     assert torch.equal(captured[1]["query"], q) and torch.equal(captured[1]["key"], k)
     assert torch.equal(captured[1]["value"], v)
     assert [type(o).__name__ for o, _ in family.attention_dropouts(model)] == ["Dropout", "Dropout"]
+
+
+def test_a_modernbert_entry_describes_fused_qkv_and_a_glu_ffn(registered):
+    from transformers import ModernBertConfig, ModernBertModel
+
+    torch.manual_seed(0)
+    config = ModernBertConfig(vocab_size=60, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1,
+                              sep_token_id=2, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                              intermediate_size=48)
+    model = ModernBertModel(config).eval()
+    family = registered(MODERNBERT)
+    assert family.widths(config) == Widths(layers=3, hidden=32, heads=4, kv_heads=4, head_dim=8, ffn=48)
+    assert getattr(config, family.layer_types_key) == ["full_attention", "sliding_attention", "sliding_attention"]
+    block = family.blocks(model)[1]
+    assert family.ffn(block)["in"].out_features == 2 * 48 and family.ffn_glu_fused  # [input; gate]
+    assert family.qkv(block)["qkv"].out_features == 3 * 32
+    assert set(family.embedding_tables(model)) == {"word"}  # rotary positions
+    with capture_qkv(model, [1]) as captured, torch.no_grad():
+        model(input_ids=torch.randint(3, 60, (2, 7)))
+    assert [captured[1][r].shape for r in ("query", "key", "value")] == [(2, 7, 32)] * 3
 
 
 def _path(root, path):

@@ -25,7 +25,9 @@ by that test::
 GPT-2 (fused Conv1D Q/K/V) is ``qkv_fused="c_attn"`` with ``layers="h"``, ``attention="attn"``,
 ``attn_out="attn.c_proj"``, ``ffn_in="mlp.c_fc"``, ``ffn_out="mlp.c_proj"``, ``word_embeddings="wte"``,
 ``position_embeddings="wpe"`` and the ``n_layer``/``n_embd``/``n_head``/``n_inner`` keys (``n_inner`` None means
-4 x hidden: ``ffn_default_multiple=4``). ModernBERT (issue 16) is ``qkv_fused="attn.Wqkv"``-style with ``ffn_glu_fused=True``.
+4 x hidden: ``ffn_default_multiple=4``). ModernBERT (issue 16) is ``attention="attn"``, ``qkv_fused="Wqkv"``,
+``ffn_in="mlp.Wi"`` with ``ffn_glu_fused=True``, ``word_embeddings="embeddings.tok_embeddings"`` and
+``layer_types_key="layer_types"`` (full or sliding attention per layer). The test checks all three entries.
 """
 
 from __future__ import annotations
