@@ -135,8 +135,7 @@ def _cut(
         scorer = _scorer(model, config, inputs, batches, loss_fn)
     if n_keep < n:
         kept = _choose_layers(model, spec, config, trace, scorer, n_keep)
-        blocks = spec.blocks(model)
-        spec.replace_blocks(model, [blocks[i] for i in kept])
+        spec.keep_blocks(model, kept)
         how = "as listed" if isinstance(config.layers, list) else f"by {selection_name(config)}"
         notes.append(f"kept layers {kept} of {n} ({how})")
         changed = True

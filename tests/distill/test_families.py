@@ -241,6 +241,10 @@ def test_a_modernbert_entry_describes_fused_qkv_and_a_glu_ffn(registered):
     with capture_qkv(model, [1]) as captured, torch.no_grad():
         model(input_ids=torch.randint(3, 60, (2, 7)))
     assert [captured[1][r].shape for r in ("query", "key", "value")] == [(2, 7, 32)] * 3
+    first = family.blocks(model)[0]
+    family.keep_blocks(model, [0, 2])
+    assert family.blocks(model)[0] is first and family.blocks(model)[1].attn.layer_idx == 1
+    assert (config.num_hidden_layers, config.layer_types) == (2, ["full_attention", "sliding_attention"])
 
 
 def _path(root, path):

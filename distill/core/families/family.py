@@ -102,11 +102,16 @@ class Family:
         """The transformer blocks, in order."""
         return list(get_path(model.base_model, self.layers))
 
-    def replace_blocks(self, model: nn.Module, blocks: list[nn.Module]) -> None:
-        """Make ``blocks`` the model's blocks, renumber their ``layer_idx`` and rewrite the layer count."""
+    def keep_blocks(self, model: nn.Module, kept: list[int]) -> None:
+        """Keep only the blocks at indices ``kept`` (in that order): renumber their ``layer_idx`` and rewrite the
+        layer count, and the per-layer attention kinds where the family has them."""
         from torch import nn
 
+        blocks = [self.blocks(model)[i] for i in kept]
         set_path(model.base_model, self.layers, nn.ModuleList(blocks))
+        layer_types = getattr(model.config, self.layer_types_key, None) if self.layer_types_key else None
+        if isinstance(layer_types, (list, tuple)):
+            setattr(model.config, self.layer_types_key, [layer_types[i] for i in kept])
         for idx, block in enumerate(blocks):
             for module in block.modules():
                 if isinstance(getattr(module, "layer_idx", None), int):
