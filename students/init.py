@@ -1,4 +1,8 @@
-"""Initialise a student from its teacher: embeddings plus every k-th encoder layer, when widths match."""
+"""Initialise a student from its teacher: embeddings plus every k-th encoder layer, when widths match.
+
+Blocks and embedding tables are found through the model's family (``distill.core.families``); a model of an
+unregistered but BERT-shaped family (ELECTRA, XLM-R, CamemBERT, ...) is read with the BERT layout, as before.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from distill.core.errors import ConfigError, UnknownNameError
+from distill.core.families import find_family
 
 INIT_CHOICES = ("auto", "random", "teacher-layers", "teacher-embeddings", "teacher-pruned")
 LAYER_STRATEGIES = ("uniform", "first-k", "last-k")
@@ -64,10 +69,23 @@ def select_layers(n_student: int, n_teacher: int, strategy: str | list[int] = "u
     return [max(0, round((i + 1) * n_teacher / n_student) - 1) for i in range(n_student)]
 
 
-def _encoder(model):
-    base = getattr(model, model.base_model_prefix, model)
-    encoder = getattr(base, "encoder", None)
-    return base, getattr(encoder, "layer", None)
+def _blocks(model) -> list[torch.nn.Module]:
+    """The model's transformer blocks (empty when it keeps none where its family, or BERT, keeps them)."""
+    family = find_family(model)
+    if family is not None:
+        return family.blocks(model)
+    encoder = getattr(model.base_model, "encoder", None)  # unregistered: where BERT-shaped families keep them
+    return list(getattr(encoder, "layer", None) or [])
+
+
+def _embeddings(model) -> tuple[torch.nn.Module, dict[str, torch.nn.Module]]:
+    """The module holding the embedding tables, and the tables by role (``word``, ``position``, ``token_type``)."""
+    family = find_family(model)
+    if family is not None:
+        return family.embedding_module(model), family.embedding_tables(model)
+    module = model.base_model.embeddings  # unregistered: BERT's names
+    tables = {role: getattr(module, f"{role}_embeddings", None) for role in ("word", "position", "token_type")}
+    return module, {role: table for role, table in tables.items() if table is not None}
 
 
 def _same_shapes(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -77,8 +95,7 @@ def _same_shapes(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 def widths_match(student, teacher) -> bool:
     """True when a teacher layer can be loaded into a student layer as is."""
-    _, s_layers = _encoder(student)
-    _, t_layers = _encoder(teacher)
+    s_layers, t_layers = _blocks(student), _blocks(teacher)
     return bool(s_layers) and bool(t_layers) and _same_shapes(s_layers[0], t_layers[0])
 
 
@@ -102,13 +119,12 @@ def init_from_teacher(student, teacher, strategy: str = "auto",
     if not widths_match(student, teacher):
         raise ConfigError("--init teacher-layers needs the student's hidden size, heads and FFN width to equal "
                           "the teacher's", "use --init random, or a student of the teacher's width")
-    s_base, s_layers = _encoder(student)
-    t_base, t_layers = _encoder(teacher)
+    s_layers, t_layers = _blocks(student), _blocks(teacher)
     pairs = list(enumerate(select_layers(len(s_layers), len(t_layers), layer_selection)))
     with torch.no_grad():
         for s, t in pairs:
             s_layers[s].load_state_dict(t_layers[t].state_dict())
-        copied = _copy_embeddings(s_base.embeddings, t_base.embeddings)
+        copied = _copy_embeddings(_embeddings(student)[0], _embeddings(teacher)[0])
     return InitReport("teacher-layers", pairs, copied)
 
 
@@ -138,10 +154,11 @@ def _project_embeddings(student, teacher) -> InitReport:
     student (``small`` from a 384-wide teacher) gets the teacher's vectors through a random matrix with orthonormal
     rows, which keeps every length and inner product.
     """
-    s_emb, t_emb = _encoder(student)[0].embeddings, _encoder(teacher)[0].embeddings
-    words = t_emb.word_embeddings.weight.detach().float()
-    width = s_emb.word_embeddings.weight.shape[1]
-    if words.shape[0] != s_emb.word_embeddings.weight.shape[0]:
+    s_tables, t_tables = _embeddings(student)[1], _embeddings(teacher)[1]
+    words = t_tables["word"].weight.detach().float()
+    s_words = s_tables["word"].weight
+    width = s_words.shape[1]
+    if words.shape[0] != s_words.shape[0]:
         return InitReport("random")
     mean = words.mean(0, keepdim=True)
     generator_state = torch.random.get_rng_state()
@@ -152,9 +169,9 @@ def _project_embeddings(student, teacher) -> InitReport:
         basis = torch.linalg.qr(torch.randn(width, words.shape[1]))[0].T  # (teacher width, width), B Bᵀ = I
     torch.random.set_rng_state(generator_state)
     with torch.no_grad():
-        s_emb.word_embeddings.weight.copy_((words - mean) @ basis)
-        for name in ("position_embeddings", "token_type_embeddings"):
-            src, dst = getattr(t_emb, name, None), getattr(s_emb, name, None)
+        s_words.copy_((words - mean) @ basis)
+        for role in ("position", "token_type"):
+            src, dst = t_tables.get(role), s_tables.get(role)
             if src is not None and dst is not None and src.weight.shape[1] == words.shape[1]:
                 n = min(src.weight.shape[0], dst.weight.shape[0])
                 dst.weight[:n].copy_(src.weight[:n].float() @ basis)

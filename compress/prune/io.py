@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from compress.prune.layout import Layout, measure, sync_config
+from compress.prune.layout import LayerWidths, Layout, measure, sync_config
 from distill.core.artifacts import write_json
 from distill.core.errors import ModelError
-from distill.core.families import ARCHS, arch_of, get_path, layers_of, set_attention_widths, set_path
+from distill.core.families import Family, arch_of, find_family, get_path, set_path
 from distill.core.runtime import load_policy
 
 WIDTHS_FILE = "pruned_widths.json"
@@ -100,32 +100,37 @@ def _model_class(config) -> type:
 
 def _build(cls: type, config, layout: Layout, model_type: str | None, src: Path) -> torch.nn.Module:
     """Instantiate ``cls`` from ``config`` and resize every block to ``layout`` (weights still uninitialised)."""
-    spec = ARCHS.get(config.model_type)
+    spec = find_family(config)
     if spec is None or model_type != config.model_type:
         raise ModelError(
             f"{src}/{WIDTHS_FILE} is for '{model_type}' but config.json is '{config.model_type}'",
             "save the model again with save_pruned",
         )
-    if getattr(config, spec.layers_key) != len(layout.layers) or getattr(config, spec.hidden_key) != layout.hidden:
+    declared = spec.widths(config)
+    if declared.layers != len(layout.layers) or declared.hidden != layout.hidden:
         raise ModelError(f"{src}/config.json disagrees with {WIDTHS_FILE}", "save the model again with save_pruned")
-    heads = getattr(config, spec.heads_key)
-    setattr(config, spec.heads_key, 1)  # HF checks hidden % heads when building; the widths file sets real heads
+    spec.set_widths(config, heads=1)  # HF checks hidden % heads when building; the widths file sets real heads
     try:
         with _no_init():
             model = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)  # Auto* or concrete
     finally:
-        setattr(config, spec.heads_key, heads)
-    for layer, w in zip(layers_of(model, spec), layout.layers, strict=True):
-        attn = get_path(layer, spec.attention)
-        for name in (spec.query, spec.key, spec.value):
-            set_path(attn, name, _linear_like(get_path(attn, name), layout.hidden, w.attention))
-        set_path(layer, spec.attn_out, _linear_like(get_path(layer, spec.attn_out), w.attention, layout.hidden))
-        set_path(layer, spec.ffn_in, _linear_like(get_path(layer, spec.ffn_in), layout.hidden, w.ffn))
-        set_path(layer, spec.ffn_out, _linear_like(get_path(layer, spec.ffn_out), w.ffn, layout.hidden))
-        set_attention_widths(attn, spec, w.heads, w.head_size)
+        spec.set_widths(config, heads=declared.heads)
+    for block, w in zip(spec.blocks(model), layout.layers, strict=True):
+        _resize_block(spec, block, layout.hidden, w)
     if measure(model, spec) != layout:
         raise ModelError(f"could not rebuild the layout of {src}", "report this bug")
     return model
+
+
+def _resize_block(spec: Family, block: torch.nn.Module, hidden: int, w: LayerWidths) -> None:
+    """Give one freshly built block the widths ``w`` (fresh Linear layers, attention attributes rewritten)."""
+    attn = spec.self_attention(block)
+    for name in (spec.query, spec.key, spec.value):
+        set_path(attn, name, _linear_like(get_path(attn, name), hidden, w.attention))
+    set_path(block, spec.attn_out, _linear_like(spec.attention_output(block), w.attention, hidden))
+    set_path(block, spec.ffn_in, _linear_like(get_path(block, spec.ffn_in), hidden, w.ffn))
+    set_path(block, spec.ffn_out, _linear_like(get_path(block, spec.ffn_out), w.ffn, hidden))
+    spec.set_attention_widths(attn, w.heads, w.head_size)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from distill.core.errors import ModelError
-from distill.core.families import ArchSpec, get_path, layers_of
+from distill.core.families import Family
 
 LAYOUT_FORMAT = "distill.pruned_widths"
 LAYOUT_VERSION = 1
@@ -85,27 +85,24 @@ class Layout:
         return layout
 
 
-def measure(model: torch.nn.Module, spec: ArchSpec) -> Layout:
+def measure(model: torch.nn.Module, spec: Family) -> Layout:
     """Read every block's widths from its modules (not the config, which pruning may leave stale)."""
     layers, hidden = [], set()
-    for layer in layers_of(model, spec):
-        attn = get_path(layer, spec.attention)
-        heads = int(getattr(attn, spec.heads_attr))
-        inner = get_path(attn, spec.query).out_features
+    for block in spec.blocks(model):
+        heads = int(getattr(spec.self_attention(block), spec.heads_attr))
+        inner = spec.qkv(block)["query"].out_features
         if heads < 1 or inner % heads:
             raise ModelError(
                 f"attention of width {inner} does not split into {heads} heads", "the model's attention is corrupt"
             )
-        layers.append(LayerWidths(heads, inner // heads, get_path(layer, spec.ffn_in).out_features))
-        hidden.add(get_path(layer, spec.attn_out).out_features)
+        layers.append(LayerWidths(heads, inner // heads, spec.ffn(block)["in"].out_features))
+        hidden.add(spec.attention_output(block).out_features)
     if len(hidden) != 1:
         raise ModelError(f"encoder layers disagree on the hidden width: {sorted(hidden)}", "the model is corrupt")
     return Layout(hidden=hidden.pop(), layers=tuple(layers))
 
 
-def sync_config(model: torch.nn.Module, spec: ArchSpec, layout: Layout) -> None:
+def sync_config(model: torch.nn.Module, spec: Family, layout: Layout) -> None:
     """Write ``layout`` into ``model.config``: exact when expressible, else the largest per-layer widths."""
-    setattr(model.config, spec.hidden_key, layout.hidden)
-    setattr(model.config, spec.heads_key, layout.max_heads)
-    setattr(model.config, spec.ffn_key, layout.max_ffn)
-    setattr(model.config, spec.layers_key, len(layout.layers))
+    spec.set_widths(model.config, hidden=layout.hidden, heads=layout.max_heads, ffn=layout.max_ffn,
+                    layers=len(layout.layers))

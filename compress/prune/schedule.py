@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from compress.prune.config import PruneConfig, Ratio, check_ratios
 from compress.prune.layout import Layout
-from compress.prune.pruner import PruneConfig, Ratio, check_ratios, plan_widths
+from compress.prune.plan import plan_widths
 from distill.core.errors import ConfigError
 
 
