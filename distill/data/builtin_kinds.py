@@ -18,7 +18,7 @@ from distill.data.kinds import (
     ReportFields,
     TaskKind,
     TrivialPredictor,
-    is_regression_config,
+    config_value,
     register_kind,
 )
 from distill.data.text import load_text_splits, tokenize_text
@@ -128,6 +128,14 @@ def padded_tags(dataset) -> np.ndarray:
     for i, tags in enumerate(rows):
         out[i, :len(tags)] = tags
     return out
+
+
+def is_regression_config(config) -> bool:
+    """A one-output head that predicts a score: ``problem_type`` regression, or one label and no problem type."""
+    problem = config_value(config, "problem_type")
+    labels = config_value(config, "id2label")
+    return problem == "regression" or (
+        problem is None and config_value(config, "num_labels", len(labels) if labels else None) == 1)
 
 
 def _not_regression(config) -> bool:

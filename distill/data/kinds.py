@@ -129,7 +129,7 @@ class TaskKind:
         """A model of ``config`` (or of class ``class_name``) has a head of this kind's class (its class name ends
         with ``head_suffix``). Kinds sharing a head class (classification, regression) both say yes; ``claims``
         tells them apart."""
-        names = [class_name] if class_name else list(_get(config, "architectures") or [])
+        names = [class_name] if class_name else list(config_value(config, "architectures") or [])
         return any(str(n).endswith(self.head_suffix) for n in names)
 
     def claims(self, config, class_name: str | None = None) -> bool:
@@ -167,7 +167,7 @@ def get_kind(name: str | TaskKind) -> TaskKind:
     return name if isinstance(name, TaskKind) else TASK_KINDS.get(name)
 
 
-def _get(config, key: str, default=None):
+def config_value(config, key: str, default=None):
     """A config attribute, from a transformers config or a ``config.json`` dict."""
     return config.get(key, default) if isinstance(config, Mapping) else getattr(config, key, default)
 
@@ -196,13 +196,3 @@ def kind_for_columns(column_names) -> TaskKind:
             return kind
     return get_kind(DEFAULT_KIND)
 
-
-def is_regression_config(config) -> bool:
-    """A one-output head that predicts a score: ``problem_type`` regression, or one label and no problem type."""
-    problem = _get(config, "problem_type")
-    return problem == "regression" or (problem is None and _get(config, "num_labels", _labels(config)) == 1)
-
-
-def _labels(config) -> int | None:
-    labels = _get(config, "id2label")
-    return len(labels) if labels else None

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from distill.core.errors import UnknownNameError
+from distill.core.errors import ConfigError, UnknownNameError
 from distill.data import load_splits, make_loader, tokenize
 from distill.data.builtin_kinds import class_agreement, class_ids, whole_rows
 from distill.data.kinds import (
@@ -24,6 +24,7 @@ from distill.data.kinds import (
     kind_for_data,
     register_kind,
 )
+from distill.data.pairs import tokenize_two
 from distill.data.splits import Splits
 from distill.data.task import Task
 from distill.data.tasks import get_task, trivial_predictor
@@ -144,6 +145,15 @@ def test_report_fields_and_comparisons_follow_the_kind():
     assert agreement(reg, np.array([[1.0], [2.0], [3.0]]), np.array([[1.0], [2.0], [4.0]])) == pytest.approx(PEARSON)
     assert tok.kind.per_token and not tok.kind.cross_tokenizer and not tok.kind.teacher_cache
     assert seq.kind.augment and not reg.kind.augment and not tok.kind.augment
+
+
+def test_cross_tokenizer_rows_only_for_kinds_that_allow_it(tmp_path):
+    tok = factories.tiny_tokenizer(tmp_path)
+    rows = Dataset.from_dict(CASES["token-classification"]["rows"])
+    with pytest.raises(ConfigError, match="token classification cannot use a student tokenizer"):
+        tokenize_two(rows, tok, tok, 16)
+    both = tokenize_two(Dataset.from_dict(CASES["regression"]["rows"]), tok, tok, 16, kind=get_kind("regression"))
+    assert both["labels"] == [0.5, 3.0] and both["teacher_input_ids"] == both["input_ids"]
 
 
 def test_task_kind_defaults_names_and_pickling():
