@@ -1,4 +1,4 @@
-"""Build a BERT student that shares the teacher's tokenizer, vocabulary and task head."""
+"""Build a BERT student that shares the teacher's tokenizer, vocabulary and task head (the task kind's head class)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 from distill.core.errors import ConfigError, ModelError
 from distill.core.runtime import load_policy
+from distill.data.kinds import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, TaskKind, get_kind
 from students.presets import PRESETS, StudentPreset
 
 # Settings copied from the teacher so the student reads the same token ids and predicts the same labels.
@@ -13,13 +14,19 @@ SHARED_KEYS = ("vocab_size", "max_position_embeddings", "type_vocab_size", "pad_
                "id2label", "label2id", "problem_type", "layer_norm_eps")
 
 
-def build_student(preset: StudentPreset | str, teacher_config, *, token: bool = False):
-    """A randomly initialised ``BertForSequenceClassification`` (``token=True``: ``BertForTokenClassification``,
-    for NER) of the preset's shape."""
-    from transformers import BertForSequenceClassification, BertForTokenClassification
+def _kind(kind: TaskKind | None, token: bool) -> TaskKind:
+    """The kind given, else (callers that predate kinds) token or sequence classification."""
+    return kind or get_kind(TOKEN_CLASSIFICATION if token else SEQUENCE_CLASSIFICATION)
+
+
+def build_student(preset: StudentPreset | str, teacher_config, *, kind: TaskKind | None = None, token: bool = False):
+    """A randomly initialised BERT of the preset's shape with the head of ``kind`` (``Bert`` + its head suffix,
+    e.g. ``BertForTokenClassification`` for NER; default ``BertForSequenceClassification``, also used for
+    regression)."""
+    import transformers
 
     config = student_config(preset, teacher_config)
-    return (BertForTokenClassification if token else BertForSequenceClassification)(config)
+    return getattr(transformers, "Bert" + _kind(kind, token).head_suffix)(config)
 
 
 def student_config(preset: StudentPreset | str, teacher_config):
@@ -36,15 +43,14 @@ def student_config(preset: StudentPreset | str, teacher_config):
                       intermediate_size=shape.ffn, **shared)
 
 
-def load_student(source: str, teacher_config, *, token: bool = False):
-    """Load a student from a model dir or Hub id, with a head sized like the teacher's (per token when ``token``)."""
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
+def load_student(source: str, teacher_config, *, kind: TaskKind | None = None, token: bool = False):
+    """Load a student from a model dir or Hub id with the head of ``kind`` (default sequence classification; ``token``
+    for callers that predate kinds), sized like the teacher's."""
     kwargs = {k: getattr(teacher_config, k) for k in ("num_labels", "id2label", "label2id", "problem_type")
               if getattr(teacher_config, k, None) is not None}
     try:
-        auto = AutoModelForTokenClassification if token else AutoModelForSequenceClassification
-        return auto.from_pretrained(source, **load_policy().from_pretrained_kwargs(), **kwargs)
+        return _kind(kind, token).model_class().from_pretrained(source, **load_policy().from_pretrained_kwargs(),
+                                                                **kwargs)
     except Exception as exc:
         raise ModelError(f"cannot load student '{source}' ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})",
                          "pass a preset name or a Hugging Face model directory with safetensors weights") from None

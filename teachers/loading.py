@@ -1,5 +1,5 @@
-"""Load a teacher with a classification head sized for the task (one label per sequence, or per token for NER),
-and say whether it is trained."""
+"""Load a teacher with the head of the task's kind (``task.kind``: one label per sequence, a score, or one label per
+token for NER) sized for the task, and say whether it is trained."""
 
 from __future__ import annotations
 
@@ -94,18 +94,9 @@ def _check_remote_code(source: str) -> None:
                          "pass --trust-remote-code only if you trust its source")
 
 
-def has_classification_head(config, token: bool = False) -> bool:
-    """The checkpoint was saved with a sequence (``token=True``: token) classification head."""
-    suffix = "ForTokenClassification" if token else "ForSequenceClassification"
-    return any(a.endswith(suffix) for a in (getattr(config, "architectures", None) or []))
-
-
 def auto_model_class(task: Task):
-    """``AutoModelForTokenClassification`` for token tasks, else ``AutoModelForSequenceClassification``."""
-    import transformers
-
-    name = "AutoModelForTokenClassification" if task.is_token else "AutoModelForSequenceClassification"
-    return getattr(transformers, name)
+    """The task kind's ``AutoModelFor...`` class (e.g. ``AutoModelForTokenClassification`` for NER)."""
+    return task.kind.model_class()
 
 
 def load_teacher(name: str, task: Task) -> LoadedTeacher:
@@ -114,7 +105,7 @@ def load_teacher(name: str, task: Task) -> LoadedTeacher:
 
     source = resolve_model_source(name)
     config = load_config(source)
-    if has_classification_head(config, task.is_token) and config.num_labels != task.num_labels:
+    if task.kind.has_head(config) and config.num_labels != task.num_labels:
         raise ModelError(f"teacher '{name}' has a {config.num_labels}-label head but task '{task.name}' has "
                          f"{task.num_labels} labels",
                          "pick the teacher fine-tuned for this task or the matching --task")
@@ -122,8 +113,8 @@ def load_teacher(name: str, task: Task) -> LoadedTeacher:
     if task.label_names:
         kwargs["id2label"] = dict(enumerate(task.label_names))
         kwargs["label2id"] = {n: i for i, n in enumerate(task.label_names)}
-    if task.is_regression:
-        kwargs["problem_type"] = "regression"
+    if task.kind.problem_type:
+        kwargs["problem_type"] = task.kind.problem_type
     try:
         model, info = auto_model_class(task).from_pretrained(
             source, output_loading_info=True, **load_policy().from_pretrained_kwargs(), **kwargs)

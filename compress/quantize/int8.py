@@ -1,10 +1,10 @@
 """Post-training INT8 quantization: a transformers model in, an ONNX Runtime bundle that optimum can load out.
 
-The bundle (``out_dir``) follows optimum's ``ORTModelForSequenceClassification`` conventions: ``model.onnx``
-(weights inside, no ``model.onnx_data`` below 2 GB), ``config.json``, tokenizer files; graph inputs
-``input_ids``, ``attention_mask`` and ``token_type_ids`` (the last only when the model uses segment ids), int64,
-with dynamic ``batch_size`` × ``sequence_length`` axes; output ``logits`` (or ``last_hidden_state`` for a bare
-encoder). onnx and onnxruntime are imported inside functions only, so ``import compress`` stays light.
+The bundle (``out_dir``) follows optimum's ``ORTModelFor...`` conventions: ``model.onnx`` (weights inside, no
+``model.onnx_data`` below 2 GB), ``config.json``, tokenizer files; the graph has the task kind's signature
+(``compress.quantize.export``: int64 ``input_ids``, ``attention_mask`` [, ``token_type_ids``] with dynamic
+``batch_size`` × ``sequence_length`` axes; output ``logits``, or ``last_hidden_state`` for a bare encoder).
+onnx and onnxruntime are imported inside functions only, so ``import compress`` stays light.
 
 Modes (QUANTIZERS): ``dynamic`` (weights INT8 ahead of time, activations per batch at run time) and ``static`` (QDQ
 graph, activation ranges calibrated on task batches with a CALIBRATIONS method). Both take their 8-bit types and
@@ -20,7 +20,6 @@ import io
 import logging
 import platform
 import tempfile
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,17 +28,16 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
+from compress.quantize.export import DEFAULT_OPSET, MIN_OPSET, export_input_names, export_onnx
+from compress.quantize.export import graph_input_names as graph_input_names  # noqa: F401  (kept importable here)
 from compress.quantize.targets import TARGETS, Target, detect_target
 from distill.core.artifacts import dir_size_mb, staged_dir, write_json
 from distill.core.errors import ConfigError, ModelError
 from distill.core.registry import Registry
+from distill.data.kinds import TaskKind
 
 ONNX_FILE = "model.onnx"
 CONFIG_FILE = "quantize_config.json"
-OUTPUT_NAMES = ("logits", "last_hidden_state")  # first one the model returns becomes the single graph output
-MIN_OPSET = 17  # LayerNormalization is an ONNX op from 17 on
-DEFAULT_OPSET = 18  # the dynamo exporter's native opset: no version conversion pass
-_EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with headroom for the graph itself
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 
 # A quantizer writes an INT8 copy of ``src`` to ``dst``; ``calibration`` is passed only when the caller has data.
@@ -102,119 +100,6 @@ class QuantizeReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-# ----------------------------------------------------------------------------------------------- export
-
-
-def graph_input_names(model: PreTrainedModel) -> list[str]:
-    """The inputs optimum's exporter would give this model: token_type_ids only when segment ids mean something."""
-    params = inspect.signature(model.forward).parameters
-    names = [n for n in ("input_ids", "attention_mask") if n in params]
-    if "token_type_ids" in params and getattr(model.config, "type_vocab_size", 2) > 1:
-        names.append("token_type_ids")
-    if "input_ids" not in names:
-        raise ModelError(f"{type(model).__name__} takes no input_ids",
-                         "pass a text model (BERT, RoBERTa, DistilBERT, ...)")
-    return names
-
-
-class _SingleOutput(torch.nn.Module):
-    """Calls the model with keyword inputs and returns one named output tensor, so the graph has one output."""
-
-    def __init__(self, model: PreTrainedModel, output: str) -> None:
-        super().__init__()
-        self.model = model
-        self.output = output
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        kwargs = {"attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        return getattr(self.model(input_ids=input_ids, **kwargs, return_dict=True), self.output)
-
-
-@contextlib.contextmanager
-def _export_ready(model: PreTrainedModel) -> Iterator[PreTrainedModel]:
-    """Yield the model in eval mode, FP32 on CPU, with eager attention; restore what was changed on exit."""
-    on_cpu_fp32 = all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
-    target = model if on_cpu_fp32 else copy.deepcopy(model).to("cpu", torch.float32)
-    was_training = target.training
-    attn = getattr(target.config, "_attn_implementation", None)
-    target.eval()
-    # eager attention exports to plain MatMul/Softmax: ~20% faster under ORT than the decomposed SDPA graph
-    with contextlib.suppress(Exception):
-        target.set_attn_implementation("eager")
-    try:
-        yield target
-    finally:
-        target.train(was_training)
-        if attn is not None and attn != "eager":
-            with contextlib.suppress(Exception):
-                target.set_attn_implementation(attn)
-
-
-def _example_inputs(model: PreTrainedModel, names: list[str], seq: int) -> dict[str, torch.Tensor]:
-    """A batch of 2 (so the batch axis is not specialised to 1) for tracing."""
-    gen = torch.Generator().manual_seed(0)
-    vocab = int(getattr(model.config, "vocab_size", 100))
-    ids = torch.randint(0, vocab, (2, seq), generator=gen)
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
-    return {n: inputs[n] for n in names}
-
-
-def _output_name(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> str:
-    """``logits`` for a task head, ``last_hidden_state`` for a bare encoder."""
-    try:
-        with torch.inference_mode():
-            out = model(**inputs, return_dict=True)
-    except Exception as exc:
-        raise ModelError(f"{type(model).__name__} fails on an example batch ({type(exc).__name__}: {exc})",
-                         "check that the model runs on CPU in FP32 with input_ids/attention_mask") from exc
-    for name in OUTPUT_NAMES:
-        if getattr(out, name, None) is not None:
-            return name
-    raise ModelError(f"{type(model).__name__} returns neither {' nor '.join(OUTPUT_NAMES)}",
-                     "export a *ForSequenceClassification, *ForTokenClassification or bare encoder model")
-
-
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """Silence the exporter's routine chatter (axis-renaming notes, optional torchvision ops); keep real errors."""
-    log = logging.getLogger("torch.onnx")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"# The axis name")
-        warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)
-        try:
-            yield
-        finally:
-            log.setLevel(level)
-
-
-def export_onnx(model: PreTrainedModel, path: Path, *, max_seq_length: int = 128, opset: int = DEFAULT_OPSET) -> Path:
-    """Export ``model`` to one FP32 ONNX file with dynamic batch and sequence axes (torch.export-based exporter)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _export_ready(model) as ready:
-        names = graph_input_names(ready)
-        max_pos = int(getattr(ready.config, "max_position_embeddings", max_seq_length) or max_seq_length)
-        # RoBERTa-style positions start at padding_idx + 1: stay 2 below the table size
-        inputs = _example_inputs(ready, names, seq=max(2, min(max_seq_length, max_pos - 2)))
-        output = _output_name(ready, inputs)
-        batch, seq = torch.export.Dim("batch_size"), torch.export.Dim("sequence_length")
-        external = sum(p.numel() * p.element_size() for p in ready.parameters()) > _EXTERNAL_DATA_BYTES
-        try:
-            with _quiet_exporter():
-                program = torch.onnx.export(
-                    _SingleOutput(ready, output).eval(), (), kwargs=inputs, output_names=[output],
-                    dynamic_shapes={n: {0: batch, 1: seq} for n in names}, opset_version=opset,
-                    dynamo=True, external_data=external, verbose=False)
-                program.save(str(path), external_data=external)
-        except Exception as exc:  # the exporter raises many types; all mean the same thing to the user
-            raise ModelError(f"could not export {type(ready).__name__} to ONNX ({type(exc).__name__}: {exc})",
-                             "check that the model runs on CPU in FP32 with input_ids/attention_mask") from exc
-    return path
 
 
 # ---------------------------------------------------------------------------------------- calibration
@@ -464,14 +349,15 @@ def _versions() -> dict[str, str]:
 
 
 def calibration_for(model: PreTrainedModel, config: QuantizeConfig, batches: Iterable[Mapping[str, object]] | None,
-                    cache: Path | None = None) -> dict[str, Calibration]:
-    """The quantizer's ``calibration`` keyword: empty without batches (static then fails fast, before export)."""
+                    cache: Path | None = None, *, kind: TaskKind | None = None) -> dict[str, Calibration]:
+    """The quantizer's ``calibration`` keyword: empty without batches (static then fails fast, before export).
+    Feeds carry the inputs of ``kind``'s graph signature (without ``kind``: of the kind whose head the model has)."""
     if batches is None:
         if config.mode == "static":
             raise ConfigError("static quantization needs calibration data",
                               "pass calibration_batches= (tokenized task batches) or use mode='dynamic'")
         return {}
-    feeds = calibration_feeds(batches, graph_input_names(model), config.calibration_samples)
+    feeds = calibration_feeds(batches, export_input_names(model, kind), config.calibration_samples)
     return {"calibration": Calibration(feeds, cache)}
 
 
@@ -485,7 +371,8 @@ def save_config(model: PreTrainedModel, out_dir: Path) -> None:
 
 
 def finish_bundle(model: PreTrainedModel, stage: Path, fp32: Path, config: QuantizeConfig, *,
-                  tokenizer=None, extra: Mapping[str, object] | None = None) -> QuantizeReport:
+                  tokenizer=None, extra: Mapping[str, object] | None = None,
+                  kind: TaskKind | None = None) -> QuantizeReport:
     """Add config, tokenizer and quantize_config.json next to ``stage/model.onnx``; the report of what was done."""
     int8 = stage / ONNX_FILE
     report = QuantizeReport(onnx_fp32_mb=round(dir_size_mb(fp32.parent), 3), onnx_int8_mb=round(dir_size_mb(int8), 3),
@@ -500,22 +387,25 @@ def finish_bundle(model: PreTrainedModel, stage: Path, fp32: Path, config: Quant
     write_json(stage / CONFIG_FILE, {**asdict(config), "weight_type": preset.weight_type,
                                      "activation_type": preset.activation_type, "reduce_range": preset.reduce_range,
                                      "format": "QDQ" if config.mode == "static" else "QOperator",
-                                     "inputs": graph_input_names(model), "file_name": ONNX_FILE,
+                                     "inputs": export_input_names(model, kind), "file_name": ONNX_FILE,
                                      "report": report.to_dict(), **(extra or {}), "versions": _versions()})
     return report
 
 
 def quantize_model(model: PreTrainedModel, out_dir: Path, config: QuantizeConfig | None = None, *,
                    tokenizer=None, max_seq_length: int = 128,
-                   calibration_batches: Iterable[Mapping[str, object]] | None = None) -> QuantizeReport:
-    """Export ``model`` to ONNX, quantize it to INT8 and write an optimum-loadable bundle to ``out_dir`` atomically."""
+                   calibration_batches: Iterable[Mapping[str, object]] | None = None,
+                   kind: TaskKind | None = None) -> QuantizeReport:
+    """Export ``model`` to ONNX with the graph signature of ``kind`` (the task's kind; default: the kind whose head
+    the model has), quantize it to INT8 and write an optimum-loadable bundle to ``out_dir`` atomically."""
     # calibration_batches (static mode): tokenized batches as a DataLoader yields them; keys the graph does not take
     # (labels, ...) are dropped, ids cast to int64, and rows padded to one length
     config = config or QuantizeConfig()
     quantizer = QUANTIZERS.get(config.mode)
-    calibration = calibration_for(model, config, calibration_batches)
+    calibration = calibration_for(model, config, calibration_batches, kind=kind)
     with tempfile.TemporaryDirectory(prefix="distill-onnx-") as scratch, staged_dir(out_dir) as stage:
-        fp32 = export_onnx(model, Path(scratch) / ONNX_FILE, max_seq_length=max_seq_length, opset=config.opset)
+        fp32 = export_onnx(model, Path(scratch) / ONNX_FILE, max_seq_length=max_seq_length, opset=config.opset,
+                           kind=kind)
         quantizer(fp32, stage / ONNX_FILE, config, **calibration)
-        report = finish_bundle(model, stage, fp32, config, tokenizer=tokenizer)
+        report = finish_bundle(model, stage, fp32, config, tokenizer=tokenizer, kind=kind)
     return report

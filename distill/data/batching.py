@@ -115,16 +115,19 @@ class LengthGroupedBatchSampler:
 
 def make_loader(dataset, tokenizer, batch_size: int, *, shuffle: bool, seed: int = 0, group_by_length: bool = False,
                 bucket_factor: int = 50, pin_memory: bool | None = None, pad_to_multiple_of: int | None = None,
-                collate_fn=None):
+                collate_fn=None, kind=None):
     """A DataLoader with dynamic padding; shuffling uses its own seeded generator so runs repeat.
 
     ``group_by_length`` batches rows of similar length (see ``LengthGroupedBatchSampler``) so little is padded;
     ``pin_memory`` defaults to on when CUDA is available; ``collate_fn`` replaces the padding collator (e.g.
-    ``pairs.PairedPadCollator`` for rows tokenized twice).
+    ``pairs.PairedPadCollator`` for rows tokenized twice). ``kind`` (the task's ``TaskKind``) supplies the
+    collator; without it the collator follows the labels' shape (one per row, or one per token).
     """
     import torch
     from torch.utils.data import DataLoader
 
+    if collate_fn is None and kind is not None:
+        collate_fn = kind.collator(tokenizer, pad_to_multiple_of)
     collate = collate_fn or _collator(dataset, tokenizer, pad_to_multiple_of)
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
     if group_by_length:
@@ -137,7 +140,7 @@ def make_loader(dataset, tokenizer, batch_size: int, *, shuffle: bool, seed: int
 
 
 def _collator(dataset, tokenizer, pad_to_multiple_of: int | None):
-    """``PadCollator``, or for per-token labels ``TokenPadCollator`` (labels padded with -100)."""
+    """Without a kind: ``PadCollator``, or for per-token labels ``TokenPadCollator`` (labels padded with -100)."""
     if is_token_dataset(dataset):
         return TokenPadCollator(tokenizer, pad_to_multiple_of)
     return PadCollator(tokenizer, pad_to_multiple_of)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from distill.core.errors import ConfigError
 from distill.data.batching import PadCollator
+from distill.data.kinds import TaskKind, kind_for_columns
 
 TEACHER_PREFIX = "teacher_"
 SHARED = ("labels", "idx")  # batch columns both views keep
@@ -20,14 +21,17 @@ def same_vocabulary(a, b) -> bool:
     return a is b or a.get_vocab() == b.get_vocab()
 
 
-def tokenize_two(dataset, student_tokenizer, teacher_tokenizer, max_length: int, *, index: bool = False):
+def tokenize_two(dataset, student_tokenizer, teacher_tokenizer, max_length: int, *, index: bool = False,
+                 kind: TaskKind | None = None):
     """Tokenize canonical rows (``text``, optional ``text_pair``, ``label``) for the student and for the teacher.
 
-    Sequence tasks only: per-token labels cannot follow two different word-piece splits.
+    Only kinds with ``cross_tokenizer`` (sequence-level outputs): per-token labels cannot follow two different
+    word-piece splits. Without ``kind``, the kind whose canonical columns the dataset has.
     """
-    if "tokens" in dataset.column_names:
-        raise ConfigError("token classification cannot use a student tokenizer that differs from the teacher's",
-                          "use a student with the teacher's tokenizer (a preset, or a dir saved with it)")
+    kind = kind or kind_for_columns(dataset.column_names)
+    if not kind.cross_tokenizer:
+        raise ConfigError(f"{kind.name.replace('-', ' ')} cannot use a student tokenizer that differs from the "
+                          "teacher's", "use a student with the teacher's tokenizer (a preset, or a dir saved with it)")
     from datasets.utils.logging import disable_progress_bar
 
     disable_progress_bar()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from distill.data.tasks import Task
+from distill.data.task import Task
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from distill.core.errors import DataError
 from distill.data.splits import Splits
-from distill.data.tasks import Task
+from distill.data.task import Task
 
 SPLIT_NAMES = {"train": ("train",), "dev": ("dev", "validation", "valid", "val", "dev_matched")}
 SUFFIXES = (".tsv", ".csv", ".jsonl", ".json")
@@ -88,8 +88,9 @@ def _find_split_file(root: Path, split: str) -> Path | None:
 
 
 def _labels_to_ids(raw: list, task: Task, names: tuple[str, ...] | None) -> tuple[list, tuple[str, ...]]:
-    """Turn raw labels into ints (classification) or floats (regression); infer names for string labels."""
-    if task.is_regression:
+    """Turn raw labels into ints (classification) or floats (kinds whose target is a score, e.g. regression);
+    infer names for string labels."""
+    if task.kind.target == "score":
         try:
             return [float(x) for x in raw], ()
         except ValueError:
@@ -125,7 +126,7 @@ def _to_dataset(texts: list[tuple[str, ...]], labels: list):
 
 
 def _check_labels(labels: list, task: Task, where: str) -> None:
-    if task.is_regression:
+    if task.kind.target == "score":
         return
     bad = sorted({x for x in labels if not 0 <= x < task.num_labels})
     if bad:
@@ -178,7 +179,7 @@ def _load_generic(root: Path, task: Task | None, text_columns, label_column) -> 
     names = base.label_names or None
     labels, names = _labels_to_ids(raw, base, names)
     dev_labels, _ = _labels_to_ids(dev_raw, base, names or None)
-    if task is None and not base.is_regression:
+    if task is None and base.kind.target != "score":
         n = len(names) if names else max(labels + dev_labels) + 1
         base = replace(base, num_labels=n, label_names=names,
                        metrics=("accuracy", "f1") if n == 2 else ("accuracy",))
@@ -210,6 +211,22 @@ def load_hub(task: Task) -> Splits:
     return Splits(parts[0], parts[1], task, f"hub:{task.hub[0]}/{task.hub[1]}")
 
 
+def load_text_splits(task: Task | None, data: str | None = None, *, text_columns: tuple[str, ...] | None = None,
+                     label_column: str | None = None, max_train_samples: int | None = None, seed: int = 0) -> Splits:
+    """The sentence kinds' reader: local files or the Hub, both splits non-empty, the train set capped if asked."""
+    if data:
+        splits = load_local(data, task, text_columns, label_column)
+    elif task is not None:
+        splits = load_hub(task)
+    else:
+        raise DataError("no task and no data given", "pass --task NAME or --data DIR")
+    if len(splits.train) == 0 or len(splits.dev) == 0:
+        raise DataError(f"'{splits.source}' has an empty train or dev split", "give at least one row in each")
+    if max_train_samples and max_train_samples < len(splits.train):
+        splits.train = splits.train.shuffle(seed=seed).select(range(max_train_samples))
+    return splits
+
+
 def tokenize_text(dataset, tokenizer, max_length: int, *, index: bool = False):
     """Tokenize canonical columns without padding (the collator pads each batch to its longest row).
 
@@ -228,8 +245,4 @@ def tokenize_text(dataset, tokenizer, max_length: int, *, index: bool = False):
         return enc
 
     return dataset.map(encode, batched=True, with_indices=True, remove_columns=dataset.column_names)
-
-
-# ---- token classification (NER): reading, tokenizing and padding live in distill.data.tokens ------------------
-
 

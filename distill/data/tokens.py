@@ -2,9 +2,9 @@
 word pieces, and pad batches with ``-100`` labels.
 
 Every source ends as two ``datasets.Dataset`` objects with columns ``tokens`` (list of words) and ``tags``
-(list of tag ids), so ``distill.data`` only dispatches here (``load_splits``, ``tokenize``, ``make_loader``).
-After tokenizing, ``labels`` holds one id per word piece: the word's tag on its first piece, ``-100`` on its
-other pieces, on special tokens and on padding, which every loss and metric ignores.
+(list of tag ids); the ``token-classification`` kind (``distill.data.builtin_kinds``) reads, tokenizes and scores
+through this module. After tokenizing, ``labels`` holds one id per word piece: the word's tag on its first piece,
+``-100`` on its other pieces, on special tokens and on padding, which every loss and metric ignores.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from pathlib import Path
 
 from distill.core.errors import DataError
 from distill.data.batching import IGNORE_INDEX
+from distill.data.kinds import TOKEN_CLASSIFICATION
 from distill.data.splits import Splits
-from distill.data.tasks import TOKEN_CLASSIFICATION, Task
+from distill.data.task import Task
 
 CONLL_FILES = {"train": ("eng.train", "train.txt", "train.conll"),
                "dev": ("eng.testa", "dev.txt", "dev.conll", "valid.txt", "validation.txt", "testa.txt")}
@@ -143,10 +144,8 @@ def _split_files(root: Path) -> tuple[Path, Path | None] | None:
     return None
 
 
-def is_token_source(task: Task | None, data: str | Path | None) -> bool:
-    """Token classification: a token task, or (no task) a CoNLL directory/file or a tokens/tags jsonl."""
-    if task is not None:
-        return task.is_token
+def is_token_data(data: str | Path | None) -> bool:
+    """A CoNLL directory/file or a tokens/tags jsonl: how token classification claims data given without a task."""
     if not data:
         return False
     root = Path(data)
@@ -235,8 +234,9 @@ def load_token_hub(task: Task):
 
 
 def load_token_splits(task: Task | None, data: str | None, *, max_train_samples: int | None = None,
-                      seed: int = 0):
-    """``load_splits`` for token classification: read, check both splits are non-empty, cap the train set."""
+                      seed: int = 0, text_columns=None, label_column=None):
+    """The token kind's reader: read, check both splits are non-empty, cap the train set. Column names are not
+    used (token files have fixed columns)."""
     splits = load_token_local(data, task) if data else load_token_hub(task)
     if len(splits.train) == 0 or len(splits.dev) == 0:
         raise DataError(f"'{splits.source}' has an empty train or dev split", "give at least one sentence in each")

@@ -1,16 +1,16 @@
 """How a stage's dev outputs compare with the teacher's: KL of the distributions, predictions for confusion
-matrices (computations the scores and the report both read)."""
+matrices (computations the scores and the report both read). What is compared (every example, or every labelled
+word) and what a prediction is come from the task's kind."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from distill.data.batching import IGNORE_INDEX
-
 
 def kl_to_teacher(task, logits: np.ndarray, teacher_logits: np.ndarray) -> float | None:
-    """Mean KL(teacher ‖ stage) of the dev-set softmax distributions (T = 1); None for regression tasks."""
-    if task.is_regression:
+    """Mean KL(teacher ‖ stage) of the softmax distributions of the rows given (T = 1); None for kinds whose
+    report has no KL (regression)."""
+    if not task.kind.report.kl:
         return None
     log_p, log_q = _log_softmax(np.asarray(teacher_logits)), _log_softmax(np.asarray(logits))
     return float((np.exp(log_p) * (log_p - log_q)).sum(-1).mean())
@@ -29,7 +29,5 @@ def dev_predictions(task, logits: np.ndarray, labels: np.ndarray | None = None) 
     Token classification (logits (N, L, C) with ``labels``): the tag id of every labelled word (label ≠ -100),
     flattened over sentences, so confusion matrices count words.
     """
-    logits = np.asarray(logits)
-    if logits.ndim == 3 and labels is not None:
-        return logits.argmax(-1)[np.asarray(labels) != IGNORE_INDEX].astype(int).tolist()
-    return logits.reshape(-1).tolist() if task.is_regression else logits.argmax(-1).astype(int).tolist()
+    kind = task.kind
+    return kind.predictions(kind.scored(np.asarray(logits), labels)).tolist()

@@ -1,7 +1,8 @@
 """Predict on a dev set and score predictions with the task's metrics through the ``evaluate`` API.
 
-Metric modules ship inside the package (``distill/metrics/<name>/<name>.py``) and load by path, so scoring
-works offline; ``evaluate`` itself is imported lazily because it costs seconds at import.
+Metric modules ship inside the package (``distill/evaluate/metrics/<name>/<name>.py``) and load by path, so scoring
+works offline; ``evaluate`` itself is imported lazily because it costs seconds at import. Which metrics run on
+which predictions is the task kind's business (``task.kind.metrics``); this module hands it ``load_metric``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from distill.objective.losses import IGNORE_INDEX
 from distill.train.sharding import is_sharded
 
 METRICS_DIR = Path(__file__).parent / "metrics"
-TOKEN_METRIC = "seqeval_f1"  # entity-level P/R/F1 for token classification
 
 
 @cache
@@ -30,33 +30,13 @@ def load_metric(name: str):
 
 
 def predictions_from_logits(task: Task, logits: np.ndarray) -> np.ndarray:
-    """Class ids for classification, the scalar score for regression."""
-    return logits.reshape(-1) if task.is_regression else logits.argmax(-1)
+    """The task kind's predictions: class ids for classification, the scalar score for regression."""
+    return task.kind.predictions(logits)
 
 
 def compute_metrics(task: Task, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """All of the task's metrics, main metric first."""
-    if task.is_token:
-        return token_metrics(task, logits, labels)
-    preds = predictions_from_logits(task, logits)
-    scores: dict[str, float] = {}
-    for name in task.metrics:
-        scores.update(load_metric(name).compute(predictions=preds.tolist(), references=labels.tolist()))
-    return {k: float(v) for k, v in scores.items()}
-
-
-def token_metrics(task: Task, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Entity-level F1 (and precision, recall, token accuracy) of word-level tags: the argmax at each labelled
-    word piece (labels ≠ -100) of (N, L, C) logits, through the bundled ``seqeval_f1`` module."""
-    from distill.data.tokens import word_predictions, word_tags
-
-    names = task.label_names or tuple(str(i) for i in range(logits.shape[-1]))
-    labels = np.asarray(labels)
-    gold = [row[row != IGNORE_INDEX].astype(int).tolist() for row in labels]
-    scores = load_metric(TOKEN_METRIC).compute(predictions=word_tags(word_predictions(logits, labels), names),
-                                               references=word_tags(gold, names))
-    ordered = {k: scores[k] for k in task.metrics if k in scores}
-    return {k: float(v) for k, v in {**ordered, **scores}.items()}
+    """All of the task's metrics, main metric first, computed by the task's kind with the bundled modules."""
+    return task.kind.metrics(task, logits, labels, load_metric)
 
 
 def pad_stack(arrays: list[np.ndarray], fill: float) -> np.ndarray:

@@ -8,8 +8,7 @@ import numpy as np
 
 from distill.data.tasks import Task
 from distill.evaluate.agreement import kl_to_teacher
-from distill.evaluate.predict import compute_metrics, predictions_from_logits
-from distill.objective.losses import IGNORE_INDEX
+from distill.evaluate.predict import compute_metrics
 
 
 @dataclass
@@ -33,20 +32,13 @@ class StageScore:
 
 
 def agreement(task: Task, logits: np.ndarray, teacher_logits: np.ndarray, labels: np.ndarray | None = None) -> float:
-    """Fraction of dev examples where the stage predicts the teacher's class (regression: Pearson r).
-
-    Token classification: the share of labelled tokens (first pieces of words, ``labels != -100``) with the
-    teacher's tag.
-    """
-    a, b = predictions_from_logits(task, logits), predictions_from_logits(task, teacher_logits)
-    if task.is_token and labels is not None:
-        keep = np.asarray(labels) != IGNORE_INDEX
-        return float((a[keep] == b[keep]).mean()) if keep.any() else 0.0
-    if task.is_regression:
-        if a.std() == 0 or b.std() == 0:
-            return 0.0
-        return float(np.corrcoef(a, b)[0, 1])
-    return float((a == b).mean())
+    """How often the stage predicts what the teacher does, as the task's kind measures it: the share of dev
+    examples with the teacher's class (regression: Pearson r of the scores; token classification: the share of
+    labelled words, ``labels != -100``, with the teacher's tag)."""
+    kind = task.kind
+    ours = kind.predictions(kind.scored(np.asarray(logits), labels))
+    theirs = kind.predictions(kind.scored(np.asarray(teacher_logits), labels))
+    return kind.agreement(ours, theirs)
 
 
 def score_stage(name: str, task: Task, logits: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray,
@@ -57,10 +49,7 @@ def score_stage(name: str, task: Task, logits: np.ndarray, labels: np.ndarray, t
     value = metrics[task.main_metric]
     base = value if teacher_metric is None else teacher_metric
     retention = value / base if base else 0.0
-    if task.is_token:  # only labelled tokens count: rows (N, L, C) become one row per scored word
-        keep = np.asarray(labels) != IGNORE_INDEX
-        kl = kl_to_teacher(task, np.asarray(logits)[keep], np.asarray(teacher_logits)[keep])
-    else:
-        kl = kl_to_teacher(task, logits, teacher_logits)
+    scored = task.kind.scored  # token classification: rows (N, L, C) become one row per labelled word
+    kl = kl_to_teacher(task, scored(np.asarray(logits), labels), scored(np.asarray(teacher_logits), labels))
     return StageScore(name, value, retention, agreement(task, logits, teacher_logits, labels), params,
                       round(size_mb, 3), round(latency_ms, 3), path, metrics, kl)
