@@ -3,8 +3,9 @@ and the README's layout section summarise them).
 
 1. Layers. ``distill.core`` is at the bottom. The generic layers are ordered core < data < objective < train <
    evaluate < report: a module imports only its own layer and lower ones. The domain packages import only core
-   and the generic layers they need, and never each other: ``students`` and ``compress`` -> core;
-   ``teachers`` -> core, data, objective, train (fine-tuning runs the one training loop, caching shards it).
+   and the generic layers they need, and never each other: ``students`` and ``compress`` -> core, data (the task
+   kinds: a head class, an ONNX signature); ``teachers`` -> core, data, objective, train (fine-tuning runs the one
+   training loop, caching shards it).
    ``distill.pipeline``, ``distill.cli``, ``distill.preflight``, ``distill.recipe``, ``distill.__main__`` and the
    package root ``distill`` (its lazy re-exports) are on top and may import anything.
 2. No import cycles between modules, counting every import: top-level, inside functions, and the
@@ -34,8 +35,8 @@ PACKAGES = ("distill", "teachers", "students", "compress")
 
 GENERIC = ("core", "data", "objective", "train", "evaluate", "report")  # bottom to top
 DOMAIN = {  # domain package -> the generic layers it may import (besides itself)
-    "students": {"core"},
-    "compress": {"core"},
+    "students": {"core", "data"},
+    "compress": {"core", "data"},
     "teachers": {"core", "data", "objective", "train"},
 }
 TOP = ("distill.pipeline", "distill.cli", "distill.preflight", "distill.recipe", "distill.__main__")
