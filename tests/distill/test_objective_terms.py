@@ -64,9 +64,9 @@ def test_all_terms_with_real_hf_outputs():
     expected = {
         "ce": hard_label_ce(s_out.logits, labels),
         "kd": soft_target_kl(s_out.logits, t_out.logits, 2.0),
-        "hidden": hidden_mse(obj.projections[0](hs[1]), ht[2], mask),
-        "embedding": embedding_mse(obj.embedding_projection(hs[0]), ht[0], mask),
-        "cosine": hidden_cosine(obj.cosine_projection(hs[-1]), ht[-1], mask),
+        "hidden": hidden_mse(obj.terms["hidden"].projections[0](hs[1]), ht[2], mask),
+        "embedding": embedding_mse(obj.terms["embedding"].projection(hs[0]), ht[0], mask),
+        "cosine": hidden_cosine(obj.terms["cosine"].projection(hs[-1]), ht[-1], mask),
         "attention": attention_kl(s_out.attentions[0], t_out.attentions[1], mask),
         "relation": sum(attention_relation_kl(s_qkv[k], t_qkv[k], mask, 2) for k in ("query", "key", "value")),
     }
@@ -135,7 +135,7 @@ def test_defaults_keep_todays_behaviour():
     assert DistillConfig(2.0, 0.5, 0.1) == DistillConfig()
     obj = Objective(DistillConfig(), student_width=4, teacher_width=8, layer_map=[(1, 1)])
     assert not obj.needs_attentions and not obj.needs_qkv
-    assert not any(isinstance(m, torch.nn.Linear) for m in (obj.embedding_projection, obj.cosine_projection))
+    assert list(obj.terms) == ["ce", "kd", "hidden"]  # no embedding or cosine term, so no projection for them
     assert sum(p.numel() for p in obj.parameters()) == 4 * 8 + 8
 
 
@@ -161,7 +161,7 @@ def test_schedules_drive_temperature_alpha_and_feature_scale():
 def test_attention_mse_over_mapped_layers_and_missing_maps():
     obj = Objective(DistillConfig(hidden_weight=0.0, attention_weight=1.0, attention_loss="mse"),
                     layer_map=[(1, 2), (2, 4)])
-    assert obj.attention_map == [(0, 1), (1, 3)]
+    assert obj.terms["attention"].pairs == [(0, 1), (1, 3)]
     s = tuple(torch.full((1, 1, 2, 2), 0.5) for _ in range(2))
     t = tuple(torch.eye(2).view(1, 1, 2, 2) * (i % 2) + 0.5 * (1 - i % 2) for i in range(4))
     logits = torch.zeros(1, 2)
@@ -177,7 +177,7 @@ def test_relation_configuration_errors():
     with pytest.raises(ConfigError, match="--relation-heads 3 does not divide"):
         Objective(DistillConfig(relation_weight=1.0, relation_heads=3), student_width=16, teacher_width=33)
     obj = Objective(DistillConfig(relation_weight=1.0, relation_layer=2), student_heads=2)
-    assert obj.relation_heads == 2 and obj.qkv_layers == (-1, 1)
+    assert obj.terms["relation"].heads == 2 and obj.qkv_layers == (-1, 1)
     with pytest.raises(ConfigError, match="capture_qkv"):
         obj(_out(torch.zeros(1, 2)), torch.tensor([0]), _out(torch.zeros(1, 2)))
 
