@@ -8,8 +8,8 @@ widths differ; they train with the student and are dropped afterwards. ``MultiTe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -28,9 +28,7 @@ from distill.objective.terms import (
     PairShape,
     Scale,
     TermInputs,
-    disable_unsupported,
     relation_layers,
-    supported_losses,
 )
 
 __all__ = ["DIFFERENT_TOKENIZERS", "OUTPUT_LOSSES", "TOKEN_KD_NEEDS_ONE_TOKENIZER", "DistillConfig", "Objective",
@@ -86,6 +84,32 @@ def uniform_layer_map(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
     if n_student <= 0 or n_teacher <= 0:
         return []
     return [(i, max(1, round(i * n_teacher / n_student))) for i in range(1, n_student + 1)]
+
+
+# ---- which terms a student/teacher pair supports -----------------------------------------------------------------
+
+def supported_losses(student_config: Any, teacher_config: Any, same_tokenizer: bool, *,
+                     token: bool = False) -> dict[str, str | None]:
+    """For each registered term (ce, kd, hidden, embedding, cosine, attention, relation): None if usable, else why.
+
+    With different tokenizers only sequence-level terms remain: ce, and kd for sequence classification
+    (``token=False``); every per-token term (and token-level kd) is unsupported.
+    """
+    return {name: cls.supported(student_config, teacher_config, same_tokenizer, token)
+            for name, cls in LOSS_TERMS.items()}
+
+
+def disable_unsupported(config: DistillConfig, support: Mapping[str, str | None]) -> tuple[DistillConfig, list[str]]:
+    """``config`` with every unsupported but enabled term turned off, and one message per term turned off."""
+    changes: dict[str, Any] = {}
+    messages: list[str] = []
+    for name, cls in LOSS_TERMS.items():
+        reason = support.get(name)
+        off = cls.turn_off(config, reason) if reason else None
+        if off is not None:
+            changes.update(off[0])
+            messages.append(off[1])
+    return (replace(config, **changes) if changes else config), messages
 
 
 # ---- the objective -----------------------------------------------------------------------------------------------

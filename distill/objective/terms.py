@@ -403,29 +403,3 @@ class Relations(LossTerm):
                 raise ConfigError(f"--relation-heads {r} does not divide the {who}'s query/key/value width "
                                   f"{qkv['query'].shape[-1]}", "pick a common divisor, e.g. the student's heads")
         return sum(attention_relation_kl(student_qkv[k], teacher_qkv[k], inputs.mask, r) for k in QKV)
-
-
-# ---- which terms a student/teacher pair supports -----------------------------------------------------------------
-
-def supported_losses(student_config: Any, teacher_config: Any, same_tokenizer: bool, *,
-                     token: bool = False) -> dict[str, str | None]:
-    """For each registered term (ce, kd, hidden, embedding, cosine, attention, relation): None if usable, else why.
-
-    With different tokenizers only sequence-level terms remain: ce, and kd for sequence classification
-    (``token=False``); every per-token term (and token-level kd) is unsupported.
-    """
-    return {name: cls.supported(student_config, teacher_config, same_tokenizer, token)
-            for name, cls in LOSS_TERMS.items()}
-
-
-def disable_unsupported(config: DistillConfig, support: Mapping[str, str | None]) -> tuple[DistillConfig, list[str]]:
-    """``config`` with every unsupported but enabled term turned off, and one message per term turned off."""
-    changes: dict[str, Any] = {}
-    messages: list[str] = []
-    for name, cls in LOSS_TERMS.items():
-        reason = support.get(name)
-        off = cls.turn_off(config, reason) if reason else None
-        if off is not None:
-            changes.update(off[0])
-            messages.append(off[1])
-    return (replace(config, **changes) if changes else config), messages

@@ -1,11 +1,12 @@
 """The one training loop: distillation, teacher fine-tuning and pruning recovery all run through ``fit``.
 
-AdamW with linear warm-up/decay, dynamic padding (done by the loader), gradient accumulation, bf16 autocast on
-CUDA, the teachers as ``distill.train.teacher.TeacherSource`` objects (live under ``torch.inference_mode``,
-optionally cast to bf16/fp16 on GPU, sharded, or a ``teachers.CachedTeacher``), optional ``torch.compile``,
-evaluation on dev after each epoch, and the best epoch's weights kept. Launched with ``accelerate launch`` (more than
-one process) the same loop runs data-parallel through ``accelerate.Accelerator`` (DDP); a single process never builds
-one, so CPU runs stay as they were. Checkpoints and resuming are ``distill.train.state.LoopState``'s.
+AdamW with linear warm-up/decay (``optim``), dynamic padding (done by the loader), gradient accumulation, bf16
+autocast on CUDA, the teachers as ``distill.train.teacher.TeacherSource`` objects (live under
+``torch.inference_mode``, optionally cast to bf16/fp16 on GPU, sharded, or a ``teachers.CachedTeacher``), optional
+``torch.compile``, evaluation on dev after each epoch with the best epoch's weights kept (``scoring``), and
+checkpoints with exact resume (``state.LoopState``). Launched with ``accelerate launch`` (more than one process) the
+same loop runs data-parallel through ``accelerate.Accelerator`` (DDP); a single process never builds one, so CPU
+runs stay as they were.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ from distill.objective.capture import capture_qkv, eager_attention
 from distill.objective.objective import Objective, ObjectiveBase
 from distill.train.checkpoint import Checkpoints
 from distill.train.config import FitResult, TrainConfig
+from distill.train.optim import build_optimizer, optimizer_step
+from distill.train.scoring import gathered_evaluator, mean_over_processes, score_epoch
 from distill.train.sharding import shard
 from distill.train.state import EpochStats, LoopState
-from distill.train.teacher import STRIPPED, TEACHER_DTYPES, TeacherSource, as_teachers, run_model
+from distill.train.teacher import TEACHER_DTYPES, TeacherSource, as_teachers, run_model
 from distill.train.tracking import Tracker, tracker
 
 __all__ = ["TEACHER_DTYPES", "FitResult", "TrainConfig", "fit", "gathered_evaluator", "set_loader_epoch",
@@ -42,34 +45,6 @@ __all__ = ["TEACHER_DTYPES", "FitResult", "TrainConfig", "fit", "gathered_evalua
 
 OOM_FIX = ("use --cache-teacher, --teacher-dtype bf16, or a smaller --batch-size (with --grad-accum to keep the "
            "effective batch)")
-
-
-def gathered_evaluator(task, loader, device: str | torch.device = "auto") -> Callable[[nn.Module], dict[str, float]]:
-    """``evaluation.evaluator``, except that under ``accelerate launch`` each process scores its shard of the dev
-    set and the logits are gathered (``gather_for_metrics``), so every process sees the whole set's metrics."""
-    from distill.evaluate.predict import compute_metrics, evaluator
-
-    acc = get_accelerator(device if isinstance(device, str) else device.type)
-    if acc is None:
-        return evaluator(task, loader, device)
-    shard = acc.prepare_data_loader(loader)
-
-    def run(model) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        logits, labels = [], []
-        for batch in shard:
-            gold = batch.pop("labels")
-            inputs = {k: v.to(acc.device) for k, v in batch.items() if k not in STRIPPED}
-            with torch.inference_mode(), autocast(acc.device):
-                out = model(**inputs).logits.float()
-            out, gold = acc.gather_for_metrics((out, gold.to(acc.device)))
-            logits.append(out.cpu())
-            labels.append(gold.cpu())
-        model.train(was_training)
-        return compute_metrics(task, torch.cat(logits).numpy(), torch.cat(labels).numpy())
-
-    return run
 
 
 def teacher_layers_needed(objective: Objective) -> list[int]:
@@ -181,7 +156,7 @@ def _setup(model: nn.Module, objective: ObjectiveBase, train_loader, config: Tra
     for one in teachers:
         one.prepare(device, config.teacher_dtype)
     _check_teachers(teachers, objective)
-    optimizer, params = _optimizer(model, objective, config)
+    optimizer, params = build_optimizer(model, objective, config)
     compiled = torch.compile(model, dynamic=True) if config.compile else None
     step_module = _StudentLoss(model, objective, compiled)
     loader, raw_optimizer = train_loader, optimizer
@@ -196,10 +171,12 @@ def _setup(model: nn.Module, objective: ObjectiveBase, train_loader, config: Tra
     scheduler = get_linear_schedule_with_warmup(raw_optimizer, int(config.warmup_ratio * total_steps), total_steps)
     if acc is not None and config.skip_nonfinite:  # one process skipping a backward would hang the others
         raise ConfigError("--skip-nonfinite works in single-process runs only", "run without `accelerate launch`")
-    log = tracker() if is_main_process() else Tracker()
-    return _Run(model, objective, teachers, config, description, evaluate, metric, acc, device, step_module,
-                optimizer, raw_optimizer, scheduler, params, train_loader, loader, total_steps,
-                objective.needs_hidden_states, objective.needs_attentions and bool(teachers), time.perf_counter(), log)
+    return _Run(model=model, objective=objective, teachers=teachers, config=config, description=description,
+                evaluate=evaluate, metric=metric, acc=acc, device=device, step_module=step_module,
+                optimizer=optimizer, raw_optimizer=raw_optimizer, scheduler=scheduler, params=params,
+                train_loader=train_loader, loader=loader, total_steps=total_steps,
+                hidden=objective.needs_hidden_states, attentions=objective.needs_attentions and bool(teachers),
+                start=time.perf_counter(), log=tracker() if is_main_process() else Tracker())
 
 
 def _check_teachers(teachers: list[TeacherSource], objective: ObjectiveBase) -> None:
@@ -263,7 +240,7 @@ def _train_batch(run: _Run, state: LoopState, stats: EpochStats, batch: dict, i:
                 raise _nonfinite_error(loss, terms, where, state.checkpoints)
             state.result.skipped_nonfinite += 1
         if boundary:
-            _optimizer_step(run.params, run.optimizer, run.scheduler, run.config.max_grad_norm)
+            optimizer_step(run.params, run.optimizer, run.scheduler, run.config.max_grad_norm)
             state.step += 1
     except torch.OutOfMemoryError:
         raise _oom(batch) from None
@@ -280,10 +257,10 @@ def _train_batch(run: _Run, state: LoopState, stats: EpochStats, batch: dict, i:
 def _end_epoch(run: _Run, state: LoopState, epoch: int, stats: EpochStats) -> None:
     """The epoch's record (mean loss terms, dev metrics, the best weights kept), logged, and a checkpoint."""
     means = stats.means()
-    record = {"epoch": epoch + 1, "step": state.step, **(_mean_over_processes(run.acc, means) if run.acc else means)}
+    record = {"epoch": epoch + 1, "step": state.step, **(mean_over_processes(run.acc, means) if run.acc else means)}
     if run.evaluate is not None:
         try:
-            state.best_state = _score_epoch(run.model, run.evaluate, run.metric, record, state.result) \
+            state.best_state = score_epoch(run.model, run.evaluate, run.metric, record, state.result) \
                 or state.best_state
         except torch.OutOfMemoryError:
             raise _oom(where=" while scoring the dev set") from None
@@ -367,33 +344,6 @@ def _micro_step(run: _Run, batch: dict, qkv: tuple) -> tuple[torch.Tensor, dict[
     return loss, terms, True
 
 
-def _optimizer(model: nn.Module, objective: nn.Module, config: TrainConfig):
-    """AdamW without decay on biases and norms; the fused kernel where PyTorch has one for these parameters.
-
-    On CPU the default AdamW updates one tensor at a time: 55% of a cached distillation step went there
-    (experiments/README.md, profile); the fused kernel is 4-7× faster on the same parameters."""
-    params = [p for p in list(model.parameters()) + list(objective.parameters()) if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, fused=_can_fuse(params)), params
-
-
-def _can_fuse(params: list[torch.Tensor]) -> bool:
-    """Fused AdamW takes plain floating-point tensors on one CPU or CUDA device (not FSDP's DTensors)."""
-    return bool(params) and all(
-        not hasattr(p, "to_local") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
-        and p.device.type in ("cpu", "cuda") and p.device == params[0].device for p in params)
-
-
-def _optimizer_step(params: list, optimizer, scheduler, max_grad_norm: float) -> None:
-    """Clip, step, schedule, clear."""
-    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-
-
 def _nonfinite_error(loss: torch.Tensor, terms: dict[str, float], where: str,
                      checkpoints: Checkpoints | None) -> NonFiniteLoss:
     """Which loss terms went non-finite, where, and which checkpoint is still good."""
@@ -403,29 +353,6 @@ def _nonfinite_error(loss: torch.Tensor, terms: dict[str, float], where: str,
         kept = f"; the last good checkpoint (step {checkpoints.last_saved}) is kept in {checkpoints.directory}"
     return NonFiniteLoss(f"the training loss became {float(loss.detach())} at {where} (non-finite: {', '.join(bad)})",
                          f"lower --lr or --temperature, or pass --skip-nonfinite to skip such batches{kept}")
-
-
-def _score_epoch(model, evaluate: Callable, metric: str | None, record: dict, result: FitResult) -> dict | None:
-    """Score on dev into ``record``; a CPU copy of the weights when this epoch is the best so far, else None."""
-    model.eval()
-    scores = evaluate(model)
-    model.train()
-    record.update({f"dev_{k}": v for k, v in scores.items()})
-    key = metric or next(iter(scores))
-    if scores[key] > result.best_metric:
-        result.best_metric, result.best_epoch = scores[key], record["epoch"]
-        return {k: v.detach().clone() if hasattr(v, "to_local") else v.detach().to("cpu", copy=True)
-                for k, v in model.state_dict().items()}  # FSDP shards (DTensors) stay where they are
-    return None
-
-
-def _mean_over_processes(acc, values: dict[str, float]) -> dict[str, float]:
-    """Average per-process epoch means, so the history describes the whole epoch on every process."""
-    if not values:
-        return values
-    keys = list(values)  # the same order on every process
-    mean = acc.reduce(torch.tensor([values[k] for k in keys], dtype=torch.float64, device=acc.device), "mean")
-    return dict(zip(keys, mean.tolist(), strict=True))
 
 
 def _oom(batch: dict | None = None, where: str = "") -> DistillError:

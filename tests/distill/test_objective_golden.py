@@ -33,6 +33,8 @@ CONFIGS = {
 }
 KINDS = ("classification", "regression", "token")
 PROGRESS = 0.37
+KIND_NAMES = {"classification": "sequence-classification", "regression": "regression",
+              "token": "token-classification"}
 
 
 def _model_output(gen: torch.Generator, kind: str, shape: dict) -> SimpleNamespace:
@@ -63,20 +65,26 @@ def _batch(kind: str):
     return student, teachers, labels, mask, s_qkv, t_qkv
 
 
-def _objective(config: DistillConfig, kind: str, teacher: dict) -> Objective:
+def _objective(config: DistillConfig, kind: str, teacher: dict, named: bool = False) -> Objective:
+    """As the pipeline builds it (``regression=``, token classification told by the logits), or ``named`` by kind."""
+    if named:
+        return Objective(config, kind=KIND_NAMES[kind], student_width=STUDENT["width"],
+                         teacher_width=teacher["width"],
+                         layer_map=uniform_layer_map(STUDENT["layers"], teacher["layers"]),
+                         student_heads=STUDENT["heads"])
     return Objective(config, regression=kind == "regression", student_width=STUDENT["width"],
                      teacher_width=teacher["width"], layer_map=uniform_layer_map(STUDENT["layers"], teacher["layers"]),
                      student_heads=STUDENT["heads"])
 
 
-def compute(case: str, kind: str, teachers: int) -> tuple[float, dict[str, float]]:
+def compute(case: str, kind: str, teachers: int, named: bool = False) -> tuple[float, dict[str, float]]:
     """The total and logged terms of one case: ``teachers`` 0 (no teacher), 1 (Objective) or 2 (ensemble)."""
     config = DistillConfig(**CONFIGS[case])
     torch.manual_seed(1)  # the projections
     if teachers == 2:
-        objective = MultiTeacherObjective([_objective(config, kind, t) for t in TEACHERS], [0.7, 0.3])
+        objective = MultiTeacherObjective([_objective(config, kind, t, named) for t in TEACHERS], [0.7, 0.3])
     else:
-        objective = _objective(config, kind, TEACHERS[0])
+        objective = _objective(config, kind, TEACHERS[0], named)
     objective.set_progress(PROGRESS)
     student, outs, labels, mask, s_qkv, t_qkv = _batch(kind)
     if teachers == 0:
@@ -220,3 +228,11 @@ def test_loss_values_are_unchanged(case, kind, teachers):
     for name, value in want_terms.items():
         assert terms[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
     assert total == pytest.approx(want_total, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("teachers", [0, 1, 2])
+def test_naming_the_task_kind_gives_the_same_values(kind, teachers):
+    total, terms = compute("all", kind, teachers, named=True)
+    want_total, want_terms = EXPECTED[f"all/{kind}/{teachers}"]
+    assert terms == pytest.approx(want_terms, rel=1e-6, abs=1e-9) and total == pytest.approx(want_total, rel=1e-6)
