@@ -10,6 +10,7 @@ fingerprint, sizes or checksums do not match is rebuilt, never used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +29,9 @@ from distill.core.dist import is_main_process, wait_for_everyone
 from distill.core.errors import ConfigError, DistillError
 from distill.core.runtime import autocast, resolve_device
 from distill.train.sharding import full_state_dict, is_sharded
+
+if TYPE_CHECKING:
+    from distill.objective.objective import Objective
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -162,14 +167,14 @@ class CachedTeacher:
     def prepare(self, device: torch.device, dtype: str) -> None:
         """Nothing to place: lookups land on the batch's device."""
 
-    def check(self, part) -> None:
+    def check(self, part: Objective) -> None:
         """Refuse an objective part that needs more than logits and the cached hidden states."""
         if part.needs_attentions or part.needs_qkv:
             raise ConfigError("the teacher cache holds no attention maps or query/key/value",
                               "drop --cache-teacher, or use --attention-weight 0 and --relation-weight 0")
         self.require_layers(part.teacher_layers)
 
-    def watch(self, stack, attentions: bool, qkv_layer: int | None) -> None:
+    def watch(self, stack: contextlib.ExitStack, attentions: bool, qkv_layer: int | None) -> None:
         """Recorded outputs have no modules to hook (``check`` refused objectives that need any)."""
         return None
 

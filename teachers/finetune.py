@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 
 from torch import nn
+from torch.utils.data import DataLoader
 
 from distill.objective.config import DistillConfig
 from distill.objective.objective import Objective
@@ -15,7 +16,7 @@ from distill.train.config import FitResult, TrainConfig
 from distill.train.loop import fit
 
 
-def finetune_teacher(model: nn.Module, train_loader, config: TrainConfig, *, regression: bool = False,
+def finetune_teacher(model: nn.Module, train_loader: DataLoader, config: TrainConfig, *, regression: bool = False,
                      kind: str | None = None, evaluate: Callable[[nn.Module], dict] | None = None,
                      metric: str | None = None, checkpoints: Checkpoints | None = None) -> FitResult:
     """Train ``model`` in place on hard labels, keeping its best dev epoch; returns the training history.

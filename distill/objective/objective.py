@@ -50,6 +50,7 @@ class OutputLoss:
 
 
 SEQUENCE, REGRESSION, TOKEN = "sequence-classification", "regression", "token-classification"
+# keyed by task kind: a new kind (e.g. a causal LM's next-token loss) registers its own and objectives name it
 OUTPUT_LOSSES: Registry[OutputLoss] = Registry("output loss")
 
 

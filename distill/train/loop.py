@@ -15,12 +15,13 @@ import contextlib
 import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
 from distill.core import interrupts
@@ -52,7 +53,7 @@ def teacher_layers_needed(objective: Objective) -> list[int]:
     return objective.teacher_layers
 
 
-def set_loader_epoch(loader, prepared, seed: int, epoch: int) -> None:
+def set_loader_epoch(loader: DataLoader, prepared: Iterable, seed: int, epoch: int) -> None:
     """The shuffle order depends only on (seed, epoch): repeatable and resumable, for every sampler kind."""
     sampler = getattr(loader, "batch_sampler", None)
     if hasattr(sampler, "set_epoch"):
@@ -66,7 +67,7 @@ def set_loader_epoch(loader, prepared, seed: int, epoch: int) -> None:
 
 # ---- the loop ----------------------------------------------------------------------------------------------
 
-def fit(model: nn.Module, objective: ObjectiveBase, train_loader, config: TrainConfig, *,
+def fit(model: nn.Module, objective: ObjectiveBase, train_loader: DataLoader, config: TrainConfig, *,
         teacher: nn.Module | TeacherSource | Sequence[nn.Module | TeacherSource] | None = None,
         evaluate: Callable[[nn.Module], dict] | None = None, metric: str | None = None,
         description: str = "train", checkpoints: Checkpoints | None = None) -> FitResult:
@@ -142,7 +143,7 @@ class _Run:
         return math.ceil(self.config.epochs)
 
 
-def _setup(model: nn.Module, objective: ObjectiveBase, train_loader, config: TrainConfig,
+def _setup(model: nn.Module, objective: ObjectiveBase, train_loader: DataLoader, config: TrainConfig,
            teachers: list[TeacherSource], description: str, evaluate, metric) -> _Run:
     """Place the models, check the teachers against the objective, build the optimiser, schedule and (under
     ``accelerate launch``) the data-parallel wrappers."""
@@ -292,7 +293,8 @@ class _StudentLoss(nn.Module):
         self.objective = objective
         self._run = [compiled or model]  # a list, so the compiled wrapper is not registered twice
 
-    def forward(self, batch: dict, teacher_outs: list | None, hidden: bool, attentions: bool, qkv=(None, None)):
+    def forward(self, batch: dict, teacher_outs: list | None, hidden: bool, attentions: bool,
+                qkv: tuple = (None, None)) -> tuple[torch.Tensor, dict[str, float]]:
         student_out = run_model(self._run[0], batch, hidden, attentions)
         student_qkv, teacher_qkv = qkv
         return self.objective.loss(student_out, batch["labels"], teacher_outs, batch.get("attention_mask"),

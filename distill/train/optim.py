@@ -30,7 +30,8 @@ def can_fuse(params: list[torch.Tensor]) -> bool:
         and p.device.type in ("cpu", "cuda") and p.device == params[0].device for p in params)
 
 
-def optimizer_step(params: list[torch.Tensor], optimizer, scheduler, max_grad_norm: float) -> None:
+def optimizer_step(params: list[torch.Tensor], optimizer: torch.optim.Optimizer,
+                   scheduler: torch.optim.lr_scheduler.LRScheduler, max_grad_norm: float) -> None:
     """Clip, step, schedule, clear."""
     torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()

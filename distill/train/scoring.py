@@ -4,17 +4,25 @@ the best epoch's weights kept, and per-process loss means averaged."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from distill.core.dist import get_accelerator
 from distill.core.runtime import autocast
 from distill.train.config import FitResult
 from distill.train.teacher import STRIPPED
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
-def gathered_evaluator(task, loader, device: str | torch.device = "auto") -> Callable[[nn.Module], dict[str, float]]:
+    from distill.data.tasks import Task
+
+
+def gathered_evaluator(task: Task, loader: DataLoader,
+                       device: str | torch.device = "auto") -> Callable[[nn.Module], dict[str, float]]:
     """``evaluation.evaluator``, except that under ``accelerate launch`` each process scores its shard of the dev
     set and the logits are gathered (``gather_for_metrics``), so every process sees the whole set's metrics."""
     from distill.evaluate.predict import compute_metrics, evaluator
@@ -24,7 +32,7 @@ def gathered_evaluator(task, loader, device: str | torch.device = "auto") -> Cal
         return evaluator(task, loader, device)
     shard = acc.prepare_data_loader(loader)
 
-    def run(model) -> dict[str, float]:
+    def run(model: nn.Module) -> dict[str, float]:
         was_training = model.training
         model.eval()
         logits, labels = [], []
@@ -57,7 +65,7 @@ def score_epoch(model: nn.Module, evaluate: Callable[[nn.Module], dict], metric:
     return None
 
 
-def mean_over_processes(acc, values: dict[str, float]) -> dict[str, float]:
+def mean_over_processes(acc: Accelerator, values: dict[str, float]) -> dict[str, float]:
     """Average per-process epoch means, so the history describes the whole epoch on every process."""
     if not values:
         return values
