@@ -261,8 +261,8 @@ def _end_epoch(run: _Run, state: LoopState, epoch: int, stats: EpochStats) -> No
     record = {"epoch": epoch + 1, "step": state.step, **(mean_over_processes(run.acc, means) if run.acc else means)}
     if run.evaluate is not None:
         try:
-            state.best_state = score_epoch(run.model, run.evaluate, run.metric, record, state.result) \
-                or state.best_state
+            best = score_epoch(run.model, run.evaluate, run.metric, record, state.result)
+            state.best_state = best or state.best_state
         except torch.OutOfMemoryError:
             raise _oom(where=" while scoring the dev set") from None
     state.result.history.append(record)

@@ -302,3 +302,12 @@ def test_distill_settings_carry_the_help_of_their_flags(capsys):
         assert " ".join(help_text.split()) in text, f.name
     attention_loss = next(f for f in fields(DistillConfig) if f.name == "attention_loss")
     assert attention_loss.metadata["choices"] == ("kl", "mse")
+
+
+def test_the_settings_load_without_torch():
+    """The settings schema (and flags generated from it) may read DistillConfig and TrainConfig without torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, distill.objective.config, distill.train.config; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
