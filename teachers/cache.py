@@ -10,6 +10,7 @@ fingerprint, sizes or checksums do not match is rebuilt, never used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +29,9 @@ from distill.core.dist import is_main_process, wait_for_everyone
 from distill.core.errors import ConfigError, DistillError
 from distill.core.runtime import autocast, resolve_device
 from distill.train.sharding import full_state_dict, is_sharded
+
+if TYPE_CHECKING:
+    from distill.objective.objective import Objective
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -130,7 +135,9 @@ def fingerprint(teacher: torch.nn.Module, dataset, *, tokenizer=None, max_length
 # ---- the cache -------------------------------------------------------------------------------------------------
 
 class CachedTeacher:
-    """A callable the engine uses in place of the teacher: batch (with ``idx``) -> ``CachedOutput``."""
+    """The teacher's recorded outputs, a ``distill.train.teacher.TeacherSource`` the training loop uses in place of
+    the teacher (logits and the cached hidden states only); also a callable batch (with ``idx``) -> ``CachedOutput``.
+    """
 
     def __init__(self, path: Path, manifest: dict, built_seconds: float = 0.0) -> None:
         self.path, self.manifest = Path(path), manifest
@@ -153,7 +160,30 @@ class CachedTeacher:
         missing = sorted({i + self.n_states if i < 0 else i for i in layers} - set(self.layers))
         if missing:
             raise ConfigError(f"the loss needs teacher layer(s) {missing} but the cache holds {self.layers}",
-                              "rebuild it with hidden_layers=engine.teacher_layers_needed(objective)")
+                              "rebuild it with hidden_layers=distill.train.loop.teacher_layers_needed(objective)")
+
+    # ---- the TeacherSource protocol (distill.train.teacher) ----
+
+    def prepare(self, device: torch.device, dtype: str) -> None:
+        """Nothing to place: lookups land on the batch's device."""
+
+    def check(self, part: Objective) -> None:
+        """Refuse an objective part that needs more than logits and the cached hidden states."""
+        if part.needs_attentions or part.needs_qkv:
+            raise ConfigError("the teacher cache holds no attention maps or query/key/value",
+                              "drop --cache-teacher, or use --attention-weight 0 and --relation-weight 0")
+        self.require_layers(part.teacher_layers)
+
+    def watch(self, stack: contextlib.ExitStack, attentions: bool, qkv_layer: int | None) -> None:
+        """Recorded outputs have no modules to hook (``check`` refused objectives that need any)."""
+        return None
+
+    def outputs(self, batch: dict, hidden: bool, attentions: bool) -> CachedOutput:
+        """The rows of the batch's ``idx``."""
+        if "idx" not in batch:
+            raise DistillError("the training batches carry no 'idx' column, so the teacher cache cannot find rows",
+                               "tokenize the training set with tokenize(..., index=True)")
+        return self(batch)
 
     def __call__(self, batch: dict) -> CachedOutput:
         start = time.perf_counter()

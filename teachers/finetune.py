@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 
-from distill.objective.objective import DistillConfig, Objective
-from distill.train.loop import FitResult, TrainConfig, fit
+from torch import nn
+from torch.utils.data import DataLoader
+
+from distill.objective.config import DistillConfig
+from distill.objective.objective import Objective
+from distill.train.checkpoint import Checkpoints
+from distill.train.config import FitResult, TrainConfig
+from distill.train.loop import fit
 
 
-def finetune_teacher(model, train_loader, config: TrainConfig, *, regression: bool = False, evaluate=None,
-                     metric: str | None = None, checkpoints=None) -> FitResult:
+def finetune_teacher(model: nn.Module, train_loader: DataLoader, config: TrainConfig, *, regression: bool = False,
+                     kind: str | None = None, evaluate: Callable[[nn.Module], dict] | None = None,
+                     metric: str | None = None, checkpoints: Checkpoints | None = None) -> FitResult:
     """Train ``model`` in place on hard labels, keeping its best dev epoch; returns the training history.
 
-    ``checkpoints`` (a ``distill.train.checkpoint.Checkpoints``) makes the fine-tuning resumable.
+    ``kind`` names the task kind's output loss (``distill.objective.objective.OUTPUT_LOSSES``; ``regression=True``
+    is ``kind="regression"``). ``checkpoints`` makes the fine-tuning resumable.
     """
     model.requires_grad_(True)
-    objective = Objective(DistillConfig(alpha=1.0, hidden_weight=0.0), regression=regression)
+    objective = Objective(DistillConfig(alpha=1.0, hidden_weight=0.0), regression=regression, kind=kind)
     result = fit(model, objective, train_loader, config, evaluate=evaluate, metric=metric,
                  description="fine-tune teacher", checkpoints=checkpoints)
     model.requires_grad_(False).eval()

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from distill.core.errors import ConfigError
-from distill.objective.objective import TERM_WEIGHTS, Objective
+from distill.objective.objective import Objective, ObjectiveBase, output_loss
 
 
 def normalise_weights(weights: Sequence[float] | None, n: int) -> list[float]:
@@ -49,91 +50,45 @@ def ensemble_logits(logits: Sequence[torch.Tensor], weights: Sequence[float], te
     return t * torch.logsumexp(F.log_softmax(stacked / t, dim=-1) + w.log(), dim=0)
 
 
-class MultiTeacherObjective(nn.Module):
+class MultiTeacherObjective(ObjectiveBase):
     """``Objective`` for several teachers: one per-teacher ``Objective`` (own layer map and projections) in ``parts``.
 
-    loss = α·CE + (1−α)·T²·KL(ensemble ‖ student) + s·Σ_term weight_term·Σ_k w_k·term_k. The hard label term, α, T
-    and the schedules are the first teacher's part's (every part has the same ``DistillConfig``). ``forward`` takes
-    one teacher output (and Q/K/V capture) per teacher, in order. Logged terms add each teacher's feature terms
-    as ``<term>_t<k>``.
+    loss = α·CE + (1−α)·T²·KL(ensemble ‖ student) + s·Σ_term weight_term·Σ_k w_k·term_k: the same loop over the
+    terms as ``Objective`` (``ObjectiveBase.weighted_sum``). The output terms, the task kind and the settings (α, T,
+    the schedules) are the first part's. ``forward`` takes one teacher output (and Q/K/V capture) per teacher, in
+    order. Logged terms add each teacher's feature terms as ``<term>_t<k>``.
     """
 
     def __init__(self, parts: Sequence[Objective], weights: Sequence[float] | None = None) -> None:
         super().__init__()
         if not parts:
             raise ConfigError("a multi-teacher objective needs at least one teacher", "pass --teacher DIR")
-        self.parts = nn.ModuleList(parts)
+        self._parts = nn.ModuleList(parts)
         self.weights = normalise_weights(weights, len(parts))
         self.config = parts[0].config
-        self.regression = parts[0].regression
+        self.progress = parts[0].progress
 
     @property
-    def layer_map(self) -> list[tuple[int, int]]:
-        return self.parts[0].layer_map
+    def parts(self) -> Sequence[Objective]:
+        return self._parts
 
-    @property
-    def needs_hidden_states(self) -> bool:
-        return any(p.needs_hidden_states for p in self.parts)
-
-    @property
-    def needs_attentions(self) -> bool:
-        return any(p.needs_attentions for p in self.parts)
-
-    @property
-    def needs_qkv(self) -> bool:
-        return any(p.needs_qkv for p in self.parts)
-
-    @property
-    def qkv_layers(self) -> tuple[int, int]:
-        return self.parts[0].qkv_layers
-
-    @property
-    def temperature(self) -> float:
-        return self.parts[0].temperature
-
-    @property
-    def alpha(self) -> float:
-        return self.parts[0].alpha
-
-    @property
-    def feature_scale(self) -> float:
-        return self.parts[0].feature_scale
-
-    @property
-    def progress(self) -> float:
-        """Training progress shared by every part (checkpoints record it)."""
-        return self.parts[0].progress
-
-    def set_progress(self, progress: float) -> None:
-        """Training progress in [0, 1], passed to every part (the schedules)."""
-        for part in self.parts:
-            part.set_progress(progress)
-
-    def forward(self, student_out, labels: torch.Tensor, teacher_out: Sequence | None = None,
-                attention_mask: torch.Tensor | None = None, *,
-                student_qkv: Mapping[str, torch.Tensor] | None = None,
+    def forward(self, student_out: Any, labels: torch.Tensor, teacher_out: Sequence[Any] | None = None,
+                attention_mask: torch.Tensor | None = None, *, student_qkv: Mapping[str, torch.Tensor] | None = None,
                 teacher_qkv: Sequence[Mapping[str, torch.Tensor] | None] | None = None,
                 ) -> tuple[torch.Tensor, dict[str, float]]:
         """Return the weighted total and each term's unweighted value (for logging)."""
-        first = self.parts[0]
         if teacher_out is None:
-            total, terms = first.label_terms(student_out.logits, labels, None)
-            return total, {k: float(v.detach()) for k, v in terms.items()}
+            return self.weighted_sum(student_out, labels, None, attention_mask, student_qkv, None, None, self.weights)
         if len(teacher_out) != len(self.parts):
             raise ConfigError(f"{len(teacher_out)} teacher outputs for an objective of {len(self.parts)} teachers",
                               "pass one output per teacher, in order")
-        mixed = ensemble_logits([o.logits for o in teacher_out], self.weights, first.temperature,
-                                regression=first.regression)
-        total, terms = first.label_terms(student_out.logits, labels, mixed)
-        features: dict[str, torch.Tensor] = {}
-        for k, (part, out, w) in enumerate(zip(self.parts, teacher_out, self.weights, strict=True), 1):
-            qkv = teacher_qkv[k - 1] if teacher_qkv is not None else None
-            for name, value in part.feature_terms(student_out, out, attention_mask, student_qkv=student_qkv,
-                                                  teacher_qkv=qkv).items():
-                features[name] = features.get(name, 0.0) + w * value
-                terms[f"{name}_t{k}"] = value
-        scale = first.feature_scale
-        for name, value in features.items():
-            terms[name] = value
-            total = total + getattr(self.config, TERM_WEIGHTS[name]) * scale * value
-        return total, {k: float(v.detach()) for k, v in terms.items()}
+        mixed = ensemble_logits([o.logits for o in teacher_out], self.weights, self.temperature,
+                                regression=output_loss(self.kind, student_out.logits).mixes_scores)
+        return self.weighted_sum(student_out, labels, teacher_out, attention_mask, student_qkv, teacher_qkv, mixed,
+                                 self.weights)
+
+    def loss(self, student_out: Any, labels: torch.Tensor, teacher_outs: Sequence[Any] | None,
+             attention_mask: torch.Tensor | None = None, *, student_qkv: Any = None,
+             teacher_qkv: Sequence[Any] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        return self(student_out, labels, teacher_outs or None, attention_mask, student_qkv=student_qkv,
+                    teacher_qkv=teacher_qkv)

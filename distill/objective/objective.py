@@ -1,99 +1,80 @@
-"""The distillation objective: which loss terms, with which weights, between which layers.
+"""The distillation objective: the enabled loss terms (``distill.objective.terms``), weighted and summed, with the
+output loss of the task kind.
 
-``Objective`` is an ``nn.Module`` because it owns the learned projections used when student and teacher
-widths differ; they train with the student and are dropped afterwards.
+``Objective`` is an ``nn.Module`` because its terms own the learned projections used when student and teacher
+widths differ; they train with the student and are dropped afterwards. ``MultiTeacherObjective``
+(``distill.objective.ensemble``) runs the same loop over several teachers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
 
-from distill.core.errors import ConfigError, UnknownNameError
-from distill.objective.capture import QKV
-from distill.objective.losses import (
-    attention_kl,
-    attention_mse,
-    attention_relation_kl,
-    embedding_mse,
-    hard_label_ce,
-    hidden_cosine,
-    hidden_mse,
-    logits_mse,
-    soft_target_kl,
-    token_ce,
-    token_kl,
+from distill.core.errors import ConfigError
+from distill.core.registry import Registry
+from distill.objective.config import DistillConfig
+from distill.objective.losses import IGNORE_INDEX, hard_label_ce, logits_mse, soft_target_kl, token_ce, token_kl
+from distill.objective.schedules import scheduled
+from distill.objective.terms import (
+    DIFFERENT_TOKENIZERS,
+    LOSS_TERMS,
+    TOKEN_KD_NEEDS_ONE_TOKENIZER,
+    LossTerm,
+    PairShape,
+    Scale,
+    TermInputs,
+    relation_layers,
 )
-from distill.objective.schedules import SCHEDULES, scheduled
 
-ATTENTION_LOSSES = {"kl": attention_kl, "mse": attention_mse}
-# term name (as in Objective's logged terms) -> the DistillConfig field that turns it on
-TERM_WEIGHTS = {"hidden": "hidden_weight", "embedding": "embedding_weight", "cosine": "cosine_weight",
-                "attention": "attention_weight", "relation": "relation_weight"}
+__all__ = ["DIFFERENT_TOKENIZERS", "OUTPUT_LOSSES", "TOKEN_KD_NEEDS_ONE_TOKENIZER", "DistillConfig", "Objective",
+           "ObjectiveBase", "OutputLoss", "disable_unsupported", "output_loss", "supported_losses",
+           "uniform_layer_map"]
 
 
-def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
+# ---- the output loss of each task kind ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OutputLoss:
+    """How a task kind scores the student's logits: ``hard(logits, labels)`` against the gold labels (the ce term),
+    ``soft(logits, teacher_logits, labels, T)`` against the teacher (the kd term), and whether several teachers'
+    outputs are mixed as scores (their weighted mean) rather than as probabilities (``ensemble.ensemble_logits``)."""
+
+    hard: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    soft: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+    mixes_scores: bool = False
 
 
-@dataclass
-class DistillConfig:
-    """Loss settings: ``alpha`` weighs hard labels against soft targets; ``hidden_weight`` is β.
+SEQUENCE, REGRESSION, TOKEN = "sequence-classification", "regression", "token-classification"
+# keyed by task kind: a new kind (e.g. a causal LM's next-token loss) registers its own and objectives name it
+OUTPUT_LOSSES: Registry[OutputLoss] = Registry("output loss")
 
-    The other weights add TinyBERT attention/embedding, DistilBERT cosine and MiniLMv2 relation terms (0 = off).
-    ``relation_layer`` is the teacher layer (1-based, negative from the end) whose Q/K/V the student's last layer
-    learns; ``relation_heads`` defaults to the student's head count. Schedules run from the start value
-    (``temperature``, ``alpha``, feature scale 1) to the ``*_end`` value over training.
-    """
 
-    temperature: float = 2.0
-    alpha: float = 0.5
-    hidden_weight: float = 0.1
-    attention_weight: float = 0.0
-    attention_loss: str = "kl"
-    embedding_weight: float = 0.0
-    cosine_weight: float = 0.0
-    relation_weight: float = 0.0
-    relation_heads: int | None = None
-    relation_layer: int = -1
-    temperature_schedule: str = "constant"
-    temperature_end: float | None = None
-    alpha_schedule: str = "constant"
-    alpha_end: float | None = None
-    feature_schedule: str = "constant"
-    feature_scale_end: float | None = None
+def _kl(logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    return soft_target_kl(logits, target, temperature)
 
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ConfigError(f"--temperature {self.temperature} must be > 0", "use e.g. --temperature 2")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"--alpha {self.alpha} is outside [0, 1]", "use e.g. --alpha 0.5")
-        for name in ("hidden_weight", *TERM_WEIGHTS.values()):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"{_flag(name)} {getattr(self, name)} is negative", "use 0 to turn it off")
-        if self.attention_loss not in ATTENTION_LOSSES:
-            raise UnknownNameError("--attention-loss", self.attention_loss, ATTENTION_LOSSES)
-        if self.relation_heads is not None and self.relation_heads < 1:
-            raise ConfigError(f"--relation-heads {self.relation_heads} must be ≥ 1", "use e.g. --relation-heads 4")
-        if self.relation_layer == 0:
-            raise ConfigError("--relation-layer 0 is not a layer", "count from 1, or from the end with -1 (the last)")
-        if self.temperature_end is not None and not self.temperature_end > 0:
-            raise ConfigError(f"--temperature-end {self.temperature_end} must be > 0", "use e.g. --temperature-end 1")
-        if self.alpha_end is not None and not 0.0 <= self.alpha_end <= 1.0:
-            raise ConfigError(f"--alpha-end {self.alpha_end} is outside [0, 1]", "use e.g. --alpha-end 0.1")
-        if self.feature_scale_end is not None and not self.feature_scale_end >= 0:
-            raise ConfigError(f"--feature-scale-end {self.feature_scale_end} is negative", "use e.g. 0 to fade out")
-        for schedule, end in (("temperature_schedule", "temperature_end"), ("alpha_schedule", "alpha_end"),
-                              ("feature_schedule", "feature_scale_end")):
-            name, end_value = getattr(self, schedule), getattr(self, end)
-            if name not in SCHEDULES:
-                raise UnknownNameError(_flag(schedule), name, SCHEDULES.names())
-            if (name.lower() == "constant") != (end_value is None):
-                raise ConfigError(f"{_flag(schedule)} {name} with {_flag(end)} {end_value} is contradictory",
-                                  f"give both {_flag(schedule)} linear|cosine and {_flag(end)}, or neither")
+
+def _token_kl(logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    return token_kl(logits, target, labels != IGNORE_INDEX, temperature)
+
+
+def _score_mse(logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    return logits_mse(logits, target)
+
+
+OUTPUT_LOSSES.register(SEQUENCE, OutputLoss(hard_label_ce, _kl))
+OUTPUT_LOSSES.register(REGRESSION, OutputLoss(logits_mse, _score_mse, mixes_scores=True))
+OUTPUT_LOSSES.register(TOKEN, OutputLoss(token_ce, _token_kl))
+
+
+def output_loss(kind: str | None, logits: torch.Tensor) -> OutputLoss:
+    """The one place that picks the output loss: by task kind; without a kind, token classification for
+    (B, L, C) logits and sequence classification otherwise (callers that predate task kinds)."""
+    return OUTPUT_LOSSES.get(kind or (TOKEN if logits.dim() == 3 else SEQUENCE))
 
 
 def uniform_layer_map(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
@@ -106,73 +87,83 @@ def uniform_layer_map(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
     return [(i, max(1, round(i * n_teacher / n_student))) for i in range(1, n_student + 1)]
 
 
-def _projection(enabled: bool, student_width: int, teacher_width: int) -> nn.Module:
-    """A learned Linear(student → teacher width) when the term is on and the widths differ, else Identity."""
-    return nn.Linear(student_width, teacher_width) if enabled and student_width != teacher_width else nn.Identity()
+# ---- which terms a student/teacher pair supports -----------------------------------------------------------------
 
+def supported_losses(student_config: Any, teacher_config: Any, same_tokenizer: bool, *,
+                     token: bool = False) -> dict[str, str | None]:
+    """For each registered term (ce, kd, hidden, embedding, cosine, attention, relation): None if usable, else why.
 
-class Objective(nn.Module):
-    """loss = α·CE(labels) + (1−α)·T²·KL(teacher ‖ student) + s·(β·Σ MSE(proj(h_s[i]), h_t[map(i)]) + extra terms).
-
-    Extra terms, each weighted by its ``DistillConfig`` weight: attention KL/MSE over the mapped layers, embedding
-    MSE, last-layer cosine and MiniLMv2 Q/K/V relations; α, T and the feature scale s follow their schedules
-    (``set_progress``). For regression (one output) CE becomes MSE to the label and KL becomes MSE to the teacher's
-    score. With no teacher (fine-tuning) only the label term is used, at full weight. Token classification
-    (logits of shape (B, L, C)) uses per-token CE and KL over the labelled positions (labels ≠ -100); the feature
-    terms keep using the attention mask.
+    With different tokenizers only sequence-level terms remain: ce, and kd for sequence classification
+    (``token=False``); every per-token term (and token-level kd) is unsupported.
     """
+    return {name: cls.supported(student_config, teacher_config, same_tokenizer, token)
+            for name, cls in LOSS_TERMS.items()}
 
-    def __init__(self, config: DistillConfig, *, regression: bool = False, student_width: int = 0,
-                 teacher_width: int = 0, layer_map: list[tuple[int, int]] | None = None,
-                 student_heads: int = 0) -> None:
-        super().__init__()
-        self.config = config
-        self.regression = regression
-        given = list(layer_map or [])
-        self.layer_map = given if config.hidden_weight > 0 else []
-        if self.layer_map and student_width != teacher_width:
-            self.projections = nn.ModuleList(nn.Linear(student_width, teacher_width) for _ in self.layer_map)
-        else:
-            self.projections = nn.ModuleList(nn.Identity() for _ in self.layer_map)
-        # attentions[k] is layer k+1 of hidden_states; without a map only the last layers meet
-        self.attention_map = ([(i - 1, j - 1) for i, j in given] or [(-1, -1)]) if config.attention_weight > 0 else []
-        self.embedding_projection = _projection(config.embedding_weight > 0, student_width, teacher_width)
-        self.cosine_projection = _projection(config.cosine_weight > 0, student_width, teacher_width)
-        self.relation_heads = 0
-        if config.relation_weight > 0:
-            self.relation_heads = config.relation_heads or student_heads
-            if not self.relation_heads:
-                raise ConfigError("--relation-weight needs a relation head count", "set e.g. --relation-heads 4")
-            for who, width in (("student", student_width), ("teacher", teacher_width)):
-                if width and width % self.relation_heads:
-                    raise ConfigError(f"--relation-heads {self.relation_heads} does not divide the {who} width "
-                                      f"{width}", "pick a common divisor of both widths, e.g. the student's heads")
-        self.progress = 0.0
+
+def disable_unsupported(config: DistillConfig, support: Mapping[str, str | None]) -> tuple[DistillConfig, list[str]]:
+    """``config`` with every unsupported but enabled term turned off, and one message per term turned off."""
+    changes: dict[str, Any] = {}
+    messages: list[str] = []
+    for name, cls in LOSS_TERMS.items():
+        reason = support.get(name)
+        off = cls.turn_off(config, reason) if reason else None
+        if off is not None:
+            changes.update(off[0])
+            messages.append(off[1])
+    return (replace(config, **changes) if changes else config), messages
+
+
+# ---- the objective -----------------------------------------------------------------------------------------------
+
+class ObjectiveBase(nn.Module):
+    """What the training loop uses of an objective: one part (an ``Objective``) per teacher, the schedules, what to
+    run the models with, and ``loss`` (one output per teacher). ``Objective`` and ``MultiTeacherObjective`` share
+    it, and ``weighted_sum``, the loop over the terms."""
+
+    config: DistillConfig
+    progress: float
+
+    @property
+    def parts(self) -> Sequence[Objective]:
+        """One ``Objective`` per teacher (own layer map and projections)."""
+        raise NotImplementedError
+
+    @property
+    def kind(self) -> str | None:
+        return self.parts[0].kind
+
+    @property
+    def regression(self) -> bool:
+        return self.kind == REGRESSION
+
+    def _terms(self) -> list[LossTerm]:
+        return [t for part in self.parts for t in part.terms.values()]
 
     @property
     def needs_hidden_states(self) -> bool:
-        c = self.config
-        return bool(self.layer_map) or c.embedding_weight > 0 or c.cosine_weight > 0
+        return any(t.needs_hidden_states for t in self._terms())
 
     @property
     def needs_attentions(self) -> bool:
         """Attention probabilities are needed: run both models with ``output_attentions=True`` (eager attention)."""
-        return bool(self.attention_map)
+        return any(t.needs_attentions for t in self._terms())
 
     @property
     def needs_qkv(self) -> bool:
         """Q/K/V are needed: capture them with ``capture_qkv`` at ``qkv_layers`` and pass them to ``forward``."""
-        return self.relation_heads > 0
+        return any(t.needs_qkv for t in self._terms())
 
     @property
     def qkv_layers(self) -> tuple[int, int]:
         """(student, teacher) 0-based encoder-layer indices for ``capture_qkv``: the student's last layer."""
-        t = self.config.relation_layer
-        return -1, t - 1 if t > 0 else t
+        return relation_layers(self.config)
 
     def set_progress(self, progress: float) -> None:
         """Training progress in [0, 1] (step / total steps) that drives the schedules."""
         self.progress = min(max(float(progress), 0.0), 1.0)
+        for part in self.parts:
+            if part is not self:
+                part.set_progress(progress)
 
     @property
     def temperature(self) -> float:
@@ -189,137 +180,104 @@ class Objective(nn.Module):
         c = self.config
         return scheduled(c.feature_schedule, 1.0, c.feature_scale_end, self.progress)
 
-    def forward(self, student_out, labels: torch.Tensor, teacher_out=None,
-                attention_mask: torch.Tensor | None = None, *, student_qkv: Mapping[str, torch.Tensor] | None = None,
-                teacher_qkv: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Return the weighted total and each term's unweighted value (for logging)."""
-        teacher_logits = teacher_out.logits if teacher_out is not None else None
-        total, terms = self.label_terms(student_out.logits, labels, teacher_logits)
-        if teacher_out is None:
-            return total, {k: float(v.detach()) for k, v in terms.items()}
-        extra = self.feature_terms(student_out, teacher_out, attention_mask, student_qkv=student_qkv,
-                                   teacher_qkv=teacher_qkv)
-        scale = self.feature_scale
-        for name, value in extra.items():
-            terms[name] = value
-            total = total + getattr(self.config, TERM_WEIGHTS[name]) * scale * value
-        return total, {k: float(v.detach()) for k, v in terms.items()}
+    def loss(self, student_out: Any, labels: torch.Tensor, teacher_outs: Sequence[Any] | None,
+             attention_mask: torch.Tensor | None = None, *, student_qkv: Any = None,
+             teacher_qkv: Sequence[Any] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loop's call: one output (and Q/K/V capture) per teacher, in order; none to fine-tune."""
+        raise NotImplementedError
 
-    def label_terms(self, logits: torch.Tensor, labels: torch.Tensor,
-                    teacher_logits: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """α·hard + (1−α)·soft (just the hard term without teacher logits) and the terms {ce, kd} as tensors."""
-        token = logits.dim() == 3  # token classification: one distribution per word piece
-        if token:
-            hard = token_ce(logits, labels)
-        else:
-            hard = logits_mse(logits, labels) if self.regression else hard_label_ce(logits, labels)
-        if teacher_logits is None:
-            return hard, {"ce": hard}
-        if token:
-            soft = token_kl(logits, teacher_logits, labels != -100, self.temperature)
-        elif self.regression:
-            soft = logits_mse(logits, teacher_logits)
-        else:
-            soft = soft_target_kl(logits, teacher_logits, self.temperature)
-        a = self.alpha
-        return a * hard + (1 - a) * soft, {"ce": hard, "kd": soft}
+    def weighted_sum(self, student_out: Any, labels: torch.Tensor, teacher_outs: Sequence[Any] | None,
+                     mask: torch.Tensor | None, student_qkv: Any, teacher_qkv: Sequence[Any] | None,
+                     target: torch.Tensor | None,
+                     teacher_weights: Sequence[float] | None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Σ weight·term over the enabled terms, and each term's unweighted value (for logging).
 
-    def feature_terms(self, student_out, teacher_out, attention_mask: torch.Tensor | None = None, *,
-                      student_qkv: Mapping[str, torch.Tensor] | None = None,
-                      teacher_qkv: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """The unweighted feature terms (hidden, embedding, cosine, attention, relation) that are turned on."""
-        c = self.config
-        extra: dict[str, torch.Tensor] = {}
-        if self.layer_map:
-            hs, ht = student_out.hidden_states, teacher_out.hidden_states
-            extra["hidden"] = sum(hidden_mse(proj(hs[i]), ht[j], attention_mask)
-                                  for proj, (i, j) in zip(self.projections, self.layer_map, strict=True))
-        if c.embedding_weight > 0:
-            extra["embedding"] = embedding_mse(self.embedding_projection(student_out.hidden_states[0]),
-                                               teacher_out.hidden_states[0], attention_mask)
-        if c.cosine_weight > 0:
-            extra["cosine"] = hidden_cosine(self.cosine_projection(student_out.hidden_states[-1]),
-                                            teacher_out.hidden_states[-1], attention_mask)
-        if self.attention_map:
-            sa, ta = _attentions(student_out, "student"), _attentions(teacher_out, "teacher")
-            loss = ATTENTION_LOSSES[c.attention_loss]
-            extra["attention"] = sum(loss(sa[i], ta[j], attention_mask) for i, j in self.attention_map)
-        if self.relation_heads:
-            extra["relation"] = self._relation(student_qkv, teacher_qkv, attention_mask)
-        return extra
-
-    def weigh_features(self, extra: Mapping[str, torch.Tensor]) -> torch.Tensor | float:
-        """Σ weight · feature scale · term over the feature terms (0 when there are none)."""
-        scale = self.feature_scale
-        return sum((getattr(self.config, TERM_WEIGHTS[name]) * scale * value for name, value in extra.items()), 0.0)
-
-    def _relation(self, student_qkv, teacher_qkv, mask) -> torch.Tensor:
-        """Σ over Q, K, V of the MiniLMv2 relation KL at ``relation_heads`` relation heads."""
-        if student_qkv is None or teacher_qkv is None:
-            raise ConfigError("--relation-weight needs the query/key/value of both models",
-                              "capture them with objective.capture.capture_qkv; pass student_qkv/teacher_qkv")
-        r = self.relation_heads
-        for who, qkv in (("student", student_qkv), ("teacher", teacher_qkv)):
-            if qkv["query"].shape[-1] % r:
-                raise ConfigError(f"--relation-heads {r} does not divide the {who}'s query/key/value width "
-                                  f"{qkv['query'].shape[-1]}", "pick a common divisor, e.g. the student's heads")
-        return sum(attention_relation_kl(student_qkv[k], teacher_qkv[k], mask, r) for k in QKV)
+        The output terms of the first part run once, against the soft-target logits ``target``; each part's feature
+        terms run on its own teacher and are mixed with ``teacher_weights`` (None: a single teacher, logged as is;
+        else also logged per teacher as ``<term>_t<k>``). Without teachers only the label term, at full weight.
+        """
+        head, present = self.parts[0], bool(teacher_outs)
+        scale = Scale(self.alpha if present else 1.0, self.temperature, self.feature_scale)
+        inputs = TermInputs(student_out, labels, mask=mask, student_qkv=student_qkv, target=target,
+                            output=output_loss(head.kind, student_out.logits), temperature=scale.temperature)
+        total, logged = None, {}
+        for t in head.terms.values():
+            if not t.per_teacher and (present or not t.needs_teacher):
+                logged[t.name] = value = t.compute(inputs)
+                weighted = t.weight(self.config, scale) * value
+                total = weighted if total is None else total + weighted
+        if not present:
+            return total, {k: float(v.detach()) for k, v in logged.items()}
+        mixed: dict[str, torch.Tensor] = {}
+        for k, (part, out) in enumerate(zip(self.parts, teacher_outs, strict=True)):
+            one = inputs.for_teacher(out, teacher_qkv[k] if teacher_qkv is not None else None)
+            for t in part.terms.values():
+                if t.per_teacher:
+                    value = t.compute(one)
+                    if teacher_weights is None:
+                        mixed[t.name] = value
+                    else:
+                        logged[f"{t.name}_t{k + 1}"] = value
+                        mixed[t.name] = mixed.get(t.name, 0.0) + teacher_weights[k] * value
+        for name, value in mixed.items():
+            logged[name] = value
+            total = total + LOSS_TERMS.get(name).weight(self.config, scale) * value
+        return total, {k: float(v.detach()) for k, v in logged.items()}
 
 
-def _attentions(output, who: str) -> Sequence[torch.Tensor]:
-    attentions = getattr(output, "attentions", None)
-    if not attentions:
-        raise ConfigError(f"--attention-weight needs attention maps but the {who} returned none",
-                          "run it with output_attentions=True and attn_implementation='eager'")
-    return attentions
+class Objective(ObjectiveBase):
+    """loss = α·CE(labels) + (1−α)·T²·KL(teacher ‖ student) + s·(β·Σ MSE(proj(h_s[i]), h_t[map(i)]) + extra terms).
 
-
-
-# ---- which terms a student/teacher pair supports ---------------------------------------------------------------
-
-_FUSED_QKV = {"gpt2", "gpt_neox", "bloom", "falcon", "albert"}
-
-
-DIFFERENT_TOKENIZERS = "student and teacher use different tokenizers, so their tokens do not line up"
-TOKEN_KD_NEEDS_ONE_TOKENIZER = ("token classification scores one distribution per word piece, and the two "
-                                "tokenizers split words into different pieces")
-
-
-def supported_losses(student_config, teacher_config, same_tokenizer: bool, *,
-                     token: bool = False) -> dict[str, str | None]:
-    """For each term (ce, kd, hidden, embedding, cosine, attention, relation): None if usable, else the reason.
-
-    With different tokenizers only sequence-level terms remain: ce, and kd for sequence classification
-    (``token=False``); every per-token term (and token-level kd) is unsupported.
+    One term object per enabled term of ``LOSS_TERMS`` (in ``terms``): attention KL/MSE over the mapped layers,
+    embedding MSE, last-layer cosine and MiniLMv2 Q/K/V relations, each weighted by its ``DistillConfig`` weight;
+    α, T and the feature scale s follow their schedules (``set_progress``). The output terms follow the task
+    ``kind`` (``OUTPUT_LOSSES``; ``regression=True`` is ``kind="regression"``; without a kind, (B, L, C) logits are
+    token classification): regression uses MSE to the label and to the teacher's score, token classification
+    per-token CE and KL over the labelled positions (labels ≠ -100), the feature terms keep using the attention
+    mask. With no teacher (fine-tuning) only the label term is used, at full weight.
     """
-    support: dict[str, str | None] = {"ce": None, "kd": None, **dict.fromkeys(TERM_WEIGHTS)}
-    ns, nt = getattr(student_config, "num_labels", None), getattr(teacher_config, "num_labels", None)
-    if ns != nt:
-        support["kd"] = f"the student has {ns} outputs and the teacher {nt}"
-    if not same_tokenizer:
-        if token:
-            support["kd"] = TOKEN_KD_NEEDS_ONE_TOKENIZER
-        return {**support, **dict.fromkeys(TERM_WEIGHTS, DIFFERENT_TOKENIZERS)}
-    for term, field in (("hidden", "hidden_size"), ("embedding", "hidden_size"), ("cosine", "hidden_size"),
-                        ("attention", "num_attention_heads"), ("relation", "hidden_size")):
-        for who, cfg in (("student", student_config), ("teacher", teacher_config)):
-            if not getattr(cfg, field, None):
-                support[term] = f"the {who} config has no {field}"
-    for who, cfg in (("student", student_config), ("teacher", teacher_config)):
-        if getattr(cfg, "model_type", None) in _FUSED_QKV:
-            support["relation"] = f"the {who} ({cfg.model_type}) has no separate query/key/value layers"
-    return support
 
+    def __init__(self, config: DistillConfig, *, regression: bool = False, kind: str | None = None,
+                 student_width: int = 0, teacher_width: int = 0, layer_map: Sequence[tuple[int, int]] | None = None,
+                 student_heads: int = 0) -> None:
+        super().__init__()
+        self.config = config
+        self._kind = kind or (REGRESSION if regression else None)
+        if self._kind is not None:
+            OUTPUT_LOSSES.get(self._kind)  # an unknown kind fails here, not at the first batch
+        pair = PairShape(student_width, teacher_width, tuple(tuple(p) for p in layer_map or ()), student_heads)
+        self.terms = nn.ModuleDict({name: cls(config, pair) for name, cls in LOSS_TERMS.items()
+                                    if cls.enabled(config, pair)})
+        self.progress = 0.0
 
-def disable_unsupported(config: DistillConfig, support: Mapping[str, str | None]) -> tuple[DistillConfig, list[str]]:
-    """``config`` with every unsupported but enabled term turned off, and one message per term turned off."""
-    changes: dict[str, object] = {}
-    messages: list[str] = []
-    if support.get("kd") and config.alpha < 1:
-        changes.update(alpha=1.0, alpha_schedule="constant", alpha_end=None)
-        messages.append(f"--alpha set to 1 (no soft targets): {support['kd']}")
-    for term, field in TERM_WEIGHTS.items():
-        if support.get(term) and getattr(config, field) > 0:
-            changes[field] = 0.0
-            messages.append(f"{_flag(field)} set to 0: {support[term]}")
-    return (replace(config, **changes) if changes else config), messages
+    @property
+    def parts(self) -> Sequence[Objective]:
+        return (self,)
+
+    @property
+    def kind(self) -> str | None:
+        return self._kind
+
+    @property
+    def teacher_layers(self) -> list[int]:
+        """The teacher ``hidden_states`` indices the terms read (-1 = the last layer): what a cache must hold."""
+        return sorted(set().union(*(t.teacher_layers() for t in self.terms.values())))
+
+    def forward(self, student_out: Any, labels: torch.Tensor, teacher_out: Any = None,
+                attention_mask: torch.Tensor | None = None, *, student_qkv: Any = None,
+                teacher_qkv: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return the weighted total and each term's unweighted value (for logging)."""
+        teachers = None if teacher_out is None else [teacher_out]
+        target = None if teacher_out is None else teacher_out.logits
+        return self.weighted_sum(student_out, labels, teachers, attention_mask, student_qkv, [teacher_qkv], target,
+                                 None)
+
+    def loss(self, student_out: Any, labels: torch.Tensor, teacher_outs: Sequence[Any] | None,
+             attention_mask: torch.Tensor | None = None, *, student_qkv: Any = None,
+             teacher_qkv: Sequence[Any] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        if teacher_outs and len(teacher_outs) != 1:
+            raise ConfigError(f"{len(teacher_outs)} teacher outputs for an objective of 1 teacher",
+                              "build a distill.objective.ensemble.MultiTeacherObjective with one Objective per teacher")
+        one = teacher_outs[0] if teacher_outs else None
+        return self(student_out, labels, one, attention_mask, student_qkv=student_qkv,
+                    teacher_qkv=teacher_qkv[0] if teacher_qkv is not None and one is not None else None)

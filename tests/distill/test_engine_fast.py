@@ -164,3 +164,54 @@ def test_settings_and_single_process_defaults():
     with pytest.raises(ConfigError, match="--teacher-dtype 'int4'.*bf16"):
         TrainConfig(teacher_dtype="int4")
     assert is_main_process() and get_accelerator() is None
+
+
+def test_every_kind_of_teacher_becomes_a_list_of_sources(setup, tmp_path):
+    from distill.train.teacher import LiveTeacher, TeacherSource, as_teachers
+    from teachers import cache_teacher_outputs
+
+    tok, data, teacher = setup
+    cache = cache_teacher_outputs(teacher, data, tmp_path / "c", tokenizer=tok)
+    assert as_teachers(None) == []
+    (live,) = as_teachers(teacher)
+    assert type(live) is LiveTeacher and live.module is teacher
+    assert as_teachers(cache) == [cache] and isinstance(cache, TeacherSource)
+    both = as_teachers([teacher, cache])
+    assert [type(t) for t in both] == [LiveTeacher, type(cache)] and as_teachers((cache,)) == [cache]
+    with pytest.raises(TypeError, match="nn.Module or a TeacherSource"):
+        as_teachers(lambda batch: None)
+
+
+class _FixedTeacher:
+    """A TeacherSource of one's own: logits that always favour label 1 (the loop asks nothing else of it)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def prepare(self, device, dtype):
+        self.device = device
+
+    def check(self, part):
+        assert not part.needs_hidden_states
+
+    def watch(self, stack, attentions, qkv_layer):
+        return None
+
+    def outputs(self, batch, hidden, attentions):
+        from types import SimpleNamespace
+
+        self.calls += 1
+        n = len(batch["input_ids"])
+        return SimpleNamespace(logits=torch.tensor([[-3.0, 3.0]] * n, device=self.device))
+
+
+def test_fit_learns_from_any_teacher_source(setup):
+    tok, data, _ = setup
+    model, source = _student(tok), _FixedTeacher()
+    result = fit(model, Objective(DistillConfig(alpha=0.0, hidden_weight=0.0)),
+                 make_loader(data, tok, 16, shuffle=True, seed=0), TrainConfig(lr=1e-2, epochs=2, seed=0),
+                 teacher=source)
+    assert source.calls == 8 and result.history[-1]["kd"] < result.history[0]["kd"]
+    batch = {k: v for k, v in next(iter(make_loader(data, tok, 16, shuffle=False))).items() if k not in ("labels",
+                                                                                                         "idx")}
+    assert (model(**batch).logits.argmax(-1) == 1).all()

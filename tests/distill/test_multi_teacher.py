@@ -60,7 +60,7 @@ def test_each_teacher_has_its_own_projection_and_weighted_feature_terms():
     config = DistillConfig(alpha=0.5, temperature=2.0, hidden_weight=0.5)
     parts = [Objective(config, student_width=4, teacher_width=w, layer_map=[(1, j)]) for w, j in ((6, 1), (8, 2))]
     multi = MultiTeacherObjective(parts, [1.0, 3.0])
-    assert [p.projections[0].out_features for p in multi.parts] == [6, 8]
+    assert [p.terms["hidden"].projections[0].out_features for p in multi.parts] == [6, 8]
     assert multi.weights == [0.25, 0.75] and multi.needs_hidden_states and not multi.needs_attentions
     assert [teacher_layers_needed(p) for p in multi.parts] == [[1], [2]]
     labels = torch.tensor([0, 1, 1])
@@ -70,14 +70,14 @@ def test_each_teacher_has_its_own_projection_and_weighted_feature_terms():
     t2 = _out(torch.randn(3, 2), (torch.randn(3, 5, 8), torch.randn(3, 5, 8), torch.randn(3, 5, 8)))
     mask = torch.ones(3, 5)
     total, terms = multi(student, labels, [t1, t2], mask)
-    h1 = hidden_mse(parts[0].projections[0](s_hidden[1]), t1.hidden_states[1], mask)
-    h2 = hidden_mse(parts[1].projections[0](s_hidden[1]), t2.hidden_states[2], mask)
+    h1 = hidden_mse(parts[0].terms["hidden"].projections[0](s_hidden[1]), t1.hidden_states[1], mask)
+    h2 = hidden_mse(parts[1].terms["hidden"].projections[0](s_hidden[1]), t2.hidden_states[2], mask)
     kd = soft_target_kl(student.logits, ensemble_logits([t1.logits, t2.logits], [0.25, 0.75], 2.0), 2.0)
     ce = F.cross_entropy(student.logits, labels)
     torch.testing.assert_close(total, 0.5 * ce + 0.5 * kd + 0.5 * (0.25 * h1 + 0.75 * h2))
     assert terms["hidden_t1"] == pytest.approx(h1.item()) and terms["hidden_t2"] == pytest.approx(h2.item())
     total.backward()
-    assert all(p.projections[0].weight.grad is not None for p in multi.parts)
+    assert all(p.terms["hidden"].projections[0].weight.grad is not None for p in multi.parts)
     # without teachers only the label term remains, at full weight
     alone, alone_terms = multi(student, labels, None)
     torch.testing.assert_close(alone, ce)

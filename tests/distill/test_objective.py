@@ -26,8 +26,8 @@ def test_weights_combine_terms():
     torch.manual_seed(0)
     obj = Objective(DistillConfig(temperature=2.0, alpha=0.25, hidden_weight=0.5), student_width=4,
                     teacher_width=8, layer_map=[(1, 2)])
-    assert isinstance(obj.projections[0], torch.nn.Linear)
-    assert obj.projections[0].weight.shape == (8, 4)
+    assert isinstance(obj.terms["hidden"].projections[0], torch.nn.Linear)
+    assert obj.terms["hidden"].projections[0].weight.shape == (8, 4)
     s_logits, t_logits = torch.randn(3, 2), torch.randn(3, 2)
     hs = (torch.randn(3, 5, 4), torch.randn(3, 5, 4))
     ht = (torch.randn(3, 5, 8), torch.randn(3, 5, 8), torch.randn(3, 5, 8))
@@ -36,7 +36,7 @@ def test_weights_combine_terms():
     total, terms = obj(_out(s_logits, hs), labels, _out(t_logits, ht), mask)
     ce = torch.nn.functional.cross_entropy(s_logits, labels)
     kd = soft_target_kl(s_logits, t_logits, 2.0)
-    hid = hidden_mse(obj.projections[0](hs[1]), ht[2], mask)
+    hid = hidden_mse(obj.terms["hidden"].projections[0](hs[1]), ht[2], mask)
     assert total.item() == pytest.approx((0.25 * ce + 0.75 * kd + 0.5 * hid).item(), rel=1e-5)
     assert set(terms) == {"ce", "kd", "hidden"}
 
@@ -57,7 +57,7 @@ def test_regression_uses_mse_to_teacher():
 
 def test_equal_widths_use_identity():
     obj = Objective(DistillConfig(hidden_weight=1.0), student_width=8, teacher_width=8, layer_map=[(1, 1)])
-    assert isinstance(obj.projections[0], torch.nn.Identity)
+    assert isinstance(obj.terms["hidden"].projections[0], torch.nn.Identity)
 
 
 @pytest.mark.parametrize("kw", [{"temperature": 0}, {"temperature": -1}, {"alpha": 1.5}, {"hidden_weight": -0.1}])

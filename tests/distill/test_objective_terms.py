@@ -64,9 +64,9 @@ def test_all_terms_with_real_hf_outputs():
     expected = {
         "ce": hard_label_ce(s_out.logits, labels),
         "kd": soft_target_kl(s_out.logits, t_out.logits, 2.0),
-        "hidden": hidden_mse(obj.projections[0](hs[1]), ht[2], mask),
-        "embedding": embedding_mse(obj.embedding_projection(hs[0]), ht[0], mask),
-        "cosine": hidden_cosine(obj.cosine_projection(hs[-1]), ht[-1], mask),
+        "hidden": hidden_mse(obj.terms["hidden"].projections[0](hs[1]), ht[2], mask),
+        "embedding": embedding_mse(obj.terms["embedding"].projection(hs[0]), ht[0], mask),
+        "cosine": hidden_cosine(obj.terms["cosine"].projection(hs[-1]), ht[-1], mask),
         "attention": attention_kl(s_out.attentions[0], t_out.attentions[1], mask),
         "relation": sum(attention_relation_kl(s_qkv[k], t_qkv[k], mask, 2) for k in ("query", "key", "value")),
     }
@@ -135,7 +135,7 @@ def test_defaults_keep_todays_behaviour():
     assert DistillConfig(2.0, 0.5, 0.1) == DistillConfig()
     obj = Objective(DistillConfig(), student_width=4, teacher_width=8, layer_map=[(1, 1)])
     assert not obj.needs_attentions and not obj.needs_qkv
-    assert not any(isinstance(m, torch.nn.Linear) for m in (obj.embedding_projection, obj.cosine_projection))
+    assert list(obj.terms) == ["ce", "kd", "hidden"]  # no embedding or cosine term, so no projection for them
     assert sum(p.numel() for p in obj.parameters()) == 4 * 8 + 8
 
 
@@ -161,7 +161,7 @@ def test_schedules_drive_temperature_alpha_and_feature_scale():
 def test_attention_mse_over_mapped_layers_and_missing_maps():
     obj = Objective(DistillConfig(hidden_weight=0.0, attention_weight=1.0, attention_loss="mse"),
                     layer_map=[(1, 2), (2, 4)])
-    assert obj.attention_map == [(0, 1), (1, 3)]
+    assert obj.terms["attention"].pairs == [(0, 1), (1, 3)]
     s = tuple(torch.full((1, 1, 2, 2), 0.5) for _ in range(2))
     t = tuple(torch.eye(2).view(1, 1, 2, 2) * (i % 2) + 0.5 * (1 - i % 2) for i in range(4))
     logits = torch.zeros(1, 2)
@@ -177,7 +177,7 @@ def test_relation_configuration_errors():
     with pytest.raises(ConfigError, match="--relation-heads 3 does not divide"):
         Objective(DistillConfig(relation_weight=1.0, relation_heads=3), student_width=16, teacher_width=33)
     obj = Objective(DistillConfig(relation_weight=1.0, relation_layer=2), student_heads=2)
-    assert obj.relation_heads == 2 and obj.qkv_layers == (-1, 1)
+    assert obj.terms["relation"].heads == 2 and obj.qkv_layers == (-1, 1)
     with pytest.raises(ConfigError, match="capture_qkv"):
         obj(_out(torch.zeros(1, 2)), torch.tensor([0]), _out(torch.zeros(1, 2)))
 
@@ -208,3 +208,106 @@ def test_supported_losses_and_disabling():
     assert cfg.hidden_weight == 0 and cfg.attention_weight == 0 and cfg.alpha == 0.5
     assert [m.split(" ")[0] for m in messages] == ["--hidden-weight", "--attention-weight"]
     assert disable_unsupported(DistillConfig(), supported_losses(s, t, True)) == (DistillConfig(), [])
+
+
+# ---- loss terms as registered objects ------------------------------------------------------------------------------
+
+def test_every_term_is_registered_in_order_with_its_weight_field_and_formula():
+    from dataclasses import fields
+
+    from distill.objective.config import weight_fields
+    from distill.objective.terms import LOSS_TERMS
+
+    assert LOSS_TERMS.names() == ["ce", "kd", "hidden", "embedding", "cosine", "attention", "relation"]
+    names = {f.name for f in fields(DistillConfig)}
+    for name, cls in LOSS_TERMS.items():
+        assert cls.name == name and cls.weight_field in names and "=" in (cls.__doc__ or ""), name
+    feature_fields = {cls.weight_field for _, cls in LOSS_TERMS.items() if cls.per_teacher}
+    assert feature_fields == set(weight_fields())  # every *_weight setting is a registered term's
+
+
+def test_a_new_term_is_one_class_and_one_setting(monkeypatch):
+    """A plug-in term: its weight setting (here on a DistillConfig subclass) turns it on; the objective computes,
+    weighs and logs it, supported_losses/disable_unsupported and the cache's layer list know it."""
+    from dataclasses import dataclass
+
+    from distill.objective.terms import LOSS_TERMS, LossTerm, Scale, TermInputs
+    from distill.train.loop import teacher_layers_needed
+
+    @dataclass
+    class WithL1(DistillConfig):
+        l1_weight: float = 0.0
+
+    class LastLayerL1(LossTerm):
+        """l1 = mean |h_s[-1] − h_t[-1]| over every element, (B, L, D) each."""
+
+        name, weight_field, needs_hidden_states = "l1", "l1_weight", True
+
+        def teacher_layers(self) -> set[int]:
+            return {-1}
+
+        def compute(self, inputs: TermInputs) -> torch.Tensor:
+            return (inputs.student.hidden_states[-1] - inputs.teacher.hidden_states[-1]).abs().mean()
+
+    monkeypatch.setitem(LOSS_TERMS._items, "l1", LastLayerL1)
+    config = WithL1(alpha=0.5, hidden_weight=0.0, l1_weight=2.0)
+    obj = Objective(config, student_width=3, teacher_width=3)
+    assert list(obj.terms) == ["ce", "kd", "l1"] and obj.needs_hidden_states
+    assert teacher_layers_needed(obj) == [-1]
+    hs, ht = (torch.randn(2, 4, 3),), (torch.randn(2, 4, 3),)
+    s, t, labels = _out(torch.randn(2, 2), hs), _out(torch.randn(2, 2), ht), torch.tensor([0, 1])
+    total, terms = obj(s, labels, t)
+    l1 = (hs[-1] - ht[-1]).abs().mean()
+    assert terms["l1"] == pytest.approx(l1.item())
+    assert total.item() == pytest.approx(0.5 * terms["ce"] + 0.5 * terms["kd"] + 2.0 * l1.item(), rel=1e-6)
+    assert obj.terms["l1"](TermInputs(s, labels, teacher=t), Scale(0.5, 2.0, 0.5)).item() == pytest.approx(l1.item())
+    support = supported_losses(tiny_bert_config(), tiny_bert_config(), same_tokenizer=False)
+    assert "tokenizers" in support["l1"]
+    off, messages = disable_unsupported(config, support)
+    assert off.l1_weight == 0 and messages[-1].startswith("--l1-weight set to 0: student and teacher use different")
+
+
+def test_the_task_kind_picks_the_output_loss(monkeypatch):
+    from distill.core.errors import UnknownNameError
+    from distill.objective.objective import OUTPUT_LOSSES, OutputLoss, output_loss
+
+    token_logits, seq_logits = torch.randn(2, 5, 3), torch.randn(2, 3)
+    assert output_loss(None, token_logits) is OUTPUT_LOSSES.get("token-classification")
+    assert output_loss(None, seq_logits) is OUTPUT_LOSSES.get("sequence-classification")
+    assert Objective(DistillConfig(), regression=True).kind == Objective(DistillConfig(), kind="regression").kind
+    with pytest.raises(UnknownNameError, match="causal-lm"):
+        Objective(DistillConfig(), kind="causal-lm")
+    # a new task kind plugs in its own output loss: here next-token CE/KL over (B, L, V) logits
+    monkeypatch.setitem(OUTPUT_LOSSES._items, "causal-lm", OutputLoss(
+        hard=lambda logits, labels: torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten()),
+        soft=lambda logits, target, labels, t: soft_target_kl(logits.flatten(0, 1), target.flatten(0, 1), t)))
+    obj = Objective(DistillConfig(hidden_weight=0.0), kind="causal-lm")
+    labels = torch.randint(0, 3, (2, 5))
+    total, terms = obj(_out(token_logits), labels, _out(torch.randn(2, 5, 3)))
+    assert terms["ce"] == pytest.approx(torch.nn.functional.cross_entropy(token_logits.flatten(0, 1),
+                                                                          labels.flatten()).item(), rel=1e-6)
+
+
+def test_distill_settings_carry_the_help_of_their_flags(capsys):
+    from dataclasses import fields
+
+    from distill.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in fields(DistillConfig):
+        help_text = f.metadata.get("help")
+        assert help_text, f.name
+        assert " ".join(help_text.split()) in text, f.name
+    attention_loss = next(f for f in fields(DistillConfig) if f.name == "attention_loss")
+    assert attention_loss.metadata["choices"] == ("kl", "mse")
+
+
+def test_the_settings_load_without_torch():
+    """The settings schema (and flags generated from it) may read DistillConfig and TrainConfig without torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, distill.objective.config, distill.train.config; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
