@@ -31,7 +31,7 @@ from distill.core.runtime import environment_info, process_count, seed_everythin
 from distill.data import Splits, load_splits, make_loader, tokenize
 from distill.data.tasks import Task, get_task
 from distill.evaluate.agreement import dev_predictions
-from distill.evaluate.predict import compute_metrics, predict
+from distill.evaluate.predict import compute_metrics, gathered_evaluator, predict
 from distill.evaluate.scoring import StageScore, score_stage
 from distill.objective.losses import soft_target_kl
 from distill.objective.objective import (
@@ -44,7 +44,7 @@ from distill.objective.objective import (
 from distill.recipe import dump_recipe
 from distill.report.render import render_table, write_report
 from distill.train.checkpoint import Checkpoints, check_free_space, check_writable, checkpoint_bytes, write_error
-from distill.train.loop import TrainConfig, fit, gathered_evaluator, set_loader_epoch
+from distill.train.loop import TrainConfig, fit, set_loader_epoch
 from distill.train.sharding import resolve_shard
 from distill.train.tracking import require_tensorboard, start_tracking, stop_tracking
 

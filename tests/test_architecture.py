@@ -54,9 +54,6 @@ BACKEND_OWNERS = {
 
 # (importer, imported, rule) breaches that predate these rules; each names who removes it and how
 KNOWN_VIOLATIONS = {
-    # objective/train developer: fit's per-epoch dev evaluation should come in as a callback (or the prediction
-    # helper move below train), so the loop no longer reaches up into evaluate
-    ("distill.train.loop", "distill.evaluate.predict", "layer"),
     # pipeline/cli/report developer: print tables through distill.core.console instead of importing rich
     ("distill.cli", "rich.table", "backend"),
     ("distill.report.render", "rich.table", "backend"),

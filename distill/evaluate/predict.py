@@ -7,16 +7,21 @@ which predictions is the task kind's business (``task.kind.metrics``); this modu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.utils.data import DataLoader
 
+from distill.core.dist import get_accelerator
 from distill.core.runtime import autocast, resolve_device
 from distill.data.tasks import Task
 from distill.objective.losses import IGNORE_INDEX
 from distill.train.sharding import is_sharded
+from distill.train.teacher import STRIPPED
 
 METRICS_DIR = Path(__file__).parent / "metrics"
 
@@ -84,5 +89,32 @@ def evaluator(task: Task, loader, device: str | torch.device = "auto"):
     def run(model) -> dict[str, float]:
         logits, labels = predict(model, loader, device)
         return compute_metrics(task, logits, labels)
+
+    return run
+
+
+def gathered_evaluator(task: Task, loader: DataLoader,
+                       device: str | torch.device = "auto") -> Callable[[nn.Module], dict[str, float]]:
+    """``evaluator``, except that under ``accelerate launch`` each process scores its shard of the dev
+    set and the logits are gathered (``gather_for_metrics``), so every process sees the whole set's metrics."""
+    acc = get_accelerator(device if isinstance(device, str) else device.type)
+    if acc is None:
+        return evaluator(task, loader, device)
+    shard = acc.prepare_data_loader(loader)
+
+    def run(model: nn.Module) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        logits, labels = [], []
+        for batch in shard:
+            gold = batch.pop("labels")
+            inputs = {k: v.to(acc.device) for k, v in batch.items() if k not in STRIPPED}
+            with torch.inference_mode(), autocast(acc.device):
+                out = model(**inputs).logits.float()
+            out, gold = acc.gather_for_metrics((out, gold.to(acc.device)))
+            logits.append(out.cpu())
+            labels.append(gold.cpu())
+        model.train(was_training)
+        return compute_metrics(task, torch.cat(logits).numpy(), torch.cat(labels).numpy())
 
     return run

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from distill.core.errors import ConfigError
+from distill.core.families import supports_qkv
 from distill.core.registry import Registry
 from distill.objective.capture import QKV
 from distill.objective.config import flag
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 DIFFERENT_TOKENIZERS = "student and teacher use different tokenizers, so their tokens do not line up"
 TOKEN_KD_NEEDS_ONE_TOKENIZER = ("token classification scores one distribution per word piece, and the two "
                                 "tokenizers split words into different pieces")
-FUSED_QKV = {"gpt2", "gpt_neox", "bloom", "falcon", "albert"}  # model types without separate Q/K/V layers
 
 
 class OutputLoss(Protocol):
@@ -388,7 +388,7 @@ class Relations(LossTerm):
         if not same_tokenizer:
             return reason
         for who, cfg in (("student", student_config), ("teacher", teacher_config)):
-            if getattr(cfg, "model_type", None) in FUSED_QKV:
+            if not supports_qkv(cfg):
                 reason = f"the {who} ({cfg.model_type}) has no separate query/key/value layers"
         return reason
 

