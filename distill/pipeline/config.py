@@ -10,22 +10,17 @@ Importing this module imports no torch (section checks import what they need whe
 from __future__ import annotations
 
 import copy
-import importlib.util
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from distill.core.errors import ConfigError
+from distill.objective.config import DistillConfig
 from distill.pipeline.schema import Setting, floats, index, names, section, setting
 from distill.pipeline.schema import build as build_sections
-
-if importlib.util.find_spec("distill.objective.config"):  # the loss settings' torch-free home
-    from distill.objective.config import DistillConfig
-else:  # until DistillConfig moves out of the module that builds the torch objective
-    from distill.objective.objective import DistillConfig
+from distill.train.config import TEACHER_DTYPE_NAMES, TrainConfig
 
 if TYPE_CHECKING:
     from compress import PruneConfig, QuantizeConfig
-    from distill.train.loop import TrainConfig
 
 
 def project(target: type, source: Any, **changes: Any) -> Any:
@@ -134,7 +129,7 @@ class TrainSettings:
     group_by_length: bool = setting(True, "plain random batches instead of length-grouped ones (more padding)")
     compile: bool = setting(False, "torch.compile the student (pays off on GPU)")
     teacher_dtype: str = setting("fp32", "teacher precision on GPU (fp32; bf16 halves its memory)",
-                                 choices=("fp32", "bf16", "fp16"))
+                                 choices=TEACHER_DTYPE_NAMES)
     teacher_shard: str = setting("auto", "under `accelerate launch`, fsdp splits the teacher's weights across the "
                                          "processes (for teachers that do not fit one device; the student stays DDP); "
                                          "auto: fsdp when launched with --use_fsdp", choices=("auto", "none", "fsdp"))
@@ -163,8 +158,6 @@ class TrainSettings:
 
     def fit_config(self, **changes: Any) -> TrainConfig:
         """The training loop's ``TrainConfig`` from the same-named settings (no ``lr``: 1e-4), with ``changes``."""
-        from distill.train.loop import TrainConfig
-
         return project(TrainConfig, self, **{"lr": self.lr or 1e-4, **changes})
 
 
@@ -262,24 +255,9 @@ def _schedules() -> list[str]:
     return SCHEDULES.names()
 
 
-# help (and choices) of the loss flags, for the DistillConfig fields whose own metadata has none
-DISTILL_HELP: dict[str, dict[str, Any]] = {
-    "temperature": {"help": "softmax temperature T (2.0)"},
-    "alpha": {"help": "weight of hard-label CE; 1-alpha weighs T²·KL (0.5)"},
-    "hidden_weight": {"help": "β, weight of hidden-state MSE (0.1; 0 = off)"},
-    "attention_weight": {"help": "weight of the attention-map loss (TinyBERT)"},
-    "attention_loss": {"help": "attention-map loss (kl)", "choices": ("kl", "mse")},
-    "embedding_weight": {"help": "weight of the embedding-layer MSE"},
-    "cosine_weight": {"help": "weight of the hidden-state cosine loss"},
-    "relation_weight": {"help": "weight of the MiniLMv2 Q-Q/K-K/V-V self-attention relation loss"},
-    "relation_heads": {"help": "relation heads (default: the student's head count)"},
-    "relation_layer": {"help": "teacher layer for relations (1-based; -1 = last)"},
-    **{f"{name}_schedule": {"help": f"schedule of the {name} (weight) over training (constant)", "choices": _schedules}
-       for name in ("temperature", "alpha", "feature")},
-    **{end: {"help": f"final value for --{name}-schedule"}
-       for name, end in (("temperature", "temperature_end"), ("alpha", "alpha_end"),
-                         ("feature", "feature_scale_end"))},
-}
+# choices of the loss flags that name a schedule (a registry users extend), which DistillConfig's metadata leaves out
+DISTILL_CHOICES: dict[str, dict[str, Any]] = {
+    f"{name}_schedule": {"choices": _schedules} for name in ("temperature", "alpha", "feature")}
 
 
 @dataclass(init=False)
@@ -295,7 +273,7 @@ class RunConfig:
     teacher: TeacherSettings = section(TeacherSettings, "teacher")
     student: StudentSettings = section(StudentSettings, "student")
     data: DataSettings = section(DataSettings, "task and data")
-    distill: DistillConfig = section(DistillConfig, "distillation loss", help=DISTILL_HELP)
+    distill: DistillConfig = section(DistillConfig, "distillation loss", extra=DISTILL_CHOICES)
     train: TrainSettings = section(TrainSettings, "training")
     prune: PruneSettings = section(PruneSettings, "pruning")
     quantize: QuantizeSettings = section(QuantizeSettings, "INT8 quantization")

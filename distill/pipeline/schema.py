@@ -14,8 +14,8 @@ Field metadata (every key optional; ``setting()`` writes it):
 - ``path``: True when a relative value in a recipe names a file next to the recipe.
 - ``resume``: True when ``distill run --resume`` may change the setting.
 
-Sections that other packages own (``DistillConfig``) work the same way: their fields are read generically, with
-``help`` from their metadata when present, else from the ``help`` mapping in the section's own RunConfig field.
+Sections that other packages own (``DistillConfig``) work the same way: their fields are read generically, their
+metadata first, filled in from the ``extra`` mapping of the section's RunConfig field (``section(..., extra=...)``).
 This module imports no torch, so ``distill --help`` stays fast.
 """
 
@@ -102,7 +102,7 @@ def index(cls: type) -> dict[str, Setting]:
     """Every setting of the sectioned config ``cls`` by flat name, section by section."""
     found: dict[str, Setting] = {}
     for f, section_cls in sections_of(cls):
-        for s in section_settings(f.name, section_cls, f.metadata.get("help")):
+        for s in section_settings(f.name, section_cls, f.metadata.get("extra")):
             if s.dest in found:
                 raise TypeError(f"settings {found[s.dest].section}.{found[s.dest].key} and {s.section}.{s.key} "
                                 f"share the flat name '{s.dest}'")

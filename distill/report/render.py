@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -185,17 +185,24 @@ def _gate(row: Mapping, what: str, key: str, limit: float, flag: str, unit: str,
 # ---- terminal and Markdown -------------------------------------------------------------------------------
 
 
+def table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]], right: Container[str] = ()) -> Table:
+    """A terminal table (every command's tables go through here): ``right`` names the right-aligned columns."""
+    out = Table(title=title)
+    for header in headers:
+        out.add_column(header, justify="right" if header in right else "left")
+    for row in rows:
+        out.add_row(*row)
+    return out
+
+
 def render_table(report: Report) -> Table:
     """The terminal table: one row per stage, teacher first."""
     report = as_json(report)
     seq = report.get("latency_seq", 128)
     title = f"{report['task']}: {report['metric_name']} on dev, latency at batch 1 × seq {seq}"
-    table = Table(title=title)
-    for header, key, _ in columns(report):
-        table.add_column(header, justify="left" if key in ("name", "path") else "right")
-    for row in _rows(report):
-        table.add_row(*row)
-    return table
+    cols = columns(report)
+    right = {header for header, key, _ in cols if key not in ("name", "path")}
+    return table(title, [header for header, _, _ in cols], _rows(report), right)
 
 
 def _intro(report: Mapping) -> str:
