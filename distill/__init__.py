@@ -13,7 +13,7 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "RunConfig": "distill.pipeline", "run": "distill.pipeline",
+    "RunConfig": "distill.pipeline", "run": "distill.pipeline", "RunReport": "distill.pipeline",
     "TrainConfig": "distill.train.loop", "fit": "distill.train.loop", "FitResult": "distill.train.loop",
     "DistillConfig": "distill.objective.objective", "Objective": "distill.objective.objective",
     "uniform_layer_map": "distill.objective.objective",

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from distill.core.errors import ConfigError
-from distill.pipeline import RunConfig
-from distill.recipe import dump_recipe, load_recipe, parse_overrides, recipe_to_fields
+from distill.pipeline.config import RunConfig
+from distill.pipeline.recipe import dump_recipe, load_recipe, parse_overrides, recipe_to_fields
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "experiments" / "recipes").glob("*.yaml"))
 
@@ -21,15 +21,15 @@ def test_recipes_exist():
 def test_every_recipe_loads(path):
     values = load_recipe(path)
     cfg = RunConfig(**values)
-    assert cfg.teacher and cfg.task
-    assert Path(cfg.data).is_absolute() and Path(cfg.data).name in ("SST-2", "MRPC", "conll2003")
+    assert cfg.teacher.name and cfg.data.task
+    assert Path(cfg.data.path).is_absolute() and Path(cfg.data.path).name in ("SST-2", "MRPC", "conll2003")
 
 
 def test_overrides_and_round_trip():
     values = {**recipe_to_fields({"teacher": {"name": "x"}, "train": {"lr": 1e-3}}),
               **parse_overrides(["train.lr=5e-5", "prune.enabled=false", "distill.hidden_weight=0"])}
     cfg = RunConfig(**values)
-    assert (cfg.lr, cfg.prune, cfg.hidden_weight) == (5e-5, False, 0)
+    assert (cfg.train.lr, cfg.prune.enabled, cfg.distill.hidden_weight) == (5e-5, False, 0)
     assert RunConfig(**recipe_to_fields(dump_recipe(cfg))) == cfg
 
 
@@ -59,10 +59,11 @@ def test_breadth_keys_round_trip(tmp_path):
     recipe.write_text("teacher: {names: [a, b], weights: [0.7, 0.3]}\nstudent: {init: teacher-pruned, "
                       "layer_selection: last-k}\ndata: {augment: 2}\n")
     cfg = RunConfig(**load_recipe(recipe))
-    assert cfg.teacher_names == [str(tmp_path / "a"), str(tmp_path / "b")] and cfg.teacher == str(tmp_path / "a")
-    assert (cfg.teacher_weights, cfg.init, cfg.layer_selection, cfg.augment) == ([0.7, 0.3], "teacher-pruned",
-                                                                                 "last-k", 2)
+    teacher = cfg.teacher
+    assert teacher.all_names == [str(tmp_path / "a"), str(tmp_path / "b")] and teacher.name == str(tmp_path / "a")
+    assert (teacher.weights, cfg.student.init, cfg.student.layer_selection, cfg.data.augment) == (
+        [0.7, 0.3], "teacher-pruned", "last-k", 2)
     assert RunConfig(**recipe_to_fields(dump_recipe(cfg))) == cfg
-    assert RunConfig(teacher="x", teachers=["x"]).teachers is None  # one teacher stays the single-teacher path
+    assert RunConfig(teacher="x", teachers=["x"]).teacher.names is None  # one teacher stays the single-teacher path
     with pytest.raises(ConfigError, match="not the first of the teachers"):
         RunConfig(teacher="c", teachers=["a", "b"])

@@ -1,13 +1,17 @@
 """Render a run's scores: a rich table on the terminal, ``report.json``, ``report.md`` and a self-contained
-``report.html`` (inline CSS, plots as base64 PNG, no external URL) on disk; CI gates on the final stage."""
+``report.html`` (inline CSS, plots as base64 PNG, no external URL) on disk; CI gates on the final stage.
+
+Every public function takes a report as report.json's content (a mapping, e.g. read back by ``distill report``) or
+as any object with ``to_json()`` returning it (``distill.pipeline.results.RunReport``)."""
 
 from __future__ import annotations
 
 import base64
 import html
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from rich.table import Table
@@ -30,6 +34,22 @@ figure{margin:.5rem 0}figure img{max-width:100%;height:auto;border:1px solid #ee
 figcaption,.lead,.note{color:#555}code{font-family:ui-monospace,monospace}
 """.strip()
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+
+
+class JsonReport(Protocol):
+    """A typed report that can say what report.json holds."""
+
+    def to_json(self) -> dict: ...
+
+
+Report = Mapping | JsonReport
+
+
+def as_json(report: Report) -> Mapping:
+    """report.json's content of ``report`` (a mapping already, or a typed report)."""
+    return report if isinstance(report, Mapping) else report.to_json()
 
 
 # ---- numbers ---------------------------------------------------------------------------------------------
@@ -135,9 +155,10 @@ def confusion_matrices(report: Mapping) -> dict[str, list[list[int]]]:
 # ---- gates -----------------------------------------------------------------------------------------------
 
 
-def check_gates(report: Mapping, min_retention: float | None = None, max_latency_ms: float | None = None,
+def check_gates(report: Report, min_retention: float | None = None, max_latency_ms: float | None = None,
                 max_size_mb: float | None = None, stage: str | None = None) -> list[str]:
     """Failure lines for the CI gates, checked on ``stage`` (default: the final stage, the last row)."""
+    report = as_json(report)
     stages = report.get("stages") or []
     row = stages[-1] if stage is None and stages else next((s for s in stages if s.get("name") == stage), None)
     if row is None:
@@ -164,16 +185,24 @@ def _gate(row: Mapping, what: str, key: str, limit: float, flag: str, unit: str,
 # ---- terminal and Markdown -------------------------------------------------------------------------------
 
 
-def render_table(report: Mapping) -> Table:
+def table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]], right: Container[str] = ()) -> Table:
+    """A terminal table (every command's tables go through here): ``right`` names the right-aligned columns."""
+    out = Table(title=title)
+    for header in headers:
+        out.add_column(header, justify="right" if header in right else "left")
+    for row in rows:
+        out.add_row(*row)
+    return out
+
+
+def render_table(report: Report) -> Table:
     """The terminal table: one row per stage, teacher first."""
+    report = as_json(report)
     seq = report.get("latency_seq", 128)
     title = f"{report['task']}: {report['metric_name']} on dev, latency at batch 1 × seq {seq}"
-    table = Table(title=title)
-    for header, key, _ in columns(report):
-        table.add_column(header, justify="left" if key in ("name", "path") else "right")
-    for row in _rows(report):
-        table.add_row(*row)
-    return table
+    cols = columns(report)
+    right = {header for header, key, _ in cols if key not in ("name", "path")}
+    return table(title, [header for header, _, _ in cols], _rows(report), right)
 
 
 def _intro(report: Mapping) -> str:
@@ -184,8 +213,9 @@ def _intro(report: Mapping) -> str:
             "teacher's.")
 
 
-def to_markdown(report: Mapping, env: Mapping | None = None) -> str:
+def to_markdown(report: Report, env: Mapping | None = None) -> str:
     """The same table as GitHub Markdown, with the settings, wall times and environment that produced it."""
+    report = as_json(report)
     intro = _intro(report).replace(f"Metric: {report['metric_name']}", f"Metric: **{report['metric_name']}**")
     if any(s.get("kl_to_teacher") is not None for s in report.get("stages", [])):
         intro += " KL to teacher = mean KL(teacher ‖ stage) of the dev-set class distributions."
@@ -307,8 +337,9 @@ def _details_html(report: Mapping) -> list[str]:
     return parts
 
 
-def render_html(report: Mapping, env: Mapping | None = None) -> str:
+def render_html(report: Report, env: Mapping | None = None) -> str:
     """The whole report as one self-contained HTML page (no scripts, no external resources)."""
+    report = as_json(report)
     env = env if env is not None else report.get("environment")
     title = f"Compression report: {report['task']}"
     wall = f" Total wall time {report['wall_seconds']:.1f} s." if report.get("wall_seconds") is not None else ""
@@ -344,8 +375,9 @@ def read_json(path: str | Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def enrich(report: Mapping, env: Mapping | None = None) -> dict:
+def enrich(report: Report, env: Mapping | None = None) -> dict:
     """A copy of ``report`` with each stage's ``speedup`` and, when given, the ``environment``."""
+    report = as_json(report)
     data = dict(report)
     data["stages"] = [{**s, "speedup": speedup(report, s)} for s in report.get("stages", [])]
     if env is not None:
@@ -353,9 +385,11 @@ def enrich(report: Mapping, env: Mapping | None = None) -> dict:
     return data
 
 
-def write_report(out_dir: str | Path, report: Mapping, env: Mapping | None = None) -> dict:
-    """Write report.json/.md/.html atomically (env: given, else the report's, else OUT_DIR/env.json)."""
+def write_report(out_dir: str | Path, report: Report, env: Mapping | None = None) -> dict:
+    """Write report.json/.md/.html atomically (env: given, else the report's, else OUT_DIR/env.json); returns what
+    report.json holds."""
     out_dir = Path(out_dir)
+    report = as_json(report)
     if env is None:
         env = report.get("environment") or read_json(out_dir / "env.json")
     data = enrich(report, env)

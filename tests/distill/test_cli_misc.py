@@ -73,17 +73,17 @@ def test_run_from_recipe_with_overrides(tmp_path):
 
 def test_a_typed_flag_beats_the_recipe_even_at_its_default_value(tmp_path):
     """`--epochs 3` over a recipe's `epochs: 10` means 3, although 3 is also the flag's default."""
-    from distill.cli import _explicit, _run_config, _typed_dests, build_parser
+    from distill.cli.flags import typed
+    from distill.cli.settings import run_config
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"teacher": {"name": "bert-base"}, "train": {"epochs": 10, "batch_size": 8},
                                       "prune": {"heads": 0.0}}))
     argv = ["run", "--config", str(recipe), "--epochs", "3", "--prune-heads", "0.5", "--task", "sst2"]
     args = build_parser().parse_args(argv)
-    args._typed = _typed_dests(argv)
-    assert {"epochs", "prune_heads", "task", "config"} <= set(_explicit(args)) and "batch_size" not in _explicit(args)
-    cfg = _run_config(args)
-    assert (cfg.epochs, cfg.prune_heads, cfg.batch_size) == (3, 0.5, 8)
+    assert {"epochs", "prune_heads", "task"} <= set(typed(args)) and "batch_size" not in typed(args)
+    assert args.config == str(recipe)
+    cfg = run_config(args)
+    assert (cfg.train.epochs, cfg.prune.heads, cfg.train.batch_size) == (3, 0.5, 8)
     args = build_parser().parse_args(argv[:3])  # nothing typed over the recipe: it wins
-    args._typed = _typed_dests(argv[:3])
-    assert (_run_config(args).epochs, _run_config(args).prune_heads) == (10, 0.0)
+    assert (run_config(args).train.epochs, run_config(args).prune.heads) == (10, 0.0)

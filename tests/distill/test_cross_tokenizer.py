@@ -98,7 +98,8 @@ def test_supported_losses_across_tokenizers():
 
 
 def test_what_cannot_work_across_tokenizers_is_refused(tmp_path):
-    from distill.pipeline import RunConfig, _student_tokenizer
+    from distill.pipeline.checks import student_tokenizer as _student_tokenizer
+    from distill.pipeline.config import RunConfig
 
     student = save_student(tmp_path / "s", tmp_path)
     t_tok = factories.tiny_tokenizer(tmp_path)

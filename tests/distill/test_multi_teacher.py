@@ -170,7 +170,7 @@ def test_one_cache_per_teacher_gives_the_live_teachers_loss(setup):
 
 
 def test_teachers_must_share_labels_and_tokenizer():
-    from distill.pipeline import _check_teachers
+    from distill.pipeline.checks import check_teachers as _check_teachers
 
     def loaded(labels, words):
         config = SimpleNamespace(num_labels=labels)

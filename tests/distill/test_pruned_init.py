@@ -43,7 +43,7 @@ def test_student_pruned_from_the_teacher_has_the_preset_widths_and_is_distilled(
 
 
 def test_default_student_lr_shrinks_with_width_for_layers_trained_from_scratch():
-    from distill.pipeline import default_student_lr
+    from distill.pipeline.stages.student import default_student_lr
 
     assert default_student_lr(True, 512) == default_student_lr(True, 128) == 1e-4  # layers from the teacher
     assert default_student_lr(False, 128) == 1e-3  # tiny

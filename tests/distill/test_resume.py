@@ -201,7 +201,7 @@ def test_nan_loss_stops_or_is_skipped(inputs, tmp_path, monkeypatch, capsys):
 
 
 def test_a_crash_after_int8_resumes_by_scoring_only(tmp_path, monkeypatch, capsys):
-    import distill.pipeline as pipeline
+    import distill.pipeline.runner as runner
     from distill.core.interrupts import Interrupted
 
     teacher = factories.save_teacher(tmp_path / "t", tmp_path)
@@ -211,7 +211,7 @@ def test_a_crash_after_int8_resumes_by_scoring_only(tmp_path, monkeypatch, capsy
     def crash(*args, **kwargs):
         raise Interrupted(signal.SIGINT)
 
-    monkeypatch.setattr(pipeline, "stage_score", crash)
+    monkeypatch.setattr(runner, "stage_score", crash)
     args = ["--teacher", str(teacher), "--data", str(data), *ARGS, "--no-prune", "--epochs", "1"]
     args.remove("--no-quantize")
     assert main(["run", *args, "--output-dir", str(out)]) == 130
@@ -219,8 +219,8 @@ def test_a_crash_after_int8_resumes_by_scoring_only(tmp_path, monkeypatch, capsy
     assert {"distil", "quantize"} <= set(json.loads((out / "stages.json").read_text()))
     monkeypatch.undo()
     for name in ("stage_student", "stage_quantize"):  # finished stages load their output instead of running again
-        real = getattr(pipeline, name)
-        monkeypatch.setattr(pipeline, name, _no_fit(real))
+        real = getattr(runner, name)
+        monkeypatch.setattr(runner, name, _no_fit(real))
     assert main(["run", "--resume", str(out), "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert [s["name"] for s in report["stages"]] == ["teacher", "student", "int8"]
@@ -231,17 +231,18 @@ def _no_fit(stage):
     """``stage`` with training and quantization forbidden: it may only load what a finished stage saved."""
     def wrapped(*args, **kwargs):
         import compress
-        import distill.pipeline as pipeline
+        import distill.pipeline.stages.quantize as quantize
+        import distill.pipeline.stages.student as student
 
         def forbidden(*a, **k):
             raise AssertionError("a finished stage ran again")
 
-        saved = pipeline.fit, compress.quantize_model
-        pipeline.fit = compress.quantize_model = forbidden
+        saved = student.fit, quantize.fit, compress.quantize_model
+        student.fit = quantize.fit = compress.quantize_model = forbidden
         try:
             return stage(*args, **kwargs)
         finally:
-            pipeline.fit, compress.quantize_model = saved
+            student.fit, quantize.fit, compress.quantize_model = saved
     return wrapped
 
 

@@ -7,46 +7,49 @@ from types import SimpleNamespace
 
 from distill.core.errors import ConfigError, UnknownNameError
 from distill.objective.objective import disable_unsupported, supported_losses
+from distill.pipeline.config import RunConfig
 
 
-def student_shape(cfg, teacher_config) -> SimpleNamespace:
+def student_shape(cfg: RunConfig, teacher_config) -> SimpleNamespace:
     """The student's config as far as shapes go: from its preset, or from the config.json of its model dir."""
     from students import PRESETS
     from students.build import student_source_is_preset
 
     labels = getattr(teacher_config, "num_labels", None)
-    if student_source_is_preset(cfg.student):
-        p = PRESETS.get(cfg.student)
+    student = cfg.student
+    if student_source_is_preset(student.name):
+        p = PRESETS.get(student.name)
         heads = p.heads
-        if getattr(cfg, "init", None) == "teacher-pruned":  # heads keep the teacher's head size
+        if student.init == "teacher-pruned":  # heads keep the teacher's head size
             from students.init import pruned_shape
 
-            heads = pruned_shape(p, teacher_config, getattr(cfg, "layer_selection", "uniform")).heads
+            heads = pruned_shape(p, teacher_config, student.layer_selection).heads
         return SimpleNamespace(num_hidden_layers=p.layers, hidden_size=p.hidden, num_attention_heads=heads,
                                intermediate_size=p.ffn, num_labels=labels, model_type="bert", preset=True)
     from teachers import resolve_model_source
     from teachers.loading import load_config
 
-    config = load_config(resolve_model_source(cfg.student, "student", PRESETS))
+    config = load_config(resolve_model_source(student.name, "student", PRESETS))
     return SimpleNamespace(**{k: getattr(config, k, None) for k in (
         "num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "model_type")},
         num_labels=labels, preset=False)
 
 
-def check_shapes(cfg, teacher_config) -> None:
+def check_shapes(cfg: RunConfig, teacher_config) -> None:
     """Refuse what would fail mid-run: ``--init``, ``--relation-heads`` and pruning ratios that do not fit."""
     student = student_shape(cfg, teacher_config)
     if student.preset:
-        _check_init(cfg.init, student, teacher_config)
-    distill, _ = disable_unsupported(cfg.distill_config(), supported_losses(student, teacher_config, True))
+        _check_init(cfg.student.init, student, teacher_config)
+    distill, _ = disable_unsupported(cfg.distill, supported_losses(student, teacher_config, True))
     relation = distill.relation_weight > 0
     if relation:
-        heads = cfg.relation_heads or student.num_attention_heads
+        heads = distill.relation_heads or student.num_attention_heads
         for who, width in (("student", student.hidden_size), ("teacher", teacher_config.hidden_size)):
             _check_divides(heads, width, f"--relation-heads {heads} does not divide the {who} width {width}",
                            "pick a common divisor of both widths, e.g. the student's heads")
-    if cfg.prune and None not in (student.num_hidden_layers, student.hidden_size, student.num_attention_heads):
-        _check_pruning(cfg, student, relation and (cfg.recover_epochs > 0 or cfg.qat))
+    if cfg.prune.enabled and None not in (student.num_hidden_layers, student.hidden_size,
+                                          student.num_attention_heads):
+        _check_pruning(cfg, student, relation and (cfg.prune.recover_epochs > 0 or cfg.quantize.qat))
 
 
 def _check_init(init: str, student, teacher_config) -> None:
@@ -61,7 +64,7 @@ def _check_init(init: str, student, teacher_config) -> None:
                           "the teacher's", "use --init random, or a student of the teacher's width")
 
 
-def _check_pruning(cfg, student, relation_after: bool) -> None:
+def _check_pruning(cfg: RunConfig, student, relation_after: bool) -> None:
     """Plan every pruning step on the student's widths; with a relation loss in recovery, its heads must divide
     each pruned hidden width."""
     from compress.prune.layout import LayerWidths, Layout
@@ -69,14 +72,15 @@ def _check_pruning(cfg, student, relation_after: bool) -> None:
 
     heads, hidden = student.num_attention_heads, student.hidden_size
     layer = LayerWidths(heads, hidden // heads, student.intermediate_size or 4 * hidden)
-    plans = plan_steps(cfg.prune_config(), cfg.prune_steps, Layout(hidden, (layer,) * student.num_hidden_layers))
+    prune = cfg.prune
+    plans = plan_steps(prune.plan(), prune.steps, Layout(hidden, (layer,) * student.num_hidden_layers))
     if not relation_after:
         return
     for plan in plans:
-        r = cfg.relation_heads or max(w.heads for w in plan.layers)
+        r = cfg.distill.relation_heads or max(w.heads for w in plan.layers)
         if plan.hidden % r:
-            flag = (f"--prune-hidden {cfg.prune_hidden:g}" if cfg.prune_hidden is not None
-                    else f"--prune-heads {cfg.prune_heads:g}")
+            flag = (f"--prune-hidden {prune.hidden:g}" if prune.hidden is not None
+                    else f"--prune-heads {prune.heads:g}")
             keep = max(r, round(plan.hidden / r) * r)
             raise ConfigError(f"{flag} leaves a hidden width of {plan.hidden}, which --relation-heads {r} (used in "
                               f"recovery) does not divide",

@@ -1,0 +1,89 @@
+"""Commands that describe rather than run: ``distill presets`` (students, teachers, tasks, INT8 targets),
+``distill env`` (this machine) and ``distill check`` (what a teacher/student pair supports)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from distill.cli.settings import run_config
+    from distill.core.artifacts import write_json
+    from distill.core.console import out
+    from distill.pipeline import check_pair
+    from distill.report.render import table
+
+    result = check_pair(run_config(args))
+    for pair in result["pairs"]:
+        tokens = ("the same tokenizer" if pair["same_tokenizer"] else
+                  f"different tokenizers ({pair['student_vocab']} and {pair['teacher_vocab']} tokens): each "
+                  "tokenizes the raw text")
+        title = (f"teacher {pair['teacher']} ({pair['teacher_shape']}) → student {pair['student']} "
+                 f"({pair['student_shape']}): {tokens}")
+        rows = [(name if kind == "losses" else f"--init {name}", "yes" if why is None else "no", why or "")
+                for kind in ("losses", "inits") for name, why in pair[kind].items()]
+        out.print(table(title, ("term / init", "supported", "why not"), rows))
+    if args.json_out:
+        write_json(args.json_out, result)
+    return 0
+
+
+def _student_table():
+    from distill.report.render import table
+    from students import PRESETS
+
+    rows = []
+    for name, p in PRESETS.items():
+        emb = 30522 * p.hidden + 512 * p.hidden + 2 * p.hidden + 2 * p.hidden
+        layer = 4 * (p.hidden * p.hidden + p.hidden) + 2 * p.hidden * p.ffn + p.ffn + p.hidden + 4 * p.hidden
+        params = emb + p.layers * layer + p.hidden * p.hidden + p.hidden
+        rows.append((name, str(p.layers), str(p.hidden), str(p.heads), str(p.ffn), f"{params / 1e6:.1f}M"))
+    return table("student presets (BERT; vocabulary and positions from the teacher)",
+                 ("name", "layers", "hidden", "heads", "FFN", "params (30,522-token vocab)"), rows)
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from distill.core.console import out
+    from distill.data.tasks import TASKS
+    from distill.report.render import table
+    from teachers import TEACHERS
+
+    teachers = table("teacher aliases", ("alias", "source"), [
+        (name, source if isinstance(source, str) else (source.__doc__ or "").strip())
+        for name, source in TEACHERS.items()])
+    tasks = table("tasks", ("name", "text columns", "labels", "metrics"), [
+        (name, ", ".join(t.text_columns), "regression" if t.is_regression else str(t.num_labels),
+         ", ".join(t.metrics)) for name, t in TASKS.items()])
+    for one in (_student_table(), teachers, tasks, *_target_tables()):
+        out.print(one)
+    return 0
+
+
+def _target_tables():
+    from distill.report.render import table
+
+    try:
+        from compress.quantize.targets import TARGETS, detect_target
+    except ImportError:
+        return []
+    rows = [(name, target.about) for name, target in TARGETS.items()]
+    return [table(f"quantization targets (this machine: {detect_target()})", ("target", "settings"), rows)]
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    import json
+
+    from distill.core.console import out
+    from distill.core.runtime import environment_info
+
+    info = environment_info()
+    try:
+        from compress.quantize.targets import cpu_flags, detect_target
+
+        flags = cpu_flags()
+        info["cpu_features"] = sorted(f for f in flags if f.startswith(("avx", "amx", "sse4", "fma", "neon", "asimd")))
+        info["quantization_target"] = detect_target()
+    except ImportError:
+        pass
+    out.print_json(json.dumps(info, default=str))
+    return 0

@@ -1,0 +1,293 @@
+"""Every setting of a run, in the sections of a recipe: ``RunConfig(teacher, student, data, distill, train, prune,
+quantize, report, output)``. Each section is a dataclass that checks itself; its fields, with their metadata (see
+``distill.pipeline.schema``), are the CLI flags, the recipe keys and ``config.yaml``. Adding a setting is one field.
+
+The loss section is ``distill.objective``'s ``DistillConfig`` itself; training builds the loop's ``TrainConfig``,
+pruning and INT8 compress's ``PruneConfig``/``QuantizeConfig`` from the same-named fields of their sections.
+Importing this module imports no torch (section checks import what they need when a config is built).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from distill.core.errors import ConfigError
+from distill.objective.config import DistillConfig
+from distill.pipeline.schema import Setting, floats, index, names, section, setting
+from distill.pipeline.schema import build as build_sections
+from distill.train.config import TEACHER_DTYPE_NAMES, TrainConfig
+
+if TYPE_CHECKING:
+    from compress import PruneConfig, QuantizeConfig
+
+
+def project(target: type, source: Any, **changes: Any) -> Any:
+    """``target(...)`` from the fields of ``source`` with the same names, then ``changes``."""
+    same = {f.name: getattr(source, f.name) for f in fields(target) if hasattr(source, f.name)}
+    return target(**{**same, **changes})
+
+
+@dataclass
+class TeacherSettings:
+    """The teacher(s): the primary one (the report compares to it) and how one without a trained head is fine-tuned."""
+
+    name: str = setting("", "alias (bert-base, bert-large, minilm, ...), model dir or Hub id; repeat it for several "
+                            "teachers (the first is the one the report compares to)",
+                        dest="teacher", action="append", path=True)
+    names: list[str] | None = setting(None, "several teachers at once (instead of repeating --teacher)",
+                                      dest="teachers", type=names, metavar="A,B", path=True)
+    weights: list[float] | None = setting(None, "weights of the teachers' soft targets and feature terms "
+                                                "(default: equal)", dest="teacher_weights", type=floats,
+                                          metavar="W1,W2")
+    lr: float = setting(5e-5, "teacher fine-tuning learning rate (5e-5)", dest="teacher_lr")
+    epochs: float = setting(3.0, "teacher fine-tuning epochs (3)", dest="teacher_epochs")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.names, str):
+            self.names = names(self.names)
+        if self.names:
+            given = [str(t) for t in self.names]
+            if self.name and self.name != given[0]:
+                raise ConfigError(f"teacher '{self.name}' is not the first of the teachers {', '.join(given)}",
+                                  "give the teachers once: --teacher A --teacher B, or --teachers A,B")
+            self.name, self.names = given[0], (given if len(given) > 1 else None)
+        if isinstance(self.weights, str):
+            self.weights = [float(w) for w in self.weights.split(",") if w.strip()]
+        if self.weights is not None:
+            from distill.objective.ensemble import normalise_weights
+
+            normalise_weights(self.weights, len(self.all_names))
+
+    @property
+    def all_names(self) -> list[str]:
+        """Every teacher, the primary one first."""
+        return list(self.names) if self.names else [self.name]
+
+
+@dataclass
+class StudentSettings:
+    """The student: a preset or a model, and how it is initialised from the teacher."""
+
+    name: str = setting("tiny", "preset (tiny, mini, small, medium), model dir or Hub id (a student with its own "
+                                "tokenizer gets logit KD only)", dest="student", path=True)
+    init: str = setting("auto", "student init: teacher-layers copies teacher layers (equal widths only), "
+                                "teacher-embeddings projects the teacher's embeddings, teacher-pruned prunes the "
+                                "teacher down to the preset's layers, hidden and FFN widths (head size kept); auto "
+                                "picks the first that fits of teacher-layers, teacher-pruned, teacher-embeddings",
+                        choices=("auto", "random", "teacher-layers", "teacher-embeddings", "teacher-pruned"))
+    layer_selection: str | list[int] = setting(
+        "uniform", "teacher layers for teacher-layers/teacher-pruned: every k-th (uniform), the first or last k, or "
+                   "an explicit 0-based list (uniform)", metavar="uniform|first-k|last-k|0,2,5")
+
+    def __post_init__(self) -> None:
+        from students.init import parse_layer_selection
+
+        parse_layer_selection(self.layer_selection)
+
+
+@dataclass
+class DataSettings:
+    """The task, where its rows come from, and TinyBERT-style augmentation of the training rows."""
+
+    task: str | None = setting(None, "GLUE task name (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli)")
+    path: str | None = setting(None, "local data: a GLUE-format dir (train.tsv, dev.tsv) or a csv/tsv/jsonl file "
+                                     "or dir", dest="data", path=True)
+    text_columns: list[str] | None = setting(None, "text column(s) of a local csv/tsv/jsonl file (two for sentence "
+                                                   "pairs)", flags=("--text-column", "--text-columns"))
+    label_column: str | None = setting(None, "label column of a local file")
+    max_seq_length: int = setting(128, "truncate inputs to this many tokens (128)")
+    max_train_samples: int | None = setting(None, "use at most N training examples (also caps teacher fine-tuning)")
+    augment: int = setting(0, "N masked-LM rewrites of each training example, learned from the teacher's soft "
+                              "targets (0)", metavar="N")
+    augment_mlm: str | None = setting(None, "masked LM for --augment (default: the teacher checkpoint's own MLM "
+                                            "head)", metavar="DIR", path=True)
+
+    def __post_init__(self) -> None:
+        if self.max_seq_length < 8:
+            raise ConfigError(f"--max-seq-length {self.max_seq_length} is too short", "use at least 8, e.g. 128")
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise ConfigError(f"--max-train-samples {self.max_train_samples} must be ≥ 1", "drop it to use all data")
+        if self.augment < 0:
+            raise ConfigError(f"--augment {self.augment} is negative", "use e.g. --augment 4, or 0 for none")
+        if self.augment_mlm and not self.augment:
+            raise ConfigError("--augment-mlm is given without --augment", "add --augment N (new texts per example)")
+
+
+@dataclass
+class TrainSettings:
+    """Training of every stage (distillation, recovery, QAT): optimiser, batches, teacher precision, checkpoints."""
+
+    lr: float | None = setting(None, "distillation learning rate (1e-4 for layers taken from the teacher, else 1e-3 × "
+                                     "min(1, 128/hidden size): 1e-3 for tiny, 2.5e-4 for small)")
+    epochs: float = setting(3.0, "distillation epochs (3)")
+    batch_size: int = setting(32, "batch size (32)")
+    seed: int = setting(42, "random seed (42)")
+    device: str = setting("auto", "auto (CUDA when available), cpu or cuda")
+    grad_accum_steps: int = setting(1, "micro-batches per optimiser step (1)", flags=("--grad-accum",))
+    group_by_length: bool = setting(True, "plain random batches instead of length-grouped ones (more padding)")
+    compile: bool = setting(False, "torch.compile the student (pays off on GPU)")
+    teacher_dtype: str = setting("fp32", "teacher precision on GPU (fp32; bf16 halves its memory)",
+                                 choices=TEACHER_DTYPE_NAMES)
+    teacher_shard: str = setting("auto", "under `accelerate launch`, fsdp splits the teacher's weights across the "
+                                         "processes (for teachers that do not fit one device; the student stays DDP); "
+                                         "auto: fsdp when launched with --use_fsdp", choices=("auto", "none", "fsdp"))
+    cache_teacher: bool = setting(False, "run the teacher once over the training set and reuse its outputs from disk "
+                                         "(OUTPUT/teacher_cache; later epochs, recovery and later runs skip the "
+                                         "teacher)")
+    cache_top_k: int = setting(20, "logits kept per row in the cache (20)")
+    checkpoint_every: int = setting(500, "write a training checkpoint every N optimiser steps, besides each epoch end "
+                                         "(500; 0 = epoch ends only); Ctrl-C/SIGTERM also write one after the current "
+                                         "step", metavar="N", resume=True)
+    keep_checkpoints: int = setting(2, "keep the last K checkpoints of the running stage (2); a damaged one falls "
+                                       "back to the one before", metavar="K", resume=True)
+    skip_nonfinite: bool = setting(False, "skip batches whose loss is NaN/inf (counted in the report) instead of "
+                                          "stopping the run", resume=True)
+
+    def __post_init__(self) -> None:
+        from distill.train.sharding import resolve_shard
+
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"--checkpoint-every {self.checkpoint_every} is negative",
+                              "use 0 for epoch ends only, or e.g. 500")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"--keep-checkpoints {self.keep_checkpoints} must be ≥ 1", "use e.g. 2")
+        self.fit_config()
+        resolve_shard(self.teacher_shard, 1)  # the choice is checked here; the process count at run time
+
+    def fit_config(self, **changes: Any) -> TrainConfig:
+        """The training loop's ``TrainConfig`` from the same-named settings (no ``lr``: 1e-4), with ``changes``."""
+        return project(TrainConfig, self, **{"lr": self.lr or 1e-4, **changes})
+
+
+@dataclass
+class PruneSettings:
+    """Structured pruning of the student, in steps, each followed by recovery distillation."""
+
+    enabled: bool = setting(True, "skip pruning", dest="prune")
+    heads: float = setting(0.5, "fraction of heads (with hidden width) removed (0.5)", dest="prune_heads")
+    ffn: float = setting(0.5, "fraction of FFN neurons removed (0.5)", dest="prune_ffn")
+    hidden: float | None = setting(None, "fraction of hidden width removed on its own (default: with the heads; 0 = "
+                                         "keep it)", dest="prune_hidden")
+    layers: int | None = setting(None, "transformer layers kept (default: all)", dest="prune_layers")
+    importance: str = setting("magnitude", "magnitude, taylor or distillation (magnitude)", dest="prune_importance")
+    steps: int = setting(1, "iterative pruning steps, each with recovery (1)", dest="prune_steps")
+    importance_batches: int = setting(8, "training batches the importance criterion reads", cli=False)
+    recover_epochs: float = setting(1.0, "distillation epochs after pruning (1)")
+
+    def __post_init__(self) -> None:
+        if self.recover_epochs < 0:
+            raise ConfigError(f"--recover-epochs {self.recover_epochs} is negative", "use 0 to skip recovery")
+        if self.enabled:
+            self.plan()
+            if self.steps < 1:
+                raise ConfigError(f"--prune-steps {self.steps} must be ≥ 1", "use 1 for one-shot pruning")
+
+    def plan(self) -> PruneConfig:
+        """compress's ``PruneConfig`` (the whole target; steps split it) from the same-named settings."""
+        from compress import PruneConfig
+
+        return project(PruneConfig, self)
+
+
+@dataclass
+class QuantizeSettings:
+    """INT8 through ONNX Runtime: dynamic, static (calibrated), accuracy-aware, or quantization-aware training."""
+
+    enabled: bool = setting(True, "skip INT8 quantization", dest="quantize")
+    mode: str = setting("dynamic", "dynamic INT8, or static INT8 (QDQ) calibrated on training batches (dynamic)",
+                        dest="quantize_mode", choices=("dynamic", "static"))
+    target: str | None = setting(None, "avx512_vnni, avx2 or arm64 (default: detected from this CPU)",
+                                 dest="quantize_target")
+    calibration: str = setting("minmax", "static calibration method (minmax)",
+                               choices=("minmax", "percentile", "entropy"))
+    calibration_samples: int = setting(128, "rows used for calibration (128)")
+    max_drop: float | None = setting(None, "accuracy-aware INT8: keep the most sensitive layers FP32 until the drop ≤ "
+                                           "this (e.g. 0.01)", dest="max_int8_drop",
+                                     flags=("--max-int8-drop", "--max-drop"))
+    qat: bool = setting(False, "quantization-aware distillation instead of post-training")
+
+    def __post_init__(self) -> None:
+        if self.enabled:
+            self.plan()
+            if self.max_drop is not None and not 0 <= self.max_drop < 1:
+                raise ConfigError(f"--max-int8-drop {self.max_drop} is outside [0, 1)", "use e.g. 0.01")
+
+    def plan(self) -> QuantizeConfig:
+        """compress's ``QuantizeConfig`` from the same-named settings."""
+        from compress import QuantizeConfig
+
+        return project(QuantizeConfig, self)
+
+
+@dataclass
+class ReportSettings:
+    """How latency is measured, and the quality gates on the final stage (exit code 1 when one is missed)."""
+
+    latency_seq: int = setting(128, "sequence length of the latency measurement", cli=False)
+    latency_threads: int = setting(2, "CPU threads of the latency measurement", cli=False)
+    latency_runs: int = setting(30, "timed runs per latency measurement (30)")
+    min_retention: float | None = setting(None, "e.g. 0.97: final metric ≥ 97% of the teacher's")
+    max_latency_ms: float | None = setting(None, "e.g. 5: final latency (batch 1) at most 5 ms")
+    max_size_mb: float | None = setting(None, "e.g. 10: final artifact at most 10 MB")
+
+
+@dataclass
+class OutputSettings:
+    """Where the run writes, and what it may replace."""
+
+    dir: str = setting("runs/distill", "where to write (default {default})", dest="output_dir", path=True)
+    overwrite: bool = setting(False, "replace a non-empty output dir")
+    tensorboard: bool = setting(False, "log loss terms per step and dev metrics per epoch to OUTPUT/tensorboard "
+                                       "(needs tensorboard)")
+
+    def __post_init__(self) -> None:
+        if self.tensorboard:
+            from distill.train.tracking import require_tensorboard
+
+            require_tensorboard()
+
+
+def _schedules() -> list[str]:
+    from distill.objective.schedules import SCHEDULES
+
+    return SCHEDULES.names()
+
+
+# choices of the loss flags that name a schedule (a registry users extend), which DistillConfig's metadata leaves out
+DISTILL_CHOICES: dict[str, dict[str, Any]] = {
+    f"{name}_schedule": {"choices": _schedules} for name in ("temperature", "alpha", "feature")}
+
+
+@dataclass(init=False)
+class RunConfig:
+    """Every setting of a run, section by section; written to ``OUTPUT/config.yaml`` in the same sections.
+
+    ``RunConfig(teacher="bert-base", student="tiny", task="sst2", max_train_samples=2000)``: each keyword is a flat
+    setting name (a CLI flag's name with underscores, e.g. ``prune_heads``), or a section given as its object, as a
+    mapping of its recipe keys (``train={"lr": 1e-4}``), or by its main value (``teacher``, ``student``, ``data``
+    (the path), ``prune`` and ``quantize`` (on/off)). Read settings by section: ``cfg.train.lr``.
+    """
+
+    teacher: TeacherSettings = section(TeacherSettings, "teacher")
+    student: StudentSettings = section(StudentSettings, "student")
+    data: DataSettings = section(DataSettings, "task and data")
+    distill: DistillConfig = section(DistillConfig, "distillation loss", extra=DISTILL_CHOICES)
+    train: TrainSettings = section(TrainSettings, "training")
+    prune: PruneSettings = section(PruneSettings, "pruning")
+    quantize: QuantizeSettings = section(QuantizeSettings, "INT8 quantization")
+    report: ReportSettings = section(ReportSettings, "quality gates (exit code 1 when the final stage misses one) "
+                                                     "and latency")
+    output: OutputSettings = section(OutputSettings, "output")
+
+    def __init__(self, **values: Any) -> None:
+        for name, value in build_sections(type(self), values, SETTINGS).items():
+            setattr(self, name, value)
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by flat name (report.json's ``settings``)."""
+        return {s.dest: copy.deepcopy(getattr(getattr(self, s.section), s.key)) for s in SETTINGS.values()}
+
+
+SETTINGS: dict[str, Setting] = index(RunConfig)  # flat name -> setting, section by section

@@ -1,0 +1,280 @@
+"""Typed results of a run's stages, and the ``RunReport`` they make up.
+
+Each stage returns its result (the live model rides along, never serialised); ``RunReport.to_json()`` is report.json
+in its fixed schema (pinned by tests/distill/test_report_schema.py). Its ``history`` holds, in this order: each
+fine-tuned teacher's epochs (``teacher``, ``teacher_2``, ...), ``teachers`` (several teachers: each one's and the
+ensemble's dev metrics), ``augment``, ``init_pruned``, ``teacher_cache``, ``student``, ``prune_steps``, ``pruned``
+(recovery epochs), ``prune_report``, ``qat``, ``quantize_report`` and ``int8_speed``, each only when it happened.
+The same ``history()`` parts are what ``stages.json`` records, so a resumed run reports what the first one did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from distill.evaluate.scoring import StageScore
+from distill.pipeline.context import teacher_dir
+
+
+@dataclass
+class StageResult:
+    """What any stage result may carry: whether the stage collapsed to the trivial predictor (always the same class
+    or value) and that predictor's dev metric; None until collapse detection fills them. When set, they appear in
+    the stage's row of report.json."""
+
+    collapsed: bool | None = field(default=None, kw_only=True)
+    trivial_metric: float | None = field(default=None, kw_only=True)
+
+
+@dataclass
+class ReadyTeacher:
+    """One teacher, ready to teach: used as is (its head is trained), fine-tuned here, or reloaded from that copy."""
+
+    name: str  # as given: alias, model dir or Hub id
+    key: str  # its dir and history key when fine-tuned here: teacher, teacher_2, ...
+    path: str  # what the report's teacher row shows: ``key`` when fine-tuned here, else its source
+    history: list[dict] | None = None  # fine-tuning epochs (None: used as is)
+    model: Any = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class TeacherScore:
+    """One row of ``history.teachers``: a teacher's (or the ensemble's) dev metrics and its weight."""
+
+    teacher: str
+    weight: float
+    metrics: dict[str, float]
+
+    def to_json(self) -> dict:
+        return {"teacher": self.teacher, "weight": self.weight, **self.metrics}
+
+    @classmethod
+    def from_json(cls, row: Mapping) -> TeacherScore:
+        metrics = {k: v for k, v in row.items() if k not in ("teacher", "weight")}
+        return cls(row["teacher"], row["weight"], metrics)
+
+
+@dataclass
+class TeacherResult(StageResult):
+    """The teacher stage: every teacher ready, the primary one (the report compares to it) first."""
+
+    teachers: list[ReadyTeacher]
+    scores: list[TeacherScore] | None = None  # several teachers: each one's dev metrics, then the ensemble's
+
+    @property
+    def primary(self) -> ReadyTeacher:
+        return self.teachers[0]
+
+    @property
+    def live(self) -> Any:
+        """What distillation learns from: the primary model, or the list of every teacher's model."""
+        models = [t.model for t in self.teachers]
+        return models[0] if len(models) == 1 else models
+
+    def history(self) -> dict[str, Any]:
+        found: dict[str, Any] = {t.key: t.history for t in self.teachers if t.history is not None}
+        if self.scores is not None:
+            found["teachers"] = [s.to_json() for s in self.scores]
+        return found
+
+    @classmethod
+    def from_history(cls, history: Mapping, names: list[str], path: str) -> TeacherResult:
+        """The teacher stage as a report's history tells it (``path``: the primary teacher's report path)."""
+        teachers = [ReadyTeacher(name, teacher_dir(i), path if i == 0 else "", history.get(teacher_dir(i)))
+                    for i, name in enumerate(names)]
+        scores = history.get("teachers")
+        return cls(teachers, None if scores is None else [TeacherScore.from_json(s) for s in scores])
+
+
+@dataclass
+class AugmentResult(StageResult):
+    """``--augment``: rewrites per training example, rows added, and the masked LM that wrote them."""
+
+    per_example: int
+    rows: int
+    mlm: str
+
+    def to_json(self) -> dict:
+        return {"per_example": self.per_example, "rows": self.rows, "mlm": self.mlm}
+
+
+@dataclass
+class DistilResult(StageResult):
+    """The distilled student: its training epochs, learning rate and, for ``--init teacher-pruned``, how it was cut."""
+
+    history: list[dict]
+    lr: float | None  # None only in a report read back from disk (report.json does not keep it)
+    init_pruned: dict | None = None  # teacher_layers and compress's PruneReport of cutting the teacher
+    model: Any = field(default=None, repr=False, compare=False)
+
+    def record(self) -> dict:
+        """What ``stages.json`` keeps, so a resumed run need not distil again."""
+        return {"student_lr": self.lr, "history": self.history}
+
+    @classmethod
+    def from_record(cls, record: Mapping, model: Any = None) -> DistilResult:
+        return cls(history=record["history"], lr=record["student_lr"], model=model)
+
+
+@dataclass
+class PruneStep:
+    """The model after one pruning step and its recovery: parameters, per-layer widths, dev metric."""
+
+    step: int
+    params: int
+    per_layer: list
+    metric: float | None = None
+
+    def to_json(self) -> dict:
+        return {"step": self.step, "params": self.params, "per_layer": self.per_layer, "metric": self.metric}
+
+
+@dataclass
+class PruneResult(StageResult):
+    """Pruning plus recovery: each step, the recovery epochs, and compress's report of the last step."""
+
+    steps: list[PruneStep] = field(default_factory=list)
+    recovery: list[dict] | None = None  # recovery epochs of every step (None: no recovery)
+    report: dict | None = None  # compress.PruneReport.to_dict() of the last step
+    model: Any = field(default=None, repr=False, compare=False)
+
+    def history(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"prune_steps": [s.to_json() for s in self.steps]}
+        if self.recovery is not None:
+            found["pruned"] = self.recovery
+        if self.report is not None:
+            found["prune_report"] = self.report
+        return found
+
+    @classmethod
+    def from_history(cls, history: Mapping, model: Any = None) -> PruneResult:
+        steps = [PruneStep(**s) for s in history.get("prune_steps", [])]
+        return cls(steps, history.get("pruned"), history.get("prune_report"), model=model)
+
+
+@dataclass
+class QuantizeResult(StageResult):
+    """INT8: compress's quantization report, the FP32-vs-INT8 speed check, and the QAT epochs (``--qat``)."""
+
+    report: dict
+    speed: dict | None = None
+    qat: list[dict] | None = None
+    path: Path | None = None  # the INT8 model.onnx
+
+    def history(self) -> dict[str, Any]:
+        found: dict[str, Any] = {} if self.qat is None else {"qat": self.qat}
+        found["quantize_report"] = self.report
+        if self.speed is not None:
+            found["int8_speed"] = self.speed
+        return found
+
+    @classmethod
+    def from_history(cls, history: Mapping, path: Path | None = None) -> QuantizeResult:
+        return cls(history["quantize_report"], history.get("int8_speed"), history.get("qat"), path)
+
+
+@dataclass
+class ScoreReport:
+    """Every stage scored against the teacher on dev (what ``distill eval`` returns; the core of a run's report)."""
+
+    task: str
+    metric_name: str
+    stages: list[StageScore]
+    predictions: dict[str, list]
+    label_names: list[str]
+    latency_seq: int = 128
+    latency_threads: int = 2
+    latency_runs: int = 30
+
+    def to_json(self) -> dict:
+        return {"task": self.task, "metric_name": self.metric_name, "stages": [s.to_dict() for s in self.stages],
+                "latency_seq": self.latency_seq, "latency_threads": self.latency_threads,
+                "latency_runs": self.latency_runs, "predictions": self.predictions, "label_names": self.label_names}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> ScoreReport:
+        names = {f.name for f in fields(StageScore)}
+        stages = [StageScore(**{k: v for k, v in s.items() if k in names}) for s in data.get("stages", [])]
+        return cls(data["task"], data["metric_name"], stages, data.get("predictions") or {},
+                   list(data.get("label_names") or []), data.get("latency_seq", 128),
+                   data.get("latency_threads", 2), data.get("latency_runs", 30))
+
+
+@dataclass
+class RunReport:
+    """What ``distill run`` found: the scores of every stage and what each stage did (report.json, ``to_json``).
+    The stages fill it in order; ``scores`` comes last, from the score stage."""
+
+    scores: ScoreReport | None = None
+    teacher: TeacherResult | None = None
+    augment: AugmentResult | None = None
+    distil: DistilResult | None = None
+    prune: PruneResult | None = None
+    quantize: QuantizeResult | None = None
+    teacher_caches: list[dict] = field(default_factory=list)  # summary of each teacher-output cache used
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)  # RunConfig.flat()
+    skipped_nonfinite: dict[str, int] = field(default_factory=dict)
+    resumed: bool = False
+
+    @property
+    def final(self) -> StageScore:
+        """The last stage's scores (the INT8 row of a full run)."""
+        return self.scores.stages[-1]
+
+    def results(self) -> dict[str, StageResult | None]:
+        """Each report row's stage result, by row name."""
+        return {"teacher": self.teacher, "student": self.distil, "pruned": self.prune, "int8": self.quantize}
+
+    def history(self) -> dict[str, Any]:
+        """report.json's ``history``: what each stage did, in stage order."""
+        found: dict[str, Any] = self.teacher.history() if self.teacher else {}
+        if self.augment:
+            found["augment"] = self.augment.to_json()
+        if self.distil and self.distil.init_pruned is not None:
+            found["init_pruned"] = self.distil.init_pruned
+        if self.teacher_caches:
+            found["teacher_cache"] = self.teacher_caches
+        if self.distil:
+            found["student"] = self.distil.history
+        for result in (self.prune, self.quantize):
+            if result:
+                found.update(result.history())
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        """report.json (before ``distill.report.render`` adds each stage's speedup and the environment)."""
+        scores = self.scores.to_json()
+        results = self.results()
+        for row in scores["stages"]:
+            result = results.get(row["name"])
+            if result is not None and result.collapsed is not None:
+                row.update(collapsed=result.collapsed, trivial_metric=result.trivial_metric)
+        head = {k: scores.pop(k) for k in ("task", "metric_name", "stages", "latency_seq", "latency_threads",
+                                           "latency_runs")}
+        return {**head, "stage_seconds": self.stage_seconds, "wall_seconds": self.wall_seconds,
+                "history": self.history(), "settings": self.settings, **scores,
+                "skipped_nonfinite": self.skipped_nonfinite, "resumed": self.resumed}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> RunReport:
+        """A report read back from report.json (derived fields such as ``speedup`` and ``environment`` dropped)."""
+        history, settings = data.get("history") or {}, dict(data.get("settings") or {})
+        teacher_row = next((s for s in data.get("stages", []) if s.get("name") == "teacher"), {})
+        augment = history.get("augment")
+        return cls(
+            ScoreReport.from_json(data),
+            TeacherResult.from_history(history, settings.get("teachers") or [settings.get("teacher", "")],
+                                       teacher_row.get("path", "")),
+            AugmentResult(**augment) if augment else None,
+            DistilResult(history["student"], settings.get("lr"), history.get("init_pruned"))
+            if "student" in history else None,
+            PruneResult.from_history(history) if "prune_steps" in history else None,
+            QuantizeResult.from_history(history) if "quantize_report" in history else None,
+            teacher_caches=history.get("teacher_cache") or [], stage_seconds=data.get("stage_seconds") or {},
+            wall_seconds=data.get("wall_seconds", 0.0), settings=settings,
+            skipped_nonfinite=data.get("skipped_nonfinite") or {}, resumed=data.get("resumed", False))
