@@ -22,7 +22,7 @@ def finetune_teacher(model: nn.Module, train_loader: DataLoader, config: TrainCo
     """Train ``model`` in place on hard labels, keeping its best dev epoch; returns the training history.
 
     ``kind`` names the task kind's output loss (``distill.objective.objective.OUTPUT_LOSSES``; ``regression=True``
-    is ``kind="regression"``). ``checkpoints`` makes the fine-tuning resumable.
+    is ``kind="mse"``). ``checkpoints`` makes the fine-tuning resumable.
     """
     model.requires_grad_(True)
     objective = Objective(DistillConfig(alpha=1.0, hidden_weight=0.0), regression=regression, kind=kind)

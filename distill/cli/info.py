@@ -9,9 +9,8 @@ import argparse
 def cmd_check(args: argparse.Namespace) -> int:
     from distill.cli.settings import run_config
     from distill.core.artifacts import write_json
-    from distill.core.console import out
+    from distill.core.console import out, table
     from distill.pipeline import check_pair
-    from distill.report.render import table
 
     result = check_pair(run_config(args))
     for pair in result["pairs"]:
@@ -29,7 +28,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _student_table():
-    from distill.report.render import table
+    from distill.core.console import table
     from students import PRESETS
 
     rows = []
@@ -43,9 +42,8 @@ def _student_table():
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from distill.core.console import out
+    from distill.core.console import out, table
     from distill.data.tasks import TASKS
-    from distill.report.render import table
     from teachers import TEACHERS
 
     teachers = table("teacher aliases", ("alias", "source"), [
@@ -60,7 +58,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def _target_tables():
-    from distill.report.render import table
+    from distill.core.console import table
 
     try:
         from compress.quantize.targets import TARGETS, detect_target

@@ -6,11 +6,12 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
 T = TypeVar("T")
 
@@ -81,3 +82,13 @@ def quiet_libraries(level: str = "WARNING") -> None:
         transformers.utils.logging.disable_progress_bar()
         if quiet:
             transformers.utils.logging.set_verbosity_error()
+
+
+def table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]], right: Container[str] = ()) -> Table:
+    """A terminal table (every command's tables go through here): ``right`` names the right-aligned columns."""
+    out = Table(title=title)
+    for header in headers:
+        out.add_column(header, justify="right" if header in right else "left")
+    for row in rows:
+        out.add_row(*row)
+    return out

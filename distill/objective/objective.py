@@ -36,7 +36,7 @@ __all__ = ["DIFFERENT_TOKENIZERS", "OUTPUT_LOSSES", "TOKEN_KD_NEEDS_ONE_TOKENIZE
            "uniform_layer_map"]
 
 
-# ---- the output loss of each task kind ---------------------------------------------------------------------------
+# ---- the output loss a task kind names ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class OutputLoss:
@@ -49,8 +49,9 @@ class OutputLoss:
     mixes_scores: bool = False
 
 
-SEQUENCE, REGRESSION, TOKEN = "sequence-classification", "regression", "token-classification"
-# keyed by task kind: a new kind (e.g. a causal LM's next-token loss) registers its own and objectives name it
+# keyed by the output-loss name a task kind declares (``distill.data.kinds.TaskKind.output_loss``): a new kind (e.g. a
+# causal LM's next-token loss) registers its own here and names it
+SEQUENCE, REGRESSION, TOKEN = "ce_kl", "mse", "token_ce_kl"
 OUTPUT_LOSSES: Registry[OutputLoss] = Registry("output loss")
 
 
@@ -230,11 +231,11 @@ class Objective(ObjectiveBase):
 
     One term object per enabled term of ``LOSS_TERMS`` (in ``terms``): attention KL/MSE over the mapped layers,
     embedding MSE, last-layer cosine and MiniLMv2 Q/K/V relations, each weighted by its ``DistillConfig`` weight;
-    α, T and the feature scale s follow their schedules (``set_progress``). The output terms follow the task
-    ``kind`` (``OUTPUT_LOSSES``; ``regression=True`` is ``kind="regression"``; without a kind, (B, L, C) logits are
-    token classification): regression uses MSE to the label and to the teacher's score, token classification
-    per-token CE and KL over the labelled positions (labels ≠ -100), the feature terms keep using the attention
-    mask. With no teacher (fine-tuning) only the label term is used, at full weight.
+    α, T and the feature scale s follow their schedules (``set_progress``). The output terms follow ``kind``, the
+    output-loss name the task kind declares (``OUTPUT_LOSSES``; ``regression=True`` is ``kind="mse"``; without a
+    kind, (B, L, C) logits are token classification): regression uses MSE to the label and to the teacher's score,
+    token classification per-token CE and KL over the labelled positions (labels ≠ -100), the feature terms keep
+    using the attention mask. With no teacher (fine-tuning) only the label term is used, at full weight.
     """
 
     def __init__(self, config: DistillConfig, *, regression: bool = False, kind: str | None = None,

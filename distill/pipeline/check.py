@@ -25,7 +25,7 @@ def check_pair(cfg: RunConfig) -> dict:
     from teachers.loading import load_config
 
     task = get_task(cfg.data.task) if cfg.data.task else None
-    token = bool(task and task.is_token)
+    token = bool(task and task.kind.per_token)
     name = cfg.student.name
     preset = student_source_is_preset(name)
     student_source = None if preset else resolve_model_source(name, kind="student", registry=PRESETS)

@@ -72,7 +72,7 @@ def student_tokenizer(cfg: RunConfig, source: str, teacher_tok, task: Task) -> P
     if vocab is not None and len(student_tok) > vocab:
         raise ModelError(f"student '{name}' has a tokenizer of {len(student_tok)} tokens but only {vocab} "
                          "embeddings", "save the student with the tokenizer it was trained with")
-    if task.is_token:
+    if not task.kind.cross_tokenizer:
         raise ConfigError(f"student '{name}' has its own tokenizer ({len(student_tok)} tokens, the teacher "
                           f"{len(teacher_tok)}): token classification needs one label per word piece of one "
                           "tokenizer", "use a student with the teacher's tokenizer (e.g. a preset)")
@@ -102,8 +102,8 @@ def augment_mlm(cfg: RunConfig, teacher: LoadedTeacher, task: Task) -> MaskedLM:
     from teachers import resolve_model_source
     from teachers.augment import load_mlm
 
-    if task.is_token or task.is_regression:
-        raise ConfigError(f"--augment does not support {'token classification' if task.is_token else 'regression'}"
+    if not task.kind.augment:
+        raise ConfigError(f"--augment does not support {task.kind.name.replace('-', ' ')}"
                           f" (task '{task.name}')", "drop --augment")
     if cfg.data.augment_mlm:
         mlm = load_mlm(resolve_model_source(cfg.data.augment_mlm, kind="masked LM"), tokenizer=teacher.tokenizer)

@@ -112,14 +112,14 @@ def train_loader(ctx: Context, rows) -> DataLoader:
     differ (``teacher_*`` columns)."""
     from distill.data.pairs import PairedPadCollator, tokenize_two
 
-    cfg, length = ctx.cfg.train, ctx.cfg.data.max_seq_length
+    cfg, length, kind = ctx.cfg.train, ctx.cfg.data.max_seq_length, ctx.task.kind
     if ctx.cross:
-        data = tokenize_two(rows, ctx.tokenizer, ctx.teacher_tokenizer, length, index=cfg.cache_teacher)
+        data = tokenize_two(rows, ctx.tokenizer, ctx.teacher_tokenizer, length, index=cfg.cache_teacher, kind=kind)
         collate = PairedPadCollator(ctx.tokenizer, ctx.teacher_tokenizer)
     else:
-        data, collate = tokenize(rows, ctx.tokenizer, length, index=cfg.cache_teacher), None
+        data, collate = tokenize(rows, ctx.tokenizer, length, index=cfg.cache_teacher, kind=kind), None
     return make_loader(data, ctx.tokenizer, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                       group_by_length=cfg.group_by_length, collate_fn=collate)
+                       group_by_length=cfg.group_by_length, collate_fn=collate, kind=kind)
 
 
 def dev_loader(cfg: RunConfig, rows, tokenizer) -> DataLoader:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
-from rich.table import Table
 
 from distill.core.artifacts import atomic_write_text, write_json
+from distill.core.console import table
 
 COLUMNS = (("stage", "name", "{}"), ("metric", "metric", "{:.4f}"), ("retention", "retention", "{:.1%}"),
            ("agreement", "agreement", "{:.1%}"), ("params", "params", "{:,}"), ("size MB", "size_mb", "{:.2f}"),
@@ -34,8 +34,6 @@ figure{margin:.5rem 0}figure img{max-width:100%;height:auto;border:1px solid #ee
 figcaption,.lead,.note{color:#555}code{font-family:ui-monospace,monospace}
 """.strip()
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-
-
 
 
 class JsonReport(Protocol):
@@ -185,17 +183,7 @@ def _gate(row: Mapping, what: str, key: str, limit: float, flag: str, unit: str,
 # ---- terminal and Markdown -------------------------------------------------------------------------------
 
 
-def table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]], right: Container[str] = ()) -> Table:
-    """A terminal table (every command's tables go through here): ``right`` names the right-aligned columns."""
-    out = Table(title=title)
-    for header in headers:
-        out.add_column(header, justify="right" if header in right else "left")
-    for row in rows:
-        out.add_row(*row)
-    return out
-
-
-def render_table(report: Report) -> Table:
+def render_table(report: Report) -> Any:
     """The terminal table: one row per stage, teacher first."""
     report = as_json(report)
     seq = report.get("latency_seq", 128)

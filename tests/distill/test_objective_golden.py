@@ -33,8 +33,7 @@ CONFIGS = {
 }
 KINDS = ("classification", "regression", "token")
 PROGRESS = 0.37
-KIND_NAMES = {"classification": "sequence-classification", "regression": "regression",
-              "token": "token-classification"}
+KIND_NAMES = {"classification": "ce_kl", "regression": "mse", "token": "token_ce_kl"}  # output-loss names
 
 
 def _model_output(gen: torch.Generator, kind: str, shape: dict) -> SimpleNamespace:

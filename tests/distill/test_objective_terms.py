@@ -272,9 +272,9 @@ def test_the_task_kind_picks_the_output_loss(monkeypatch):
     from distill.objective.objective import OUTPUT_LOSSES, OutputLoss, output_loss
 
     token_logits, seq_logits = torch.randn(2, 5, 3), torch.randn(2, 3)
-    assert output_loss(None, token_logits) is OUTPUT_LOSSES.get("token-classification")
-    assert output_loss(None, seq_logits) is OUTPUT_LOSSES.get("sequence-classification")
-    assert Objective(DistillConfig(), regression=True).kind == Objective(DistillConfig(), kind="regression").kind
+    assert output_loss(None, token_logits) is OUTPUT_LOSSES.get("token_ce_kl")
+    assert output_loss(None, seq_logits) is OUTPUT_LOSSES.get("ce_kl")
+    assert Objective(DistillConfig(), regression=True).kind == Objective(DistillConfig(), kind="mse").kind
     with pytest.raises(UnknownNameError, match="causal-lm"):
         Objective(DistillConfig(), kind="causal-lm")
     # a new task kind plugs in its own output loss: here next-token CE/KL over (B, L, V) logits

@@ -80,6 +80,9 @@ def test_kind_owns_model_class_head_and_loss(name):
     model = kind.model_class().from_config(config)
     assert kind_for_config(model.config, type(model).__name__) is kind  # export and bundle find the kind
     assert kind.output_loss in {"ce_kl", "mse", "token_ce_kl"}
+    from distill.objective.objective import OUTPUT_LOSSES
+
+    assert OUTPUT_LOSSES.get(kind.output_loss) is not None  # the objective knows the loss this kind names
 
 
 @pytest.mark.parametrize("name", list(CASES))

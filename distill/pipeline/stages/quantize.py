@@ -72,7 +72,7 @@ def _write_int8(ctx: Context, model, out: Path, qat_model) -> dict:
         info(f"  accuracy-aware INT8: {len(tol.quantize.fp32_nodes)} nodes kept in FP32")
         return tol.to_dict()
     report = quantize_model(model, out, plan, tokenizer=ctx.tokenizer, max_seq_length=length,
-                            calibration_batches=batches)
+                            calibration_batches=batches, kind=ctx.task.kind)
     info(f"  {plan.mode} INT8 for {plan.target}: ONNX FP32 {report.onnx_fp32_mb:.1f} MB → "
          f"INT8 {report.onnx_int8_mb:.1f} MB")
     return report.to_dict()
@@ -85,7 +85,7 @@ def speed(ctx: Context, model, int8: Path) -> dict:
 
     cfg = ctx.cfg
     with tempfile.TemporaryDirectory(prefix="distill-fp32-") as tmp:
-        fp32 = export_onnx(model, Path(tmp) / "model.onnx", max_seq_length=cfg.data.max_seq_length)
+        fp32 = export_onnx(model, Path(tmp) / "model.onnx", max_seq_length=cfg.data.max_seq_length, kind=ctx.task.kind)
         found = speed_check(fp32, int8, threads=cfg.report.latency_threads, runs=cfg.report.latency_runs)
     if found.get("warning"):
         warnings.warn(found["warning"], stacklevel=3)

@@ -64,23 +64,21 @@ def build(ctx: Context, teacher) -> tuple[object, bool, dict | None]:
              f"layers {cut['teacher_layers']}, {student.config.num_attention_heads} heads")
         return student, True, cut
     if student_source_is_preset(settings.name):
-        student = build_student(settings.name, teacher.config, token=ctx.task.is_token)
+        student = build_student(settings.name, teacher.config, kind=ctx.task.kind)
         report = init_from_teacher(student, teacher, settings.init, settings.layer_selection)
         info(f"  student '{settings.name}': {count_params(student):,} params, init {report.strategy}")
         return student, report.strategy == "teacher-layers", None
     student = load_student(resolve_model_source(settings.name, "student", PRESETS), teacher.config,
-                           token=ctx.task.is_token)
+                           kind=ctx.task.kind)
     info(f"  student '{settings.name}': {count_params(student):,} params")
     return student, True, None
 
 
 def _finished(ctx: Context, done: dict) -> DistilResult:
     """The student a finished run saved, with what stages.json recorded of its distillation."""
-    from teachers.loading import auto_model_class
-
     info(f"  finished earlier: loading {ctx.out / 'student'}")
     ctx.skipped_nonfinite.update(done.get("skipped_nonfinite", {}))
-    model = auto_model_class(ctx.task).from_pretrained(ctx.out / "student", use_safetensors=True).eval()
+    model = ctx.task.kind.model_class().from_pretrained(ctx.out / "student", use_safetensors=True).eval()
     return DistilResult.from_record(done, model)
 
 

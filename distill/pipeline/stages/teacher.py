@@ -18,8 +18,6 @@ from distill.pipeline.results import AugmentResult, ReadyTeacher, TeacherResult,
 
 def _cached_teacher(ctx: Context, key: str, fingerprint: str) -> ReadyTeacher | None:
     """The teacher fine-tuned earlier into ``OUTPUT/<key>`` with this fingerprint, or None."""
-    from teachers.loading import auto_model_class
-
     cached = ctx.out / key
     marker = cached / TEACHER_MARKER
     if not marker.is_file():
@@ -28,7 +26,7 @@ def _cached_teacher(ctx: Context, key: str, fingerprint: str) -> ReadyTeacher | 
     if recorded.get("fingerprint") != fingerprint:
         return None
     info(f"  reusing the fine-tuned teacher cached in {cached}")
-    model = auto_model_class(ctx.task).from_pretrained(cached, use_safetensors=True)
+    model = ctx.task.kind.model_class().from_pretrained(cached, use_safetensors=True)
     history = recorded.get("history") if ctx.checkpointing else None
     return ReadyTeacher("", key, key, history, model.eval().requires_grad_(False))
 
@@ -56,7 +54,7 @@ def stage_teacher(ctx: Context, index: int = 0, force: bool = False) -> ReadyTea
              + (f" (sharded over {process_count()} processes)" if ctx.sharded else ""))
     train, dev = ctx.teacher_train_loader or ctx.train_loader, ctx.teacher_dev_loader or ctx.dev_loader
     config = cfg.train.fit_config(lr=cfg.teacher.lr, epochs=cfg.teacher.epochs, seed=seed, shard_model=ctx.sharded)
-    result = finetune_teacher(teacher.model, train, config, regression=ctx.task.is_regression,
+    result = finetune_teacher(teacher.model, train, config, kind=ctx.task.kind.output_loss,
                               evaluate=gathered_evaluator(ctx.task, dev, cfg.train.device),
                               metric=ctx.task.main_metric, checkpoints=ctx.checkpoints(key))
     ctx.fitted(key, result)
@@ -69,9 +67,7 @@ def stage_teacher(ctx: Context, index: int = 0, force: bool = False) -> ReadyTea
                {"fingerprint": fp, "source": teacher.source, "history": result.history}, cfg.train.device)
     ctx.mark_done(key, {"skipped_nonfinite": result.skipped_nonfinite}, checkpoints=(key,))
     if ctx.sharded:  # whole again on every process: the student is initialised from it, then it is sharded anew
-        from teachers.loading import auto_model_class
-
-        model = auto_model_class(ctx.task).from_pretrained(ctx.out / key, use_safetensors=True)
+        model = ctx.task.kind.model_class().from_pretrained(ctx.out / key, use_safetensors=True)
         model = model.eval().requires_grad_(False)
     return ReadyTeacher(name, key, key, result.history, model)
 
@@ -95,6 +91,7 @@ def score_teachers(ctx: Context, models: list) -> list[TeacherScore]:
     import torch
 
     from distill.objective.ensemble import ensemble_logits, normalise_weights
+    from distill.objective.objective import OUTPUT_LOSSES
 
     loader = ctx.teacher_dev_loader or ctx.dev_loader
     weights = normalise_weights(ctx.cfg.teacher.weights, len(models))
@@ -103,7 +100,8 @@ def score_teachers(ctx: Context, models: list) -> list[TeacherScore]:
         out, labels = predict(model, loader, ctx.cfg.train.device)
         logits.append(torch.as_tensor(out))
         rows.append(TeacherScore(name, w, compute_metrics(ctx.task, out, labels)))
-    mixed = ensemble_logits(logits, weights, 1.0, regression=ctx.task.is_regression).numpy()
+    as_scores = OUTPUT_LOSSES.get(ctx.task.kind.output_loss).mixes_scores  # regression: weighted mean of scores
+    mixed = ensemble_logits(logits, weights, 1.0, regression=as_scores).numpy()
     rows.append(TeacherScore("ensemble", 1.0, compute_metrics(ctx.task, mixed, labels)))
     for row in rows:
         info(f"  {row.teacher} (weight {row.weight:.2f}): {ctx.task.main_metric} "

@@ -25,13 +25,14 @@ def objective_for(ctx: Context, student, teacher) -> Objective:
     parts = []
     for one in teacher if isinstance(teacher, list) else [teacher]:
         layers = uniform_layer_map(student.config.num_hidden_layers, one.config.num_hidden_layers)
-        support = supported_losses(student.config, one.config, same_tokenizer=not ctx.cross, token=ctx.task.is_token)
+        support = supported_losses(student.config, one.config, same_tokenizer=not ctx.cross,
+                                   token=ctx.task.kind.per_token)
         config, messages = disable_unsupported(copy.copy(ctx.cfg.distill), support)
         for message in messages:
             if message not in said:
                 said.add(message)
                 info(f"  note: {message}")
-        parts.append(Objective(config, regression=ctx.task.is_regression, student_width=student.config.hidden_size,
+        parts.append(Objective(config, kind=ctx.task.kind.output_loss, student_width=student.config.hidden_size,
                                teacher_width=one.config.hidden_size, layer_map=layers,
                                student_heads=student.config.num_attention_heads))
     if not isinstance(teacher, list):
@@ -73,8 +74,8 @@ def teacher_source(ctx: Context, teacher, objective):
     teacher = live_teacher(ctx, teacher)
     if not ctx.cfg.train.cache_teacher:
         return teacher
-    if ctx.task.kind != "sequence-classification":
-        raise ConfigError(f"--cache-teacher does not support {ctx.task.kind} yet", "drop --cache-teacher")
+    if not ctx.task.kind.teacher_cache:
+        raise ConfigError(f"--cache-teacher does not support {ctx.task.kind.name} yet", "drop --cache-teacher")
     from distill.data.pairs import teacher_columns
     from distill.train.loop import teacher_layers_needed
     from teachers.cache import cache_teacher_outputs
