@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.core.errors import DataError
+from distill.demo import resolve_data
 from distill.tasks import Task
 
 SPLIT_NAMES = {"train": ("train",), "dev": ("dev", "validation", "valid", "val", "dev_matched")}
@@ -222,7 +223,8 @@ def load_hub(task: Task) -> Splits:
 
 def load_splits(task: Task | None, data: str | None = None, *, text_columns: tuple[str, ...] | None = None,
                 label_column: str | None = None, max_train_samples: int | None = None, seed: int = 0) -> Splits:
-    """Resolve the data source, read it, validate labels, and cap the training set if asked."""
+    """Resolve the data source (a demo name: ``distill.demo``), read it, validate labels, cap the training set."""
+    task, data = resolve_data(task, data)
     if _is_token_source(task, data, text_columns, label_column):  # NER: distill.token_data
         from distill.token_data import load_token_splits
 
