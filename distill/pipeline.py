@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from itertools import islice
 from pathlib import Path
 
-from distill import interrupts
+from distill import collapse, interrupts
 from distill.checkpoint import Checkpoints, check_free_space, check_writable, checkpoint_bytes, write_error
 from distill.core.artifacts import dir_size_mb, staged_dir, write_json, write_yaml
 from distill.core.console import info, out
@@ -210,6 +210,7 @@ class Context:
     labelled_loader: object = None  # the training rows before augmentation
     teachers: list = field(default_factory=list)  # LoadedTeacher, primary first
     mlm: object = None  # teachers.augment.MaskedLM for --augment
+    trivial: dict | None = None  # the task's trivial predictor on dev (distill.collapse.trivial_baseline)
 
     @property
     def cross(self) -> bool:
@@ -254,9 +255,11 @@ class Context:
             shutil.rmtree(self.out / "checkpoints" / name, ignore_errors=True)
 
     def fitted(self, name: str, result) -> None:
-        """Note what a finished training run of stage ``name`` skipped."""
+        """Note what a finished training run of stage ``name`` skipped; warn at once when it collapsed."""
         if result.skipped_nonfinite:
             self.skipped_nonfinite[name] = self.skipped_nonfinite.get(name, 0) + result.skipped_nonfinite
+        if self.trivial and is_main_process() and (line := collapse.fit_warning(self.task, name, result, self.trivial)):
+            info(f"  [yellow]warning:[/] {line}")
 
 
 def check_output_dir(path: Path, overwrite: bool) -> None:
@@ -895,6 +898,7 @@ def stage_score(ctx: Context, teacher, teacher_path: str, models: dict,
         vocab = min(vocab, len(ctx.tokenizer))
     lat = {"seq": cfg.latency_seq, "threads": cfg.latency_threads, "runs": cfg.latency_runs}
     t_logits, labels = teacher_outputs or predict(teacher, ctx.teacher_dev_loader or ctx.dev_loader, cfg.device)
+    ctx.trivial = ctx.trivial or collapse.trivial_baseline(ctx.task, collapse.split_labels(ctx.splits.train), labels)
     rows: list[StageScore] = []
     predictions: dict[str, list] = {}
     teacher_metric = None
@@ -916,7 +920,7 @@ def stage_score(ctx: Context, teacher, teacher_path: str, models: dict,
             size = dir_size_mb(on_disk) if on_disk.is_dir() and str(on_disk) else params * 4 / 1e6
             latency = torch_latency_ms(obj, **lat)
         row = score_stage(name, ctx.task, logits, labels, t_logits, teacher_metric, params=params, size_mb=size,
-                          latency_ms=latency, path=path)
+                          latency_ms=latency, path=path, trivial_metric=ctx.trivial["trivial_metric"])
         row.latencies_ms = {"onnxruntime" if isinstance(obj, Path) else "torch": row.latency_ms}
         predictions[name] = dev_predictions(ctx.task, logits, labels)  # token tasks: one tag per word
         teacher_metric = row.metric if teacher_metric is None else teacher_metric
@@ -968,6 +972,8 @@ def _start(cfg: RunConfig, need_student: bool = True, resume: bool = False, chec
     tokenizer = prepared.student_tokenizer or teacher.tokenizer
     ctx = Context(cfg, splits.task, splits, tokenizer, out_dir, teacher_tokenizer=teacher.tokenizer,
                   teachers=prepared.teachers, mlm=prepared.mlm, checkpointing=checkpointing, resume=resume)
+    ctx.trivial = collapse.trivial_baseline(splits.task, collapse.split_labels(splits.train),
+                                            collapse.split_labels(splits.dev))
     ctx.train_loader = _train_loader(ctx, splits.train)
     ctx.dev_loader = make_loader(tokenize(splits.dev, tokenizer, cfg.max_seq_length), tokenizer, cfg.batch_size * 2,
                                  shuffle=False)
@@ -1168,7 +1174,7 @@ def _run_stages(ctx: Context, teacher, start: float) -> dict:
               "stage_seconds": ctx.seconds, "wall_seconds": round(time.perf_counter() - start, 2),
               "history": _history(ctx), "settings": asdict(cfg), "predictions": predictions,
               "label_names": list(ctx.task.label_names), "skipped_nonfinite": ctx.skipped_nonfinite,
-              "resumed": ctx.resume}
+              "resumed": ctx.resume, **ctx.trivial}
     report = write_report(out_dir, report)
     if "int8" in models:
         from compress.bundle import write_bundle
@@ -1184,6 +1190,7 @@ def _run_stages(ctx: Context, teacher, start: float) -> dict:
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # every stage is saved: checkpoints are spent
     stop_tracking()
     out.print(render_table(report))
+    collapse.print_lines(report)
     if ctx.skipped_nonfinite:
         info(f"[yellow]warning:[/] batches skipped for a non-finite loss: {ctx.skipped_nonfinite}")
     info(f"report written to {out_dir / 'report.md'} ({report['wall_seconds']:.0f} s)")
@@ -1340,7 +1347,7 @@ def eval_only(cfg: RunConfig, paths: list[str]) -> dict:
     if task is None and not cfg.data:
         raise DataError("no --task and no --data given", "pass --task sst2 and/or --data DIR")
     splits = load_splits(task, cfg.data, text_columns=tuple(cfg.text_columns) if cfg.text_columns else None,
-                         label_column=cfg.label_column, max_train_samples=1, seed=cfg.seed)
+                         label_column=cfg.label_column, seed=cfg.seed)  # all train labels: the trivial predictor
     teacher = load_teacher(cfg.teacher, splits.task)
     models: dict = {}
     for path in paths:
@@ -1362,8 +1369,9 @@ def eval_only(cfg: RunConfig, paths: list[str]) -> dict:
     report = {"task": splits.task.name, "metric_name": splits.task.main_metric, "stages": [r.to_dict() for r in rows],
               "latency_seq": cfg.latency_seq, "latency_threads": cfg.latency_threads,
               "latency_runs": cfg.latency_runs, "predictions": predictions,
-              "label_names": list(splits.task.label_names)}
+              "label_names": list(splits.task.label_names), **ctx.trivial}
     out.print(render_table(report))
+    collapse.print_lines(report)
     return report
 
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from distill.collapse import is_collapsed
 from distill.evaluation import compute_metrics, predictions_from_logits
 from distill.losses import IGNORE_INDEX
 from distill.report import kl_to_teacher
@@ -27,6 +28,7 @@ class StageScore:
     metrics: dict[str, float] = field(default_factory=dict)
     kl_to_teacher: float | None = None
     latencies_ms: dict[str, float] = field(default_factory=dict)
+    collapsed: bool | None = None  # no better than the task's trivial predictor (distill.collapse); None: unchecked
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,8 +53,9 @@ def agreement(task: Task, logits: np.ndarray, teacher_logits: np.ndarray, labels
 
 def score_stage(name: str, task: Task, logits: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray,
                 teacher_metric: float | None, *, params: int, size_mb: float, latency_ms: float,
-                path: str) -> StageScore:
-    """Build a report row from dev-set logits and the measurements of one artifact."""
+                path: str, trivial_metric: float | None = None) -> StageScore:
+    """Build a report row from dev-set logits and the measurements of one artifact; with ``trivial_metric`` (the
+    task's trivial predictor on dev) the row says whether the stage collapsed to it."""
     metrics = compute_metrics(task, logits, labels)
     value = metrics[task.main_metric]
     base = value if teacher_metric is None else teacher_metric
@@ -62,5 +65,6 @@ def score_stage(name: str, task: Task, logits: np.ndarray, labels: np.ndarray, t
         kl = kl_to_teacher(task, np.asarray(logits)[keep], np.asarray(teacher_logits)[keep])
     else:
         kl = kl_to_teacher(task, logits, teacher_logits)
+    collapsed = None if trivial_metric is None else is_collapsed(task, value, trivial_metric, logits)
     return StageScore(name, value, retention, agreement(task, logits, teacher_logits, labels), params,
-                      round(size_mb, 3), round(latency_ms, 3), path, metrics, kl)
+                      round(size_mb, 3), round(latency_ms, 3), path, metrics, kl, collapsed=collapsed)

@@ -3,11 +3,15 @@
 A ``Task`` describes *what* is learned; ``distill.data`` reads it from the Hub or from local files.
 Token classification (``kind="token-classification"``, e.g. ``conll2003``) has one label per word; its data,
 alignment and collator live in ``distill.token_data`` and it is scored by entity-level F1 (``seqeval_f1``).
+Each task kind also has a trivial predictor (``trivial_predictor``: majority class, training mean, all-``O``), the
+floor a trained stage must clear (``distill.collapse``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from distill.core.registry import Registry
 
@@ -100,3 +104,63 @@ TASKS.register("conll2003", Task("conll2003", ("tokens",), "ner_tags", len(CONLL
 def get_task(name: str) -> Task:
     """Look a task up by name (``sst2``, ``SST-2`` and ``sst-2`` all work)."""
     return TASKS.get(name.lower().replace("-", "").replace("_", ""))
+
+
+# ---- the trivial predictor of each task kind: the score a stage must beat to have learned anything ---------------
+
+
+@dataclass(frozen=True)
+class TrivialPredictor:
+    """What a model that ignores its input would predict on dev: ``logits`` are scored with the task's own metric."""
+
+    description: str
+    logits: Any  # np.ndarray shaped like a model's dev logits
+
+
+def _majority_class(task: Task, train_labels, dev_labels) -> TrivialPredictor:
+    """Classification: the most frequent training label (the smallest id on a tie) for every dev row."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(train_labels, dtype=np.int64)[np.asarray(train_labels) >= 0],
+                         minlength=task.num_labels)
+    top = int(counts.argmax())
+    logits = np.zeros((len(dev_labels), max(task.num_labels, top + 1)), dtype=np.float32)
+    logits[:, top] = 1.0
+    name = task.label_names[top] if top < len(task.label_names) else str(top)
+    return TrivialPredictor(f"majority class '{name}'", logits)
+
+
+def _train_mean(task: Task, train_labels, dev_labels) -> TrivialPredictor:
+    """Regression: the mean training score for every dev row (its Pearson r is undefined, scored as 0)."""
+    import numpy as np
+
+    mean = float(np.mean(np.asarray(train_labels, dtype=np.float64)))
+    return TrivialPredictor(f"training mean {mean:.3f}", np.full((len(dev_labels), 1), mean, dtype=np.float32))
+
+
+def _outside_tag(task: Task, train_labels, dev_labels) -> TrivialPredictor:
+    """Token classification: the outside tag ``O`` (else tag 0) on every word: no entity found, entity F1 0."""
+    import numpy as np
+
+    outside = task.label_names.index("O") if "O" in task.label_names else 0
+    shape = np.asarray(dev_labels).shape
+    logits = np.zeros((*shape, max(task.num_labels, len(task.label_names), outside + 1)), dtype=np.float32)
+    logits[..., outside] = 1.0
+    return TrivialPredictor(f"'{task.label_names[outside] if task.label_names else 0}' on every word", logits)
+
+
+REGRESSION = "regression"
+TRIVIAL_PREDICTORS: dict[str, Callable[[Task, Any, Any], TrivialPredictor]] = {
+    "sequence-classification": _majority_class,
+    REGRESSION: _train_mean,
+    TOKEN_CLASSIFICATION: _outside_tag,
+}
+
+
+def trivial_predictor(task: Task, train_labels, dev_labels) -> TrivialPredictor:
+    """The task kind's trivial predictor on the dev set: ``train_labels`` are the training labels (ids or scores;
+    unused for token classification), ``dev_labels`` the dev labels as the scorer sees them ((N,) or (N, L))."""
+    kind = REGRESSION if task.is_regression else task.kind
+    if kind not in TRIVIAL_PREDICTORS:
+        raise KeyError(f"no trivial predictor for task kind '{kind}'")
+    return TRIVIAL_PREDICTORS[kind](task, train_labels, dev_labels)
