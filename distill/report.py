@@ -351,8 +351,7 @@ def render_html(report: Mapping, env: Mapping | None = None) -> str:
         s.get("kl_to_teacher") is not None for s in report.get("stages", [])) else ""
     body = [f"<h1>{esc(title)}</h1>", f'<p class="lead">{esc(_intro(report) + kl + wall)}</p>',
             "<h2>Stages</h2>", stage_table_html(report),
-            *[f'<p class="note collapsed"><strong>{esc(line)}</strong></p>'
-              for line in (collapse.collapse_lines(report) if collapse.collapsed_stages(report) else [])],
+            *[f'<p class="note"><strong>{esc(line)}</strong></p>' for line in collapse.collapse_lines(report)],
             *plots_html(report), *_details_html(report)]
     if report.get("stage_seconds"):
         body += ["<h2>Wall time per stage</h2>", kv_table_html(

@@ -19,7 +19,7 @@ from distill.objective import DistillConfig, Objective
 from distill.tasks import CONLL2003_TAGS, get_task
 from distill.token_data import TokenPadCollator, align_labels, iob1_to_iob2, read_conll, word_predictions
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "conll2003"
+REAL = factories.SHARED_DATA / "conll2003"
 PER, LOC, ORG = ["john", "mary", "smith"], ["paris", "london"], ["acme", "globex"]
 FILLER = ["the", "a", "said", "in", "visited", "and", "today", "."]
 PIECES = ["glob", "##ex"]  # "globex" is not in the vocabulary: it becomes two word pieces
@@ -292,7 +292,7 @@ def test_end_to_end_bundle_snippet_tags_word_pieces(ner_run: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (REAL / "eng.train").is_file(), reason="CoNLL-2003 files not present")
+@factories.needs_shared("conll2003/eng.train", "conll2003/eng.testa")
 def test_real_conll2003_files():
     task = get_task("conll2003")
     splits = load_splits(task, str(REAL))
