@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
+
+# The full benchmark data beside a development checkout (../shared/data); a fresh clone has none, and the tests that
+# read it skip. DISTILL_SHARED_DATA points elsewhere (e.g. at a missing dir, to check the skips).
+SHARED_DATA = Path(os.environ.get("DISTILL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def needs_shared(*names: str):
+    """Skip unless every ``SHARED_DATA/<name>`` exists, with a one-line reason."""
+    import pytest
+
+    missing = [n for n in names if not (SHARED_DATA / n).exists()]
+    return pytest.mark.skipif(bool(missing), reason=f"needs the benchmark data {SHARED_DATA}/{'+'.join(missing)} "
+                                                    "(beside a development checkout, not in the clone)")
 
 POSITIVE = ["good", "great", "fine", "superb", "lovely", "happy"]
 NEGATIVE = ["bad", "awful", "poor", "boring", "sad", "ugly"]

@@ -52,9 +52,19 @@ def cmd_presets(args: argparse.Namespace) -> int:
     tasks = table("tasks", ("name", "text columns", "labels", "metrics"), [
         (name, ", ".join(t.text_columns), "regression" if t.is_regression else str(t.num_labels),
          ", ".join(t.metrics)) for name, t in TASKS.items()])
-    for one in (_student_table(), teachers, tasks, *_target_tables()):
+    for one in (_student_table(), teachers, tasks, _demo_table(), *_target_tables()):
         out.print(one)
     return 0
+
+
+def _demo_table():
+    """The demo data sets shipped inside the package (``--data NAME``)."""
+    from distill.core.console import table
+    from distill.data.demo import DEMOS
+
+    return table("demo data (--data NAME: shipped with the package, offline; source and licence in its README)",
+                 ("name", "task", "what", "citation"),
+                 [(name, d.task, d.description, d.citation) for name, d in DEMOS.items()])
 
 
 def _target_tables():

@@ -8,52 +8,52 @@ import argparse
 from distill.cli import commands
 from distill.cli.flags import add_sections, add_setting, add_settings
 
-EXAMPLE_RUN = """example (offline, local teacher and GLUE-format data):
-  distill run --teacher path/to/minilm --student tiny --task sst2 --data ../shared/data/SST-2 \\
-      --max-train-samples 2000 --output-dir runs/sst2-tiny
-example (with internet):
-  distill run --teacher bert-large --student tiny --task sst2 --output-dir runs/sst2-tiny
+# Every example here runs as printed after `pip install -e '.[dev]'` (minilm-pip and sst2-demo come with it), in the
+# order of a session: the first `distill run` writes runs/sst2-tiny, which later examples read. Examples that need
+# the Hub sit under a header saying "with internet"; tests/distill/test_examples.py checks all of them.
+EXAMPLE_RUN = """example (offline: the minilm-pip teacher and the sst2-demo data come with the install):
+  distill run --teacher minilm-pip --student tiny --task sst2 --data sst2-demo --output-dir runs/sst2-tiny
+example (with internet: BERT-large and all of GLUE SST-2 from the Hub):
+  distill run --teacher bert-large --student tiny --task sst2 --output-dir runs/sst2-tiny-hub
 an interrupted run (Ctrl-C, SIGTERM, a killed machine, a full disk) continues where it stopped:
-  distill run --resume runs/sst2-tiny"""
+  distill run --resume runs/sst2-tiny
+`distill presets` lists the demo data sets, student presets, teacher aliases and tasks"""
 
-EXAMPLE_PRUNE = """examples:
+EXAMPLE_PRUNE = """examples (after the `distill run` example, which writes runs/sst2-tiny):
   distill prune runs/sst2-tiny/student --heads 0.5 --ffn 0.5 --output-dir runs/student-pruned
-  distill prune runs/sst2-mini/student --layers 2 --ffn 0.5 --importance taylor --teacher runs/sst2-mini/teacher \\
-      --task sst2 --data ../shared/data/SST-2 --max-train-samples 2000 --output-dir runs/mini-pruned"""
+  distill prune runs/sst2-tiny/student --layers 1 --ffn 0.5 --importance taylor --teacher runs/sst2-tiny/teacher \\
+      --task sst2 --data sst2-demo --output-dir runs/tiny-pruned"""
 
-EXAMPLE_REPORT = """examples:
+EXAMPLE_REPORT = """examples (after the `distill run` and `distill distil` examples: runs/sst2-tiny, runs/sst2-mini-kd):
   distill report runs/sst2-tiny                                   # rewrite report.json/md/html
-  distill report runs/sst2-tiny runs/sst2-mini runs/sst2-small     # compare, one Pareto plot
-  distill report runs/sst2-mini --min-retention 0.97 --max-latency-ms 5   # exit 1 if a gate fails"""
+  distill report runs/sst2-tiny runs/sst2-mini-kd                 # compare, one Pareto plot
+  distill report runs/sst2-tiny --min-retention 0.9 --max-latency-ms 5    # exit 1 if a gate fails"""
 
-EXAMPLE_QUANTIZE = """examples:
+EXAMPLE_QUANTIZE = """examples (after the `distill run` example, which writes runs/sst2-tiny):
   distill quantize runs/sst2-tiny/pruned --output-dir runs/tiny-int8                      # dynamic INT8
-  distill quantize runs/sst2-tiny/pruned --mode static --calibration-data ../shared/data/SST-2 \\
+  distill quantize runs/sst2-tiny/pruned --mode static --calibration-data sst2-demo \\
       --calibration percentile --target avx512_vnni --output-dir runs/tiny-int8-static"""
 
-EXAMPLE_EVAL = """example:
+EXAMPLE_EVAL = """example (after the `distill run` example, which writes runs/sst2-tiny):
   distill eval runs/sst2-tiny/student runs/sst2-tiny/int8/model.onnx --teacher runs/sst2-tiny/teacher \\
-      --task sst2 --data ../shared/data/SST-2"""
+      --task sst2 --data sst2-demo"""
 
-EXAMPLE_DISTIL = """example:
-  distill distil --teacher runs/sst2-tiny/teacher --student mini --task sst2 --data ../shared/data/SST-2 \\
+EXAMPLE_DISTIL = """example (after the `distill run` example, whose fine-tuned teacher it reuses):
+  distill distil --teacher runs/sst2-tiny/teacher --student mini --task sst2 --data sst2-demo \\
       --output-dir runs/sst2-mini-kd"""
 
 EXAMPLE_CHECK = """examples:
-  distill check --teacher runs/sst2-tiny/teacher --student mini                 # preset student
-  distill check --teacher runs/sst2-tiny/teacher --student path/to/other-vocab-student --task sst2"""
-EXAMPLE_EXPORT = """examples:
+  distill check --teacher minilm-pip --student mini                             # preset student
+example (with internet: a student with its own vocabulary, from the Hub):
+  distill check --teacher minilm-pip --student distilbert/distilroberta-base --task sst2"""
+EXAMPLE_EXPORT = """examples (after the `distill run` and `distill quantize` examples):
   distill export runs/sst2-tiny --output-dir edge/sst2-tiny          # the run's INT8 stage, numbers from its report
   distill export runs/tiny-int8/model.onnx --output-dir edge/tiny    # any INT8 dir or .onnx written by quantize
 the bundle's README.md holds its numbers and a 10-line snippet needing only onnxruntime, tokenizers and numpy"""
 
-EXAMPLE_FT = """example:
-  distill finetune-teacher --teacher minilm --task sst2 --data ../shared/data/SST-2 --output-dir runs/minilm-sst2"""
+EXAMPLE_FT = """example (offline: the teacher and the data come with the install):
+  distill finetune-teacher --teacher minilm-pip --task sst2 --data sst2-demo --output-dir runs/minilm-sst2"""
 
-
-def _common_data_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("task and data")
-    g.add_argument("--task", help="GLUE task name (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli)")
 
 DATA = ("task", "data", "text_columns", "label_column", "max_seq_length", "max_train_samples")
 TRAIN = ("lr", "epochs", "batch_size", "seed", "device", "grad_accum_steps", "group_by_length", "compile",

@@ -84,11 +84,13 @@ def quiet_libraries(level: str = "WARNING") -> None:
             transformers.utils.logging.set_verbosity_error()
 
 
-def table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]], right: Container[str] = ()) -> Table:
-    """A terminal table (every command's tables go through here): ``right`` names the right-aligned columns."""
-    out = Table(title=title)
+def table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]], right: Container[str] = (), *,
+          caption: str | None = None, styles: Sequence[str | None] = ()) -> Table:
+    """A terminal table (every command's tables go through here): ``right`` names the right-aligned columns,
+    ``styles`` gives a style per row (e.g. a collapsed stage in red), ``caption`` a line under the table."""
+    out = Table(title=title, caption=caption)
     for header in headers:
         out.add_column(header, justify="right" if header in right else "left")
-    for row in rows:
-        out.add_row(*row)
+    for i, row in enumerate(rows):
+        out.add_row(*row, style=styles[i] if i < len(styles) else None)
     return out

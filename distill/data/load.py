@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from distill.data.demo import resolve_data
 from distill.data.kinds import TaskKind, kind_for_columns, kind_for_data
 from distill.data.splits import Splits
 from distill.data.task import Task
@@ -9,8 +10,10 @@ from distill.data.task import Task
 
 def load_splits(task: Task | None, data: str | None = None, *, text_columns: tuple[str, ...] | None = None,
                 label_column: str | None = None, max_train_samples: int | None = None, seed: int = 0) -> Splits:
-    """Resolve the data source, read it with the kind's reader (without a task: the kind that claims the data,
-    e.g. a CoNLL file, else a sentence table), validate labels, and cap the training set if asked."""
+    """Resolve the data source (a demo name such as ``sst2-demo``: ``distill.data.demo``), read it with the kind's
+    reader (without a task: the kind that claims the data, e.g. a CoNLL file, else a sentence table), validate
+    labels, and cap the training set if asked."""
+    task, data = resolve_data(task, data)
     kind = task.kind if task is not None else kind_for_data(data, text_columns, label_column)
     return kind.load(task, data, text_columns=text_columns, label_column=label_column,
                      max_train_samples=max_train_samples, seed=seed)

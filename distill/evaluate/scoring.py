@@ -8,6 +8,7 @@ import numpy as np
 
 from distill.data.tasks import Task
 from distill.evaluate.agreement import kl_to_teacher
+from distill.evaluate.collapse import is_collapsed
 from distill.evaluate.predict import compute_metrics
 
 
@@ -26,6 +27,7 @@ class StageScore:
     metrics: dict[str, float] = field(default_factory=dict)
     kl_to_teacher: float | None = None
     latencies_ms: dict[str, float] = field(default_factory=dict)
+    collapsed: bool | None = None  # no better than the task's trivial predictor (distill.collapse); None: unchecked
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,13 +45,15 @@ def agreement(task: Task, logits: np.ndarray, teacher_logits: np.ndarray, labels
 
 def score_stage(name: str, task: Task, logits: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray,
                 teacher_metric: float | None, *, params: int, size_mb: float, latency_ms: float,
-                path: str) -> StageScore:
-    """Build a report row from dev-set logits and the measurements of one artifact."""
+                path: str, trivial_metric: float | None = None) -> StageScore:
+    """Build a report row from dev-set logits and the measurements of one artifact; with ``trivial_metric`` (the
+    task's trivial predictor on dev) the row says whether the stage collapsed to it."""
     metrics = compute_metrics(task, logits, labels)
     value = metrics[task.main_metric]
     base = value if teacher_metric is None else teacher_metric
     retention = value / base if base else 0.0
     scored = task.kind.scored  # token classification: rows (N, L, C) become one row per labelled word
     kl = kl_to_teacher(task, scored(np.asarray(logits), labels), scored(np.asarray(teacher_logits), labels))
+    collapsed = None if trivial_metric is None else is_collapsed(task, value, trivial_metric, logits)
     return StageScore(name, value, retention, agreement(task, logits, teacher_logits, labels), params,
-                      round(size_mb, 3), round(latency_ms, 3), path, metrics, kl)
+                      round(size_mb, 3), round(latency_ms, 3), path, metrics, kl, collapsed=collapsed)

@@ -12,6 +12,7 @@ from distill.core.console import info, out
 from distill.core.dist import is_main_process
 from distill.core.errors import ConfigError, DataError, DistillError, ModelError
 from distill.data import Splits, make_loader, tokenize
+from distill.evaluate import collapse
 from distill.pipeline.checks import check_output_dir, clear_output_dir
 from distill.pipeline.config import RunConfig
 from distill.pipeline.context import Context
@@ -156,7 +157,7 @@ def eval_only(cfg: RunConfig, paths: list[str]) -> ScoreReport:
 
     if not (cfg.data.task or cfg.data.path):
         raise DataError("no --task and no --data given", "pass --task sst2 and/or --data DIR")
-    splits = load_data(cfg, max_train_samples=1)
+    splits = load_data(cfg)  # every train label: the trivial predictor's majority class or mean
     teacher = load_teacher(cfg.teacher.name, splits.task)
     models: dict = {}
     for path in paths:
@@ -173,4 +174,5 @@ def eval_only(cfg: RunConfig, paths: list[str]) -> ScoreReport:
     ctx.dev_loader = dev_loader(cfg, splits.dev, teacher.tokenizer)
     report = stage_score(ctx, teacher.model, teacher.source, models)
     out.print(render_table(report))
+    collapse.print_lines(report.to_json())
     return report

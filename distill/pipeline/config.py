@@ -92,8 +92,9 @@ class DataSettings:
     """The task, where its rows come from, and TinyBERT-style augmentation of the training rows."""
 
     task: str | None = setting(None, "GLUE task name (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli)")
-    path: str | None = setting(None, "local data: a GLUE-format dir (train.tsv, dev.tsv) or a csv/tsv/jsonl file "
-                                     "or dir", dest="data", path=True)
+    path: str | None = setting(None, "a demo data set shipped with the package (sst2-demo; `distill presets` lists "
+                                     "them), or local data: a GLUE-format dir (train.tsv, dev.tsv) or a csv/tsv/jsonl "
+                                     "file or dir", dest="data", path=True)
     text_columns: list[str] | None = setting(None, "text column(s) of a local csv/tsv/jsonl file (two for sentence "
                                                    "pairs)", flags=("--text-column", "--text-columns"))
     label_column: str | None = setting(None, "label column of a local file")

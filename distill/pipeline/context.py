@@ -18,6 +18,7 @@ from distill.core.dist import is_main_process, wait_for_everyone
 from distill.core.runtime import process_count
 from distill.data import Splits
 from distill.data.tasks import Task
+from distill.evaluate import collapse
 from distill.pipeline.config import RunConfig
 from distill.train.checkpoint import Checkpoints
 
@@ -68,6 +69,7 @@ class Context:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
     skipped_nonfinite: dict[str, int] = field(default_factory=dict)  # batches skipped per training stage
     teacher_caches: list[Any] = field(default_factory=list)  # every teacher-output cache used, in order
+    trivial: dict[str, Any] | None = None  # the task's trivial predictor on dev (evaluate.collapse.trivial_baseline)
 
     @property
     def cross(self) -> bool:
@@ -107,9 +109,11 @@ class Context:
             shutil.rmtree(self.out / "checkpoints" / name, ignore_errors=True)
 
     def fitted(self, name: str, result) -> None:
-        """Note what a finished training run of stage ``name`` skipped."""
+        """Note what a finished training run of stage ``name`` skipped; warn at once when it collapsed."""
         if result.skipped_nonfinite:
             self.skipped_nonfinite[name] = self.skipped_nonfinite.get(name, 0) + result.skipped_nonfinite
+        if self.trivial and is_main_process() and (line := collapse.fit_warning(self.task, name, result, self.trivial)):
+            info(f"  [yellow]warning:[/] {line}")
 
     def skipped(self, name: str) -> dict[str, int]:
         """``{name: batches skipped}`` for a stage's ``stages.json`` record (empty when none were)."""

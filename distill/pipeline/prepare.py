@@ -16,6 +16,7 @@ from distill.core.errors import ConfigError, DataError
 from distill.core.runtime import environment_info, process_count, seed_everything
 from distill.data import Splits, load_splits, make_loader, tokenize
 from distill.data.tasks import get_task
+from distill.evaluate import collapse
 from distill.pipeline.checks import (
     augment_mlm,
     check_output_dir,
@@ -158,6 +159,8 @@ def start(cfg: RunConfig, need_student: bool = True, resume: bool = False, check
     tokenizer = prepared.student_tokenizer or teacher.tokenizer
     ctx = Context(cfg, splits.task, splits, tokenizer, out_dir, teacher_tokenizer=teacher.tokenizer,
                   teachers=prepared.teachers, mlm=prepared.mlm, checkpointing=checkpointing, resume=resume)
+    ctx.trivial = collapse.trivial_baseline(splits.task, collapse.split_labels(splits.task, splits.train),
+                                            collapse.split_labels(splits.task, splits.dev))
     ctx.train_loader = train_loader(ctx, splits.train)
     ctx.dev_loader = dev_loader(cfg, splits.dev, tokenizer)
     if ctx.cross:

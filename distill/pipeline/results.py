@@ -18,15 +18,7 @@ from typing import Any
 from distill.evaluate.scoring import StageScore
 from distill.pipeline.context import teacher_dir
 
-
-@dataclass
-class StageResult:
-    """What any stage result may carry: whether the stage collapsed to the trivial predictor (always the same class
-    or value) and that predictor's dev metric; None until collapse detection fills them. When set, they appear in
-    the stage's row of report.json."""
-
-    collapsed: bool | None = field(default=None, kw_only=True)
-    trivial_metric: float | None = field(default=None, kw_only=True)
+TRIVIAL_KEYS = ("trivial_predictor", "trivial_metric", "collapse_margin")  # evaluate.collapse.trivial_baseline
 
 
 @dataclass
@@ -58,7 +50,7 @@ class TeacherScore:
 
 
 @dataclass
-class TeacherResult(StageResult):
+class TeacherResult:
     """The teacher stage: every teacher ready, the primary one (the report compares to it) first."""
 
     teachers: list[ReadyTeacher]
@@ -90,7 +82,7 @@ class TeacherResult(StageResult):
 
 
 @dataclass
-class AugmentResult(StageResult):
+class AugmentResult:
     """``--augment``: rewrites per training example, rows added, and the masked LM that wrote them."""
 
     per_example: int
@@ -102,7 +94,7 @@ class AugmentResult(StageResult):
 
 
 @dataclass
-class DistilResult(StageResult):
+class DistilResult:
     """The distilled student: its training epochs, learning rate and, for ``--init teacher-pruned``, how it was cut."""
 
     history: list[dict]
@@ -133,7 +125,7 @@ class PruneStep:
 
 
 @dataclass
-class PruneResult(StageResult):
+class PruneResult:
     """Pruning plus recovery: each step, the recovery epochs, and compress's report of the last step."""
 
     steps: list[PruneStep] = field(default_factory=list)
@@ -156,7 +148,7 @@ class PruneResult(StageResult):
 
 
 @dataclass
-class QuantizeResult(StageResult):
+class QuantizeResult:
     """INT8: compress's quantization report, the FP32-vs-INT8 speed check, and the QAT epochs (``--qat``)."""
 
     report: dict
@@ -188,11 +180,13 @@ class ScoreReport:
     latency_seq: int = 128
     latency_threads: int = 2
     latency_runs: int = 30
+    trivial: dict[str, Any] = field(default_factory=dict)  # the trivial predictor's dev score (evaluate.collapse)
 
     def to_json(self) -> dict:
         return {"task": self.task, "metric_name": self.metric_name, "stages": [s.to_dict() for s in self.stages],
                 "latency_seq": self.latency_seq, "latency_threads": self.latency_threads,
-                "latency_runs": self.latency_runs, "predictions": self.predictions, "label_names": self.label_names}
+                "latency_runs": self.latency_runs, "predictions": self.predictions, "label_names": self.label_names,
+                **self.trivial}
 
     @classmethod
     def from_json(cls, data: Mapping) -> ScoreReport:
@@ -200,7 +194,8 @@ class ScoreReport:
         stages = [StageScore(**{k: v for k, v in s.items() if k in names}) for s in data.get("stages", [])]
         return cls(data["task"], data["metric_name"], stages, data.get("predictions") or {},
                    list(data.get("label_names") or []), data.get("latency_seq", 128),
-                   data.get("latency_threads", 2), data.get("latency_runs", 30))
+                   data.get("latency_threads", 2), data.get("latency_runs", 30),
+                   {k: data[k] for k in TRIVIAL_KEYS if k in data})
 
 
 @dataclass
@@ -226,10 +221,6 @@ class RunReport:
         """The last stage's scores (the INT8 row of a full run)."""
         return self.scores.stages[-1]
 
-    def results(self) -> dict[str, StageResult | None]:
-        """Each report row's stage result, by row name."""
-        return {"teacher": self.teacher, "student": self.distil, "pruned": self.prune, "int8": self.quantize}
-
     def history(self) -> dict[str, Any]:
         """report.json's ``history``: what each stage did, in stage order."""
         found: dict[str, Any] = self.teacher.history() if self.teacher else {}
@@ -249,11 +240,6 @@ class RunReport:
     def to_json(self) -> dict[str, Any]:
         """report.json (before ``distill.report.render`` adds each stage's speedup and the environment)."""
         scores = self.scores.to_json()
-        results = self.results()
-        for row in scores["stages"]:
-            result = results.get(row["name"])
-            if result is not None and result.collapsed is not None:
-                row.update(collapsed=result.collapsed, trivial_metric=result.trivial_metric)
         head = {k: scores.pop(k) for k in ("task", "metric_name", "stages", "latency_seq", "latency_threads",
                                            "latency_runs")}
         return {**head, "stage_seconds": self.stage_seconds, "wall_seconds": self.wall_seconds,

@@ -15,6 +15,7 @@ from distill.core import interrupts
 from distill.core.console import info, out
 from distill.core.dist import is_main_process
 from distill.core.errors import NonFiniteLoss, RunError
+from distill.evaluate import collapse
 from distill.pipeline.config import RunConfig
 from distill.pipeline.context import STAGES_FILE, Context, timed
 from distill.pipeline.prepare import start
@@ -24,7 +25,7 @@ from distill.pipeline.stages.quantize import stage_qat, stage_quantize
 from distill.pipeline.stages.score import score_sharded_teacher, stage_score
 from distill.pipeline.stages.student import stage_student
 from distill.pipeline.stages.teacher import stage_augment, stage_teacher, stage_teachers
-from distill.report.render import render_table, write_report
+from distill.report.render import as_json, render_table, write_report
 from distill.train.checkpoint import write_error
 from distill.train.tracking import stop_tracking
 
@@ -141,6 +142,7 @@ def _write(ctx: Context, report: RunReport) -> None:
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # every stage is saved: checkpoints are spent
     stop_tracking()
     out.print(render_table(report))
+    collapse.print_lines(as_json(report))
     if ctx.skipped_nonfinite:
         info(f"[yellow]warning:[/] batches skipped for a non-finite loss: {ctx.skipped_nonfinite}")
     info(f"report written to {out_dir / 'report.md'} ({report.wall_seconds:.0f} s)")

@@ -17,11 +17,13 @@ import numpy as np
 
 from distill.core.artifacts import atomic_write_text, write_json
 from distill.core.console import table
+from distill.evaluate import collapse
 
 COLUMNS = (("stage", "name", "{}"), ("metric", "metric", "{:.4f}"), ("retention", "retention", "{:.1%}"),
            ("agreement", "agreement", "{:.1%}"), ("params", "params", "{:,}"), ("size MB", "size_mb", "{:.2f}"),
            ("latency ms", "latency_ms", "{:.2f}"), ("speedup", "speedup", "{:.1f}×"), ("path", "path", "{}"))
 KL_COLUMN = ("KL to teacher", "kl_to_teacher", "{:.4f}")
+LEARNED_COLUMN = ("learned", "learned", "{}")  # shown when a stage collapsed to the trivial predictor
 MISSING = "—"
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1100px;
@@ -75,7 +77,7 @@ def stage_values(report: Mapping) -> list[dict]:
     rows = []
     for s in report.get("stages", []):
         extra = {f"latency_{b}_ms": v for b, v in (s.get("latencies_ms") or {}).items()}
-        rows.append({**s, **extra, "speedup": speedup(report, s)})
+        rows.append({**s, **extra, "speedup": speedup(report, s), "learned": collapse.mark(s)})
     return rows
 
 
@@ -87,6 +89,8 @@ def columns(report: Mapping) -> list[tuple[str, str, str]]:
     if names := backends(report):
         at = [key for _, key, _ in cols].index("latency_ms")
         cols[at:at + 1] = [(f"latency {b} ms", f"latency_{b}_ms", "{:.2f}") for b in names]
+    if collapse.collapsed_stages(report):
+        cols.insert(2, LEARNED_COLUMN)
     return cols
 
 
@@ -164,8 +168,9 @@ def check_gates(report: Report, min_retention: float | None = None, max_latency_
     gates = (("retention", "retention", min_retention, "--min-retention", "", lambda v, g: v < g),
              ("latency", "latency_ms", max_latency_ms, "--max-latency-ms", " ms", lambda v, g: v > g),
              ("size", "size_mb", max_size_mb, "--max-size-mb", " MB", lambda v, g: v > g))
-    return [line for what, key, limit, flag, unit, fails in gates if limit is not None
-            if (line := _gate(row, what, key, limit, flag, unit, fails))]
+    lines = collapse.gate_lines(report, row) if min_retention is not None else []
+    return lines + [line for what, key, limit, flag, unit, fails in gates if limit is not None
+                    if (line := _gate(row, what, key, limit, flag, unit, fails))]
 
 
 def _gate(row: Mapping, what: str, key: str, limit: float, flag: str, unit: str,
@@ -190,7 +195,9 @@ def render_table(report: Report) -> Any:
     title = f"{report['task']}: {report['metric_name']} on dev, latency at batch 1 × seq {seq}"
     cols = columns(report)
     right = {header for header, key, _ in cols if key not in ("name", "path")}
-    return table(title, [header for header, _, _ in cols], _rows(report), right)
+    styles = ["bold red" if stage.get("collapsed") else None for stage in report.get("stages", [])]
+    caption = collapse.note(report) if collapse.collapsed_stages(report) else None
+    return table(title, [header for header, _, _ in cols], _rows(report), right, caption=caption, styles=styles)
 
 
 def _intro(report: Mapping) -> str:
@@ -212,6 +219,8 @@ def to_markdown(report: Report, env: Mapping | None = None) -> str:
     lines.append("| " + " | ".join(h for h, _, _ in cols) + " |")
     lines.append("|" + "|".join("---" for _ in cols) + "|")
     lines += ["| " + " | ".join(row) + " |" for row in _rows(report)]
+    if collapse.collapsed_stages(report):
+        lines += ["", f"**{collapse.note(report)}**", ""] + [f"- {line}" for line in collapse.collapse_lines(report)]
     if report.get("settings"):
         lines += ["", "## Settings", "", "```yaml"]
         lines += [f"{k}: {v}" for k, v in report["settings"].items()]
@@ -334,7 +343,9 @@ def render_html(report: Report, env: Mapping | None = None) -> str:
     kl = " KL to teacher = mean KL(teacher ‖ stage) on dev." if any(
         s.get("kl_to_teacher") is not None for s in report.get("stages", [])) else ""
     body = [f"<h1>{esc(title)}</h1>", f'<p class="lead">{esc(_intro(report) + kl + wall)}</p>',
-            "<h2>Stages</h2>", stage_table_html(report), *plots_html(report), *_details_html(report)]
+            "<h2>Stages</h2>", stage_table_html(report),
+            *[f'<p class="note"><strong>{esc(line)}</strong></p>' for line in collapse.collapse_lines(report)],
+            *plots_html(report), *_details_html(report)]
     if report.get("stage_seconds"):
         body += ["<h2>Wall time per stage</h2>", kv_table_html(
             {k: f"{v:.1f} s" for k, v in report["stage_seconds"].items()}, "stage-seconds")]

@@ -98,6 +98,10 @@ CASES = [
     # ---- data ----
     Case("no-task-no-data", _run("--task", None, "--data", None), r"no --task and no --data"),
     Case("data-missing", _run("--data", "{tmp}/nowhere"), r"data path '.*nowhere' does not exist"),
+    Case("unknown-demo-data", _run("--data", "sst2-dmeo"),
+         r"data path 'sst2-dmeo' does not exist and is not a demo data set.*did you mean 'sst2-demo'"),
+    Case("demo-data-other-task", _run("--data", "sst2-demo", "--task", "mrpc"),
+         r"--task mrpc does not match the demo data 'sst2-demo' \(task sst2\).*use --task sst2"),
     Case("data-empty-file", _run("--data", "{empty_data}"), r"data file '.*train.tsv' is empty"),
     Case("data-no-dev-file", _run("--data", "{no_dev}"), r"has no dev.tsv"),
     Case("data-missing-column", _run("--data", "{jsonl}", "--task", None, "--text-column", "review"),

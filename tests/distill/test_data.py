@@ -1,7 +1,6 @@
 """Reading tasks and local data: GLUE layouts, generic files, and the errors for bad input."""
 
 import json
-from pathlib import Path
 
 import factories
 import pytest
@@ -10,7 +9,7 @@ from distill.core.errors import DataError, UnknownNameError
 from distill.data import load_splits, make_loader, tokenize
 from distill.data.tasks import TASKS, get_task
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED = factories.SHARED_DATA
 
 
 def test_every_glue_task_is_known():
@@ -105,7 +104,7 @@ def test_loader_pads_dynamically(tmp_path):
     assert batch["labels"].shape == (4,)
 
 
-@pytest.mark.skipif(not (SHARED / "MRPC").is_dir(), reason="shared data not present")
+@factories.needs_shared("MRPC", "SST-2")
 def test_real_glue_files():
     mrpc = load_splits(get_task("mrpc"), str(SHARED / "MRPC"))
     assert (len(mrpc.train), len(mrpc.dev)) == (3668, 408)

@@ -20,7 +20,7 @@ from distill.evaluate.predict import compute_metrics, load_metric, predict
 from distill.objective.losses import LOSSES, token_ce, token_kl
 from distill.objective.objective import DistillConfig, Objective
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "conll2003"
+REAL = factories.SHARED_DATA / "conll2003"
 PER, LOC, ORG = ["john", "mary", "smith"], ["paris", "london"], ["acme", "globex"]
 FILLER = ["the", "a", "said", "in", "visited", "and", "today", "."]
 PIECES = ["glob", "##ex"]  # "globex" is not in the vocabulary: it becomes two word pieces
@@ -293,7 +293,7 @@ def test_end_to_end_bundle_snippet_tags_word_pieces(ner_run: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (REAL / "eng.train").is_file(), reason="CoNLL-2003 files not present")
+@factories.needs_shared("conll2003/eng.train", "conll2003/eng.testa")
 def test_real_conll2003_files():
     task = get_task("conll2003")
     splits = load_splits(task, str(REAL))

@@ -11,6 +11,7 @@ from compress.measure import OnnxClassifier, count_params, onnx_latency_ms, onnx
 from distill.core.artifacts import dir_size_mb
 from distill.core.console import info
 from distill.core.dist import is_main_process
+from distill.evaluate import collapse
 from distill.evaluate.agreement import dev_predictions
 from distill.evaluate.predict import predict
 from distill.evaluate.scoring import StageScore, score_stage
@@ -62,13 +63,15 @@ def stage_score(ctx: Context, teacher, teacher_path: str, models: dict,
         vocab = min(vocab, len(ctx.tokenizer))
     t_logits, labels = teacher_outputs or predict(teacher, ctx.teacher_dev_loader or ctx.dev_loader,
                                                   cfg.train.device)
+    ctx.trivial = ctx.trivial or collapse.trivial_baseline(
+        task, collapse.split_labels(task, ctx.splits.train), labels)
     rows: list[StageScore] = []
     predictions: dict[str, list] = {}
     teacher_metric = None
     for name, obj in [("teacher", teacher), *models.items()]:
         logits, params, size, latency, path = _measure(ctx, name, obj, teacher_path, t_logits, vocab)
         row = score_stage(name, task, logits, labels, t_logits, teacher_metric, params=params, size_mb=size,
-                          latency_ms=latency, path=path)
+                          latency_ms=latency, path=path, trivial_metric=ctx.trivial["trivial_metric"])
         row.latencies_ms = {"onnxruntime" if isinstance(obj, Path) else "torch": row.latency_ms}
         predictions[name] = dev_predictions(task, logits, labels)  # token tasks: one tag per word
         teacher_metric = row.metric if teacher_metric is None else teacher_metric
@@ -76,4 +79,4 @@ def stage_score(ctx: Context, teacher, teacher_path: str, models: dict,
         rows.append(row)
     report = cfg.report
     return ScoreReport(task.name, task.main_metric, rows, predictions, list(task.label_names), report.latency_seq,
-                       report.latency_threads, report.latency_runs)
+                       report.latency_threads, report.latency_runs, dict(ctx.trivial))
