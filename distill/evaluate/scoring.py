@@ -27,7 +27,7 @@ class StageScore:
     metrics: dict[str, float] = field(default_factory=dict)
     kl_to_teacher: float | None = None
     latencies_ms: dict[str, float] = field(default_factory=dict)
-    collapsed: bool | None = None  # no better than the task's trivial predictor (distill.collapse); None: unchecked
+    collapsed: bool | None = None  # no better than the task's trivial predictor (evaluate.collapse); None: unchecked
 
     def to_dict(self) -> dict:
         return asdict(self)

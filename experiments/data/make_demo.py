@@ -1,4 +1,4 @@
-"""Rebuild the embedded demo data (``distill/demo/sst2-demo``) from the full GLUE files in ../shared/data.
+"""Rebuild the embedded demo data (``distill/data/demo/sst2-demo``) from the full GLUE files in ../shared/data.
 
     python experiments/data/make_demo.py [--shared ../shared/data]
 
@@ -30,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     args = parser.parse_args()
-    out = ROOT / "distill" / "demo" / "sst2-demo"
+    out = ROOT / "distill" / "data" / "demo" / "sst2-demo"
     out.mkdir(parents=True, exist_ok=True)
     src = args.shared / "SST-2"
     (out / "train.tsv").write_text("".join(sample_lines(src / "train.tsv", N_TRAIN, SEED)), encoding="utf-8")
