@@ -31,7 +31,10 @@ def tiny_lm_tokenizer(vocab_size: int = 300):
 
 
 def tiny_causal_lm(family: str = "llama", vocab: int = 300, seed: int = 0, **kw):
-    """A random tiny ``*ForCausalLM`` of ``family`` (llama with GQA, qwen2, gpt2), eval mode, float32."""
+    """A random tiny ``*ForCausalLM`` of ``family`` (llama with GQA, qwen2, gpt2), eval mode, float32.
+
+    Llama and Qwen2 use head size 16: ONNX Runtime's GroupQueryAttention (onnxruntime-genai) needs a multiple of 16.
+    """
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -40,7 +43,7 @@ def tiny_causal_lm(family: str = "llama", vocab: int = 300, seed: int = 0, **kw)
         cfg = dict(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=128, bos_token_id=0, eos_token_id=0)
         cfg.update(kw)
         return GPT2LMHeadModel(GPT2Config(**cfg)).eval()
-    cfg = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+    cfg = dict(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                num_key_value_heads=2, max_position_embeddings=128, bos_token_id=0, eos_token_id=0, pad_token_id=0,
                tie_word_embeddings=True)
     cfg.update(kw)

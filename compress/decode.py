@@ -1,0 +1,127 @@
+"""Generation speed of a causal LM, measured the same way in PyTorch and in onnxruntime-genai.
+
+Definitions (batch 1, greedy, KV cache, fixed thread count):
+
+- **prefill latency**: one forward over the prompt (128 tokens by default) that fills the KV cache and gives the
+  first next-token logits, in ms (genai: ``Generator.append_tokens``; the generator's creation is not timed);
+- **decode tokens/s**: after prefill, ``new_tokens`` (64) greedy steps, each picking the most likely token and
+  running the model on it with the cache; tokens/s = new_tokens / their total time (genai: ``generate_next_token``
+  with ``min_length`` = ``max_length`` so EOS cannot stop it early).
+
+Each measurement is repeated ``runs`` times after ``warmup`` untimed runs; the median is reported. The generated
+token ids come back too, so two runtimes can be checked for the same greedy text.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class DecodeSpeed:
+    """Median prefill latency and decode throughput of one runtime, with the greedy tokens it produced."""
+
+    runtime: str
+    prefill_ms: float
+    decode_tokens_per_s: float
+    prompt_tokens: int
+    new_tokens: int
+    threads: int
+    tokens: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "tokens"}
+
+
+def fixed_prompt(vocab_size: int, length: int = 128, seed: int = 0) -> list[int]:
+    """A deterministic prompt of exactly ``length`` token ids (speed does not depend on which tokens)."""
+    import random
+
+    rng = random.Random(seed)
+    return [rng.randrange(vocab_size) for _ in range(length)]
+
+
+def _median_of(runs: int, warmup: int, fn) -> list:
+    for _ in range(warmup):
+        fn()
+    return [fn() for _ in range(runs)]
+
+
+def torch_decode_speed(model, prompt: Sequence[int], *, new_tokens: int = 64, threads: int = 2, runs: int = 3,
+                       warmup: int = 1) -> DecodeSpeed:
+    """Prefill and greedy decode with ``model(..., past_key_values=...)`` on CPU at ``threads`` threads."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    ids = torch.tensor([list(prompt)], dtype=torch.long)
+
+    def once():
+        with torch.inference_mode():
+            start = time.perf_counter()
+            out = model(input_ids=ids, use_cache=True)
+            prefill = time.perf_counter() - start
+            past, tokens = out.past_key_values, []
+            start = time.perf_counter()
+            for _ in range(new_tokens):
+                nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+                tokens.append(int(nxt))
+                out = model(input_ids=nxt, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+            return prefill, time.perf_counter() - start, tokens
+
+    was_training = model.training
+    model.eval()
+    try:
+        results = _median_of(runs, warmup, once)
+    finally:
+        torch.set_num_threads(previous)
+        model.train(was_training)
+    return DecodeSpeed(runtime="torch", prefill_ms=statistics.median(r[0] for r in results) * 1e3,
+                       decode_tokens_per_s=new_tokens / statistics.median(r[1] for r in results),
+                       prompt_tokens=len(prompt), new_tokens=new_tokens, threads=threads, tokens=results[-1][2])
+
+
+def genai_model(bundle: Path | str, threads: int = 2):
+    """An ``onnxruntime_genai.Model`` on CPU with ``threads`` intra-op threads (overlaid, the bundle is not edited)."""
+    import onnxruntime_genai as og
+
+    config = og.Config(str(bundle))
+    config.clear_providers()
+    options = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+    return og.Model(config)
+
+
+def genai_decode_speed(bundle: Path | str, prompt: Sequence[int], *, new_tokens: int = 64, threads: int = 2,
+                       runs: int = 3, warmup: int = 1) -> DecodeSpeed:
+    """Prefill and greedy decode of an onnxruntime-genai bundle, timed like ``torch_decode_speed``."""
+    import numpy as np
+    import onnxruntime_genai as og
+
+    model = genai_model(bundle, threads)
+    ids = np.asarray(list(prompt), dtype=np.int32)
+    total = len(ids) + new_tokens
+
+    def once():
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=total, min_length=total, do_sample=False)
+        generator = og.Generator(model, params)
+        start = time.perf_counter()
+        generator.append_tokens(ids)
+        prefill = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(new_tokens):
+            generator.generate_next_token()
+        decode = time.perf_counter() - start
+        return prefill, decode, [int(t) for t in generator.get_sequence(0)[len(ids):]]
+
+    results = _median_of(runs, warmup, once)
+    return DecodeSpeed(runtime="onnxruntime-genai", prefill_ms=statistics.median(r[0] for r in results) * 1e3,
+                       decode_tokens_per_s=new_tokens / statistics.median(r[1] for r in results),
+                       prompt_tokens=len(ids), new_tokens=new_tokens, threads=threads, tokens=results[-1][2])
