@@ -16,7 +16,8 @@ Perplexity convention (state it with every number; ``PerplexityResult.convention
 
 Agreement with the teacher: both models see the same non-overlapping windows; at every position the student's most
 likely next token is compared with the teacher's (top-1 agreement) and KL(teacher ‖ student) of the two next-token
-distributions at T = 1 is averaged over positions (nats per token).
+distributions at T = 1 is averaged over positions (nats per token). ``compare_with_teacher`` gives both models'
+perplexities (stride = window) and the agreement from one forward of each, which is what scoring a stage needs.
 
 ``model`` may be any callable that takes ``input_ids`` (1, L) or (B, L) and returns logits (B, L, V) or an object
 with ``.logits``, so ONNX stages can be scored the same way.
@@ -107,20 +108,24 @@ def _groups(windows: Sequence[Window], batch_size: int) -> list[list[Window]]:
     return groups
 
 
-def _window_nll(model, ids, group: list[Window], bos_id: int | None, device) -> tuple[float, int]:
-    """Summed NLL (nats) and count of the scored tokens of one group of equal-length windows."""
+def _inputs(ids, group: list[Window], bos_id: int | None):
+    """Model input (B, len) of a group of equal-length windows and labels with -100 on unscored positions."""
     import torch
-    import torch.nn.functional as F
 
-    rows = [ids[w.begin:w.end] for w in group]
-    x = torch.stack(rows)
+    x = torch.stack([ids[w.begin:w.end] for w in group])
     labels = x.clone()
     for i, w in enumerate(group):
         labels[i, : w.first_target - w.begin] = -100
     if bos_id is not None:
         prefix = torch.full((x.shape[0], 1), int(bos_id), dtype=x.dtype)
         x, labels = torch.cat([prefix, x], 1), torch.cat([torch.full_like(prefix, -100), labels], 1)
-    logits = _logits(model, x.to(device))
+    return x, labels
+
+
+def _nll(logits, labels) -> tuple[float, int]:
+    """Summed next-token NLL (nats) over labels != -100, and their count; logits (B, L, V), labels (B, L)."""
+    import torch.nn.functional as F
+
     vocab = logits.shape[-1]
     nll = F.cross_entropy(logits[:, :-1].float().reshape(-1, vocab), labels[:, 1:].reshape(-1).to(logits.device),
                           ignore_index=-100, reduction="sum")
@@ -146,7 +151,8 @@ def sliding_perplexity(model, ids: Sequence[int], *, window: int = 256, stride: 
     total, count = 0.0, 0
     with torch.inference_mode():
         for group in _groups(windows, batch_size):
-            nll, n = _window_nll(model, ids_t, group, bos_id, device)
+            x, labels = _inputs(ids_t, group, bos_id)
+            nll, n = _nll(_logits(model, x.to(device)), labels)
             total, count = total + nll, count + n
     span = window - 1 if bos_id is not None else window
     mean = total / count
@@ -162,25 +168,55 @@ def _device(model):
         return "cpu"
 
 
-def teacher_agreement(model, teacher, ids: Sequence[int], *, window: int = 256, batch_size: int = 4,
-                      max_windows: int | None = None) -> TeacherAgreement:
-    """Top-1 agreement and mean KL(teacher ‖ model) at T = 1 over every position of non-overlapping windows."""
+@dataclass
+class LMComparison:
+    """One pass over non-overlapping windows: the model's and the teacher's perplexity, and their agreement."""
+
+    model: PerplexityResult
+    teacher: PerplexityResult
+    agreement: TeacherAgreement
+
+
+def compare_with_teacher(model, teacher, ids: Sequence[int], *, window: int = 256, batch_size: int = 4,
+                         max_windows: int | None = None) -> LMComparison:
+    """Perplexity of both models (stride = window, no BOS) and their agreement, from one forward of each.
+
+    Agreement counts every position of a window (each has a next-token distribution, the last one included);
+    perplexity counts the positions whose next token is inside the window, as ``sliding_perplexity`` does.
+    """
     import torch
     import torch.nn.functional as F
 
     from distill.objective.lm_losses import divergence
 
     ids_t = torch.as_tensor(list(ids) if not isinstance(ids, torch.Tensor) else ids, dtype=torch.long)
-    windows = [Window(b, min(b + window, len(ids_t)), b) for b in range(0, len(ids_t), window)]
-    windows = [w for w in windows if w.end - w.begin >= 1][: max_windows or None]
-    same = kl_sum = 0.0
-    count = 0
+    windows = plan_windows(len(ids_t), window)[: max_windows or None]
+    if not windows:
+        raise ConfigError(f"a stream of {len(ids_t)} tokens has nothing to score", "give more text")
+    sums = {"model": 0.0, "teacher": 0.0, "same": 0.0, "kl": 0.0}
+    scored = positions = 0
     with torch.inference_mode():
         for group in _groups(windows, batch_size):
-            x = torch.stack([ids_t[w.begin:w.end] for w in group])
+            x, labels = _inputs(ids_t, group, None)
             s = _logits(model, x.to(_device(model))).float().cpu()
             t = _logits(teacher, x.to(_device(teacher))).float().cpu()
-            same += float((s.argmax(-1) == t.argmax(-1)).sum())
-            kl_sum += float(divergence(F.log_softmax(t, -1), F.log_softmax(s, -1), "forward_kl").sum())
-            count += x.numel()
-    return TeacherAgreement(top1=same / count, kl=kl_sum / count, tokens=count, window=window)
+            (nll_s, n), (nll_t, _) = _nll(s, labels), _nll(t, labels)
+            sums["model"] += nll_s
+            sums["teacher"] += nll_t
+            sums["same"] += float((s.argmax(-1) == t.argmax(-1)).sum())
+            sums["kl"] += float(divergence(F.log_softmax(t, -1), F.log_softmax(s, -1), "forward_kl").sum())
+            scored, positions = scored + n, positions + x.numel()
+
+    def ppl(total: float) -> PerplexityResult:
+        return PerplexityResult(math.exp(total / scored), total / scored, scored, window, window, False)
+
+    agreement = TeacherAgreement(top1=sums["same"] / positions, kl=sums["kl"] / positions, tokens=positions,
+                                 window=window)
+    return LMComparison(model=ppl(sums["model"]), teacher=ppl(sums["teacher"]), agreement=agreement)
+
+
+def teacher_agreement(model, teacher, ids: Sequence[int], *, window: int = 256, batch_size: int = 4,
+                      max_windows: int | None = None) -> TeacherAgreement:
+    """Top-1 agreement and mean KL(teacher ‖ model) at T = 1 over every position of non-overlapping windows."""
+    return compare_with_teacher(model, teacher, ids, window=window, batch_size=batch_size,
+                                max_windows=max_windows).agreement

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from lm_factories import tiny_causal_lm
 
 from distill.core.errors import ConfigError
-from distill.evaluate.lm import Window, plan_windows, sliding_perplexity, teacher_agreement
+from distill.evaluate.lm import Window, compare_with_teacher, plan_windows, sliding_perplexity, teacher_agreement
 
 VOCAB = 97
 
@@ -112,3 +112,13 @@ def test_agreement_matches_a_direct_computation(model, ids):
     assert got.tokens == n
     assert got.top1 == pytest.approx(agree / n)
     assert got.kl == pytest.approx(kl / n, rel=1e-4)
+
+
+def test_one_pass_comparison_gives_both_perplexities_and_the_agreement(model, ids):
+    student = tiny_causal_lm("llama", vocab=VOCAB, seed=2)
+    both = compare_with_teacher(student, model, ids, window=16, batch_size=3)
+    assert both.model.perplexity == pytest.approx(sliding_perplexity(student, ids, window=16).perplexity, rel=1e-6)
+    assert both.teacher.perplexity == pytest.approx(sliding_perplexity(model, ids, window=16).perplexity, rel=1e-6)
+    alone = teacher_agreement(student, model, ids, window=16)
+    assert both.agreement.top1 == alone.top1 and both.agreement.kl == pytest.approx(alone.kl, rel=1e-5)
+    assert both.model.tokens == 70 - 5 and both.agreement.tokens == 70
