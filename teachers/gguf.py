@@ -13,9 +13,9 @@ from it load without it. Heavy imports (torch, transformers) happen inside the f
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,16 +82,20 @@ def _check_file(path: Path) -> Path:
 
 @contextmanager
 def _no_progress_bars() -> Iterator[None]:
-    """transformers' GGUF reader draws a tqdm bar of its own; ``TQDM_DISABLE`` silences it for this call only."""
-    previous = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
+    """transformers' GGUF reader draws a tqdm bar that its logging switches do not reach: disabled for this call.
+
+    (``TQDM_DISABLE`` would not work: tqdm reads it when it is first imported.)
+    """
+    from transformers import modeling_gguf_pytorch_utils as reader
+
+    original = getattr(reader, "tqdm", None)
+    if original is not None:
+        reader.tqdm = functools.partial(original, disable=True)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = previous
+        if original is not None:
+            reader.tqdm = original
 
 
 def load_gguf(path: Path | str, *, dtype=None, plain: bool = True):

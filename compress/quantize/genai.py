@@ -105,8 +105,13 @@ def _last_error(text: str) -> str:
 
 
 def build_genai(model_dir: Path | str, out_dir: Path | str, precision: str = "int8", *,
-                timeout: float = 1800) -> GenaiBundle:
-    """Run the model builder on a local HF dir (offline) and add the README; returns the bundle's facts."""
+                extra_options: dict[str, str] | None = None, timeout: float = 1800) -> GenaiBundle:
+    """Run the model builder on a local HF dir (offline) and add the README; returns the bundle's facts.
+
+    ``extra_options`` go to the builder's ``--extra_options KEY=VALUE`` (e.g. ``{"shared_embeddings": "true"}``,
+    ``{"op_types_to_quantize": "MatMul/Gather"}`` with int4 to quantize the embedding table too; with int8 the
+    builder keeps the embedding Gather in FP32: its quantized Gather is 4-bit only).
+    """
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{precision}' for the CPU ONNX export",
                           f"choose one of: {', '.join(PRECISIONS)}")
@@ -119,6 +124,8 @@ def build_genai(model_dir: Path | str, out_dir: Path | str, precision: str = "in
     with tempfile.TemporaryDirectory(prefix="genai-cache-") as cache:
         cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(model_dir), "-o", str(out),
                "-p", precision, "-e", "cpu", "-c", cache]
+        if extra_options:
+            cmd += ["--extra_options", *(f"{k}={v}" for k, v in extra_options.items())]
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=cache)
     seconds = time.perf_counter() - start
     missing = [f for f in ("model.onnx", "genai_config.json") if not (out / f).is_file()]
@@ -138,3 +145,4 @@ def bundle_readme(architecture: str, precision: str) -> str:
             "`genai_config.json` describes it, and the tokenizer files sit beside it.\n\n"
             f"Greedy generation (`pip install onnxruntime-genai`), run from this folder:\n\n```python\n"
             f"{GENERATE_SNIPPET}```\n")
+

@@ -9,6 +9,7 @@ import torch
 from lm_factories import save_tiny_lm, tiny_causal_lm
 
 from compress.decode import DecodeSpeed, fixed_prompt, genai_decode_speed, torch_decode_speed
+from compress.onnx_lm import OnnxCausalLM, onnx_decode_speed
 from compress.quantize import genai
 from distill.core.errors import ConfigError, ModelError
 
@@ -43,6 +44,8 @@ def test_fp32_export_generates_the_same_greedy_tokens_as_torch(llama_dir, fp32_b
     assert config["model"]["decoder"]["inputs"]["past_key_names"] == "past_key_values.%d.key"
     ours, theirs = _greedy_matches_torch(llama_dir, fp32_bundle)
     assert theirs == ours
+    plain = onnx_decode_speed(fp32_bundle.path, fixed_prompt(300, 12), new_tokens=16, threads=1, runs=1, warmup=0)
+    assert plain.tokens == ours  # the same graph stepped by plain onnxruntime
 
 
 def test_int8_export_is_smaller_and_runs(llama_dir, fp32_bundle, tmp_path):
@@ -50,6 +53,25 @@ def test_int8_export_is_smaller_and_runs(llama_dir, fp32_bundle, tmp_path):
     assert int8.size_bytes < fp32_bundle.size_bytes
     speed = genai_decode_speed(int8.path, fixed_prompt(300, 16), new_tokens=8, threads=1, runs=1, warmup=0)
     assert len(speed.tokens) == 8 and speed.decode_tokens_per_s > 0 and speed.prefill_ms > 0
+    ids = torch.tensor([fixed_prompt(300, 20)])
+    close = OnnxCausalLM(int8.path, threads=1)(ids)
+    assert close.shape == (1, 20, 300)
+
+
+def test_onnx_logits_equal_torch_logits_for_the_fp32_export(llama_dir, fp32_bundle):
+    from transformers import AutoModelForCausalLM
+
+    from distill.evaluate.lm import sliding_perplexity
+
+    model = AutoModelForCausalLM.from_pretrained(llama_dir).eval()
+    ids = torch.tensor([fixed_prompt(300, 24, seed=1), fixed_prompt(300, 24, seed=2)])
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+    onnx = OnnxCausalLM(fp32_bundle.path, threads=1)
+    assert torch.allclose(onnx(ids), want, atol=1e-4)
+    stream = fixed_prompt(300, 64, seed=3)
+    assert sliding_perplexity(onnx, stream, window=16).perplexity == pytest.approx(
+        sliding_perplexity(model, stream, window=16).perplexity, rel=1e-4)
 
 
 def test_readme_snippet_runs_without_our_package(fp32_bundle):
