@@ -14,6 +14,7 @@ token ids come back too, so two runtimes can be checked for the same greedy text
 
 from __future__ import annotations
 
+import inspect
 import json
 import statistics
 import time
@@ -36,6 +37,18 @@ class DecodeSpeed:
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "tokens"}
+
+
+def cache_keyword(model) -> str:
+    """The name ``model.forward`` takes the KV cache under: ``cache`` from transformers 5.25, ``past_key_values``
+    before (5.25 still accepts the old name, with a deprecation warning)."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def output_cache(out):
+    """The KV cache a forward returned (``out.cache`` from transformers 5.25, ``out.past_key_values`` before)."""
+    return out["cache"] if "cache" in out else out.past_key_values
 
 
 def fixed_prompt(vocab_size: int, length: int = 128, seed: int = 0) -> list[int]:
@@ -61,18 +74,20 @@ def torch_decode_speed(model, prompt: Sequence[int], *, new_tokens: int = 64, th
     torch.set_num_threads(threads)
     ids = torch.tensor([list(prompt)], dtype=torch.long)
 
+    key = cache_keyword(model)
+
     def once():
         with torch.inference_mode():
             start = time.perf_counter()
             out = model(input_ids=ids, use_cache=True)
             prefill = time.perf_counter() - start
-            past, tokens = out.past_key_values, []
+            past, tokens = output_cache(out), []
             start = time.perf_counter()
             for _ in range(new_tokens):
                 nxt = out.logits[:, -1].argmax(-1, keepdim=True)
                 tokens.append(int(nxt))
-                out = model(input_ids=nxt, past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                out = model(input_ids=nxt, use_cache=True, **{key: past})
+                past = output_cache(out)
             return prefill, time.perf_counter() - start, tokens
 
     was_training = model.training

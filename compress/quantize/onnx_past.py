@@ -79,7 +79,9 @@ def _wrapper(model):
     import torch
     from transformers import DynamicCache
 
-    layers = kv_layout(model.config)[0]
+    from compress.decode import cache_keyword, output_cache
+
+    layers, key = kv_layout(model.config)[0], cache_keyword(model)
 
     class WithPast(torch.nn.Module):
         def __init__(self) -> None:
@@ -90,10 +92,9 @@ def _wrapper(model):
             cache = DynamicCache(config=self.model.config)
             for i in range(layers):
                 cache.update(past[2 * i], past[2 * i + 1], i)
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
-                             use_cache=True)
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, **{key: cache})
             present = []
-            for layer in out.past_key_values.layers[:layers]:
+            for layer in output_cache(out).layers[:layers]:
                 present += [layer.keys, layer.values]
             return (out.logits, *present)
 
@@ -110,6 +111,8 @@ def export_with_past(model, path: Path) -> Path:
     """Export a causal LM (eval, FP32, CPU) to one ONNX file with past-key-value inputs and present outputs."""
     import torch
 
+    from compress.quantize.int8 import _quiet_exporter  # the encoder export's filter of the exporter's chatter
+
     layers, kv, head_dim = kv_layout(model.config)
     past_in, present_out = past_names(layers)
     ids = torch.zeros((1, 4), dtype=torch.long)
@@ -120,10 +123,11 @@ def export_with_past(model, path: Path) -> Path:
     shapes = ({0: batch, 1: seq}, {0: batch, 1: total}, tuple({0: batch, 2: length} for _ in past_in))  # *past
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        program = torch.onnx.export(_wrapper(model), (ids, mask, *past), dynamic_shapes=shapes, dynamo=True,
-                                    input_names=["input_ids", "attention_mask", *past_in],
-                                    output_names=["logits", *present_out], opset_version=18, verbose=False)
-        program.save(str(path))
+        with _quiet_exporter():
+            program = torch.onnx.export(_wrapper(model), (ids, mask, *past), dynamic_shapes=shapes, dynamo=True,
+                                        input_names=["input_ids", "attention_mask", *past_in],
+                                        output_names=["logits", *present_out], opset_version=18, verbose=False)
+            program.save(str(path))
     except Exception as exc:  # the exporter raises many types; all mean the same thing here
         raise ModelError(f"could not export {type(model).__name__} with past key values to ONNX "
                          f"({type(exc).__name__})", "check that the model runs on CPU in FP32 with a KV cache"

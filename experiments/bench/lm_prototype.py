@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -155,7 +156,8 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    result: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": platform.processor() or "cpu"}
+    result: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": platform.processor() or "cpu",
+                    "cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
     teacher_dir, teacher, tok = load_teacher(args.work_dir)
     test_ids = token_stream(read_documents(args.data / "wiki.test.raw"), tok, eos=False)
     eval_ids, every = sampled_stream(test_ids, args.block_size, args.eval_blocks)
@@ -230,6 +232,7 @@ def print_table(r: dict) -> None:
 
 
 def _write(result: dict, path: Path) -> dict:
+    result["load_average_end"] = os.getloadavg()[0]  # other jobs on the shared CPU skew every timing
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"wrote {path}")
