@@ -4,9 +4,10 @@ Definitions (batch 1, greedy, KV cache, fixed thread count):
 
 - **prefill latency**: one forward over the prompt (128 tokens by default) that fills the KV cache and gives the
   first next-token logits, in ms (genai: ``Generator.append_tokens``; the generator's creation is not timed);
-- **decode tokens/s**: after prefill, ``new_tokens`` (64) greedy steps, each picking the most likely token and
-  running the model on it with the cache; tokens/s = new_tokens / their total time (genai: ``generate_next_token``
-  with ``min_length`` = ``max_length`` so EOS cannot stop it early).
+- **decode tokens/s**: after prefill, ``new_tokens`` (64) greedy tokens: the first comes from the prefill logits,
+  each later one from a forward of the model on the token before it with the cache, so N tokens cost N − 1
+  single-token forwards; tokens/s = (N − 1) / the time of the whole loop (genai: N ``generate_next_token`` calls,
+  which run the same N − 1 forwards, with ``min_length`` = ``max_length`` so EOS cannot stop it early).
 
 Each measurement is repeated ``runs`` times after ``warmup`` untimed runs; the median is reported. The generated
 token ids come back too, so two runtimes can be checked for the same greedy text.
@@ -67,7 +68,7 @@ def _median_of(runs: int, warmup: int, fn) -> list:
 
 def torch_decode_speed(model, prompt: Sequence[int], *, new_tokens: int = 64, threads: int = 2, runs: int = 3,
                        warmup: int = 1) -> DecodeSpeed:
-    """Prefill and greedy decode with ``model(..., past_key_values=...)`` on CPU at ``threads`` threads."""
+    """Prefill and greedy decode with the model's KV cache on CPU at ``threads`` threads (``new_tokens`` ≥ 2)."""
     import torch
 
     previous = torch.get_num_threads()
@@ -83,11 +84,12 @@ def torch_decode_speed(model, prompt: Sequence[int], *, new_tokens: int = 64, th
             prefill = time.perf_counter() - start
             past, tokens = output_cache(out), []
             start = time.perf_counter()
-            for _ in range(new_tokens):
+            for step in range(new_tokens):
                 nxt = out.logits[:, -1].argmax(-1, keepdim=True)
                 tokens.append(int(nxt))
-                out = model(input_ids=nxt, use_cache=True, **{key: past})
-                past = output_cache(out)
+                if step < new_tokens - 1:  # the last token's logits are never used
+                    out = model(input_ids=nxt, use_cache=True, **{key: past})
+                    past = output_cache(out)
             return prefill, time.perf_counter() - start, tokens
 
     was_training = model.training
@@ -98,7 +100,7 @@ def torch_decode_speed(model, prompt: Sequence[int], *, new_tokens: int = 64, th
         torch.set_num_threads(previous)
         model.train(was_training)
     return DecodeSpeed(runtime="torch", prefill_ms=statistics.median(r[0] for r in results) * 1e3,
-                       decode_tokens_per_s=new_tokens / statistics.median(r[1] for r in results),
+                       decode_tokens_per_s=(new_tokens - 1) / statistics.median(r[1] for r in results),
                        prompt_tokens=len(prompt), new_tokens=new_tokens, threads=threads, tokens=results[-1][2])
 
 
@@ -138,5 +140,5 @@ def genai_decode_speed(bundle: Path | str, prompt: Sequence[int], *, new_tokens:
 
     results = _median_of(runs, warmup, once)
     return DecodeSpeed(runtime="onnxruntime-genai", prefill_ms=statistics.median(r[0] for r in results) * 1e3,
-                       decode_tokens_per_s=new_tokens / statistics.median(r[1] for r in results),
+                       decode_tokens_per_s=(new_tokens - 1) / statistics.median(r[1] for r in results),
                        prompt_tokens=len(ids), new_tokens=new_tokens, threads=threads, tokens=results[-1][2])

@@ -88,15 +88,16 @@ def onnx_decode_speed(bundle: Path | str, prompt: Sequence[int], *, new_tokens: 
         prefill = time.perf_counter() - start
         tokens = []
         start = time.perf_counter()
-        for _ in range(new_tokens):
+        for step in range(new_tokens):
             nxt = logits[:, -1:].argmax(-1).astype(np.int64)
             tokens.append(int(nxt[0, 0]))
-            logits, past = lm.run(nxt, past)
+            if step < new_tokens - 1:  # as in torch_decode_speed: N tokens, N - 1 forwards
+                logits, past = lm.run(nxt, past)
         return prefill, time.perf_counter() - start, tokens
 
     for _ in range(warmup):
         once()
     results = [once() for _ in range(runs)]
     return DecodeSpeed(runtime="onnxruntime", prefill_ms=statistics.median(r[0] for r in results) * 1e3,
-                       decode_tokens_per_s=new_tokens / statistics.median(r[1] for r in results),
+                       decode_tokens_per_s=(new_tokens - 1) / statistics.median(r[1] for r in results),
                        prompt_tokens=len(prompt), new_tokens=new_tokens, threads=threads, tokens=results[-1][2])

@@ -10,9 +10,10 @@ scores every k-th window only (k = windows // N; a systematic sample, to stay wi
 
     python experiments/bench/lm_prototype.py [--work-dir /tmp/lm-proto] [--steps 30] [--eval-blocks 16]
     python experiments/bench/lm_prototype.py --teacher-only --eval-blocks 120   # the teacher's perplexity alone
+    python experiments/bench/lm_prototype.py --speed-only    # re-time the last run's models (on a quieter CPU)
 
 Prints a table and writes ``experiments/results/lm_prototype.json`` (``lm_prototype_teacher.json`` with
-``--teacher-only``).
+``--teacher-only``, ``lm_prototype_speed.json`` with ``--speed-only``).
 """
 
 from __future__ import annotations
@@ -111,21 +112,34 @@ def mb(n: int) -> float:
     return round(n / 2**20, 1)
 
 
-def speed_rows(teacher, student, teacher_dir: Path, student_dir: Path, work: Path, args) -> tuple[dict, dict]:
-    """INT8 bundles of both models and their decode/prefill speed in torch and onnxruntime-genai."""
-    from compress.decode import fixed_prompt, genai_decode_speed, torch_decode_speed
-    from compress.quantize.genai import build_genai
+INT4_OPTIONS = {"op_types_to_quantize": "MatMul/Gather", "shared_embeddings": "true"}  # 4-bit tied embeddings
 
-    prompt = fixed_prompt(teacher.config.vocab_size, args.prompt_tokens)
+
+def bundle_plan(args) -> list[tuple[str, str, str, dict | None]]:
+    """(bundle name, model, precision, builder options) of every ONNX bundle a run builds and times."""
+    plan = [("teacher-int8", "teacher", "int8", None), ("student-int8", "student", "int8", None)]
+    if args.int4:
+        plan.append(("student-int4", "student", "int4", INT4_OPTIONS))
+    return plan
+
+
+def speed_rows(models: dict, folders: dict, work: Path, args, build: bool = True) -> tuple[dict, dict]:
+    """ONNX bundles of ``bundle_plan`` (built unless ``build`` is off) and the decode/prefill speed of every model
+    in torch (fp32) and of every bundle in onnxruntime-genai."""
+    from compress.decode import fixed_prompt, genai_decode_speed, torch_decode_speed
+    from compress.quantize.genai import GenaiBundle, build_genai
+
+    prompt = fixed_prompt(models["teacher"].config.vocab_size, args.prompt_tokens)
     opts = dict(new_tokens=args.new_tokens, threads=args.threads, runs=args.runs)
-    bundles, speeds = {}, {}
-    for name, model, folder in (("teacher", teacher, teacher_dir), ("student", student, student_dir)):
-        bundles[name] = build_genai(folder, work / f"{name}-int8", "int8")
-        speeds[f"{name} torch fp32"] = torch_decode_speed(model, prompt, **opts).to_dict()
-        speeds[f"{name} genai int8"] = genai_decode_speed(bundles[name].path, prompt, **opts).to_dict()
-        for key in (f"{name} torch fp32", f"{name} genai int8"):
-            print(f"  {key}: prefill {speeds[key]['prefill_ms']:.0f} ms, "
-                  f"decode {speeds[key]['decode_tokens_per_s']:.1f} tokens/s", flush=True)
+    speeds = {f"{name} torch fp32": torch_decode_speed(model, prompt, **opts).to_dict()
+              for name, model in models.items()}
+    bundles = {}
+    for name, model_name, precision, extra in bundle_plan(args):
+        bundles[name] = (build_genai(folders[model_name], work / name, precision, extra_options=extra) if build
+                         else GenaiBundle(work / name, precision, "", 0, 0.0))
+        speeds[f"{name} genai"] = genai_decode_speed(bundles[name].path, prompt, **opts).to_dict()
+    for key, row in speeds.items():
+        print(f"  {key}: prefill {row['prefill_ms']:.0f} ms, decode {row['decode_tokens_per_s']:.1f} tokens/s")
     return bundles, speeds
 
 
@@ -146,6 +160,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--teacher-only", action="store_true", help="only the teacher's test perplexity")
+    ap.add_argument("--speed-only", action="store_true", help="only re-time the models of the last run")
+    ap.add_argument("--int4", action="store_true", help="also an INT4 student (MatMul/Gather, tied embeddings)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     import torch
@@ -159,6 +175,14 @@ def main(argv=None) -> dict:
     result: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": platform.processor() or "cpu",
                     "cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
     teacher_dir, teacher, tok = load_teacher(args.work_dir)
+    if args.speed_only:
+        from transformers import AutoModelForCausalLM
+
+        student = AutoModelForCausalLM.from_pretrained(args.work_dir / "student").eval()
+        _, result["speed"] = speed_rows({"teacher": teacher, "student": student},
+                                        {"teacher": teacher_dir, "student": args.work_dir / "student"},
+                                        args.work_dir, args, build=False)
+        return _write(result, args.out or RESULTS / "lm_prototype_speed.json")
     test_ids = token_stream(read_documents(args.data / "wiki.test.raw"), tok, eos=False)
     eval_ids, every = sampled_stream(test_ids, args.block_size, args.eval_blocks)
     result["eval"] = {"test_tokens": len(test_ids), "windows_scored": len(eval_ids) // args.block_size,
@@ -192,32 +216,32 @@ def main(argv=None) -> dict:
     student_dir = args.work_dir / "student"
     student.save_pretrained(student_dir)
     tok.save_pretrained(student_dir)
-    bundles, result["speed"] = speed_rows(teacher, student, teacher_dir, student_dir, args.work_dir, args)
+    bundles, result["speed"] = speed_rows({"teacher": teacher, "student": student},
+                                          {"teacher": teacher_dir, "student": student_dir}, args.work_dir, args)
     from compress.onnx_lm import OnnxCausalLM
 
-    int8 = compare_with_teacher(OnnxCausalLM(bundles["student"].path, args.threads), teacher, eval_ids,
-                                window=args.block_size)
-    result["student_int8"] = {"ppl": int8.model.perplexity, "top1": int8.agreement.top1, "kl": int8.agreement.kl,
-                              "size_mb": mb(bundles["student"].size_bytes)}
-    result["teacher_int8"] = {"size_mb": mb(bundles["teacher"].size_bytes)}
+    result["onnx"] = {name: {"size_mb": mb(b.size_bytes), "build_s": round(b.build_seconds, 1)}
+                      for name, b in bundles.items()}
+    for name in (n for n in bundles if n.startswith("student")):
+        scored = compare_with_teacher(OnnxCausalLM(bundles[name].path, args.threads), teacher, eval_ids,
+                                      window=args.block_size)
+        result["onnx"][name].update(ppl=scored.model.perplexity, top1=scored.agreement.top1, kl=scored.agreement.kl)
     result["sizes_mb"] = {"teacher_fp32": mb(4 * params["teacher"]), "student_fp32": mb(4 * params["student"])}
     print_table(result)
     return _write(result, args.out or RESULTS / "lm_prototype.json")
 
 
 def print_table(r: dict) -> None:
-    s, sp = r["speed"], r["sizes_mb"]
+    s, sp, onnx = r["speed"], r["sizes_mb"], r["onnx"]
     t_ppl = r["before"]["teacher_ppl"]
-    rows = [
-        ("teacher fp32 (torch)", t_ppl, 1.0, 0.0, sp["teacher_fp32"], s["teacher torch fp32"]),
-        ("teacher int8 (genai)", None, None, None, r["teacher_int8"]["size_mb"], s["teacher genai int8"]),
-        ("student cut, untrained", r["before"]["student_ppl"], r["before"]["top1"], r["before"]["kl"],
-         sp["student_fp32"], None),
-        ("student distilled fp32", r["after"]["student_ppl"], r["after"]["top1"], r["after"]["kl"],
-         sp["student_fp32"], s["student torch fp32"]),
-        ("student int8 (genai)", r["student_int8"]["ppl"], r["student_int8"]["top1"], r["student_int8"]["kl"],
-         r["student_int8"]["size_mb"], s["student genai int8"]),
-    ]
+    rows = [("teacher fp32 (torch)", t_ppl, 1.0, 0.0, sp["teacher_fp32"], s["teacher torch fp32"]),
+            ("teacher int8 (genai)", None, None, None, onnx["teacher-int8"]["size_mb"], s["teacher-int8 genai"]),
+            ("student cut, untrained", r["before"]["student_ppl"], r["before"]["top1"], r["before"]["kl"],
+             sp["student_fp32"], None),
+            ("student distilled (torch)", r["after"]["student_ppl"], r["after"]["top1"], r["after"]["kl"],
+             sp["student_fp32"], s["student torch fp32"])]
+    rows += [(f"{name.replace('-', ' ')} (genai)", o["ppl"], o["top1"], o["kl"], o["size_mb"], s[f"{name} genai"])
+             for name, o in onnx.items() if name.startswith("student")]
     print(f"\n{'stage':26} {'test ppl':>9} {'x teacher':>9} {'top-1':>6} {'KL':>6} {'MB':>7} {'prefill ms':>10} "
           f"{'decode tok/s':>12}")
     for name, ppl, top1, kl, size, speed in rows:
@@ -228,7 +252,8 @@ def print_table(r: dict) -> None:
         print(f"{name:26} " + " ".join(cells))
     print(f"\nperplexity: {r['before']['convention']} (every {r['eval']['every_kth_window']}th window of "
           f"wiki.test.raw); training: {r['train']['steps']} steps x {r['train']['batch_blocks']} blocks, "
-          f"{r['train']['tokens_per_s']:.0f} tokens/s")
+          f"{r['train']['tokens_per_s']:.0f} tokens/s; {r['args']['threads']} thread(s), load average "
+          f"{r['load_average_start']:.1f} at the start")
 
 
 def _write(result: dict, path: Path) -> dict:
