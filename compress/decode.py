@@ -37,6 +37,7 @@ class DecodeSpeed:
     tokens: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """The numbers without the generated tokens, for JSON reports."""
         return {k: v for k, v in self.__dict__.items() if k != "tokens"}
 
 

@@ -50,6 +50,7 @@ class OnnxCausalLM:
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def empty_past(self, batch: int) -> dict:
+        """Zero-length past tensors: the feed of a prefill."""
         import numpy as np
 
         empty = np.zeros((batch, self.kv_heads, 0, self.head_size), dtype=np.float32)

@@ -45,11 +45,13 @@ class PerplexityResult:
 
     @property
     def convention(self) -> str:
+        """The measurement protocol in words, to print next to the number."""
         bos = "BOS prepended to each window" if self.bos else "no BOS"
         return (f"sliding window {self.window}, stride {self.stride}, {bos}, no template, "
                 f"{self.tokens} scored tokens")
 
     def to_dict(self) -> dict:
+        """The fields plus ``convention``, for JSON reports."""
         return {**asdict(self), "convention": self.convention}
 
 

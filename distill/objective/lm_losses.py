@@ -74,6 +74,7 @@ class TopKTeacher:
 
     @property
     def k(self) -> int:
+        """Tokens kept per position."""
         return int(self.indices.shape[-1])
 
 

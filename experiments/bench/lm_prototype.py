@@ -109,6 +109,7 @@ def load_teacher(work: Path):
 
 
 def mb(n: int) -> float:
+    """Bytes in MiB, one decimal."""
     return round(n / 2**20, 1)
 
 
@@ -143,7 +144,7 @@ def speed_rows(models: dict, folders: dict, work: Path, args, build: bool = True
     return bundles, speeds
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work-dir", type=Path, default=Path("/tmp/lm-proto"))
     ap.add_argument("--data", type=Path, default=WIKI)
@@ -163,12 +164,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--speed-only", action="store_true", help="only re-time the models of the last run")
     ap.add_argument("--int4", action="store_true", help="also an INT4 student (MatMul/Gather, tied embeddings)")
     ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    """Run the mode the flags ask for and write its JSON."""
     import torch
 
-    from distill.data.lm import lm_dataset, read_documents, token_stream
-    from distill.evaluate.lm import compare_with_teacher, sliding_perplexity
+    from distill.data.lm import read_documents, token_stream
 
+    args = parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     args.work_dir.mkdir(parents=True, exist_ok=True)
@@ -176,23 +181,43 @@ def main(argv=None) -> dict:
                     "cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
     teacher_dir, teacher, tok = load_teacher(args.work_dir)
     if args.speed_only:
-        from transformers import AutoModelForCausalLM
-
-        student = AutoModelForCausalLM.from_pretrained(args.work_dir / "student").eval()
-        _, result["speed"] = speed_rows({"teacher": teacher, "student": student},
-                                        {"teacher": teacher_dir, "student": args.work_dir / "student"},
-                                        args.work_dir, args, build=False)
-        return _write(result, args.out or RESULTS / "lm_prototype_speed.json")
+        return speed_only(result, teacher, teacher_dir, args)
     test_ids = token_stream(read_documents(args.data / "wiki.test.raw"), tok, eos=False)
     eval_ids, every = sampled_stream(test_ids, args.block_size, args.eval_blocks)
     result["eval"] = {"test_tokens": len(test_ids), "windows_scored": len(eval_ids) // args.block_size,
                       "every_kth_window": every}
     if args.teacher_only:
-        start = time.perf_counter()
-        ppl = sliding_perplexity(teacher, eval_ids, window=args.block_size, batch_size=4)
-        result["teacher"] = {**ppl.to_dict(), "seconds": time.perf_counter() - start}
-        print(f"teacher perplexity {ppl.perplexity:.2f} ({ppl.convention})")
-        return _write(result, args.out or RESULTS / "lm_prototype_teacher.json")
+        return teacher_only(result, teacher, eval_ids, args)
+    return full_run(result, teacher, teacher_dir, tok, eval_ids, args)
+
+
+def speed_only(result: dict, teacher, teacher_dir: Path, args) -> dict:
+    """Re-time the teacher, the last run's student and their bundles (built by an earlier full run)."""
+    from transformers import AutoModelForCausalLM
+
+    student = AutoModelForCausalLM.from_pretrained(args.work_dir / "student").eval()
+    _, result["speed"] = speed_rows({"teacher": teacher, "student": student},
+                                    {"teacher": teacher_dir, "student": args.work_dir / "student"},
+                                    args.work_dir, args, build=False)
+    return _write(result, args.out or RESULTS / "lm_prototype_speed.json")
+
+
+def teacher_only(result: dict, teacher, eval_ids: list[int], args) -> dict:
+    """The teacher's perplexity on the sampled test windows."""
+    from distill.evaluate.lm import sliding_perplexity
+
+    start = time.perf_counter()
+    ppl = sliding_perplexity(teacher, eval_ids, window=args.block_size, batch_size=4)
+    result["teacher"] = {**ppl.to_dict(), "seconds": time.perf_counter() - start}
+    print(f"teacher perplexity {ppl.perplexity:.2f} ({ppl.convention})")
+    return _write(result, args.out or RESULTS / "lm_prototype_teacher.json")
+
+
+def full_run(result: dict, teacher, teacher_dir: Path, tok, eval_ids: list[int], args) -> dict:
+    """Cut, score, distil, score, export, time, score the ONNX students; print the table."""
+    from compress.onnx_lm import OnnxCausalLM
+    from distill.data.lm import lm_dataset, read_documents
+    from distill.evaluate.lm import compare_with_teacher
 
     keep = uniform_layers(teacher.config.num_hidden_layers, args.layers)
     student = cut_layers(teacher, keep).eval()
@@ -200,26 +225,21 @@ def main(argv=None) -> dict:
               "student": sum(p.numel() for p in student.parameters())}
     result["student"] = {"layers_kept": keep, "params": params["student"], "teacher_params": params["teacher"]}
     print(f"student: layers {keep}, {params['student'] / 1e6:.1f}M params (teacher {params['teacher'] / 1e6:.1f}M)")
-
     before = compare_with_teacher(student, teacher, eval_ids, window=args.block_size)
     result["before"] = {"student_ppl": before.model.perplexity, "teacher_ppl": before.teacher.perplexity,
                         "top1": before.agreement.top1, "kl": before.agreement.kl,
                         "convention": before.model.convention}
     print(f"teacher ppl {before.teacher.perplexity:.2f}, cut student before training {before.model.perplexity:.1f}")
-
     train = lm_dataset(read_documents(args.data / "wiki.valid.raw"), tok, args.block_size)
     result["train"] = distil(student, teacher, train, steps=args.steps, batch=args.batch, lr=args.lr,
                              temperature=args.temperature, seed=args.seed)
     after = compare_with_teacher(student, teacher, eval_ids, window=args.block_size)
     result["after"] = {"student_ppl": after.model.perplexity, "top1": after.agreement.top1, "kl": after.agreement.kl}
-
     student_dir = args.work_dir / "student"
     student.save_pretrained(student_dir)
     tok.save_pretrained(student_dir)
     bundles, result["speed"] = speed_rows({"teacher": teacher, "student": student},
                                           {"teacher": teacher_dir, "student": student_dir}, args.work_dir, args)
-    from compress.onnx_lm import OnnxCausalLM
-
     result["onnx"] = {name: {"size_mb": mb(b.size_bytes), "build_s": round(b.build_seconds, 1)}
                       for name, b in bundles.items()}
     for name in (n for n in bundles if n.startswith("student")):
@@ -232,6 +252,7 @@ def main(argv=None) -> dict:
 
 
 def print_table(r: dict) -> None:
+    """One row per stage: test perplexity (and ratio to the teacher), agreement, size, prefill and decode speed."""
     s, sp, onnx = r["speed"], r["sizes_mb"], r["onnx"]
     t_ppl = r["before"]["teacher_ppl"]
     rows = [("teacher fp32 (torch)", t_ppl, 1.0, 0.0, sp["teacher_fp32"], s["teacher torch fp32"]),
