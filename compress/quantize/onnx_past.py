@@ -16,9 +16,13 @@ with a greedy loop that needs only onnxruntime, numpy and transformers' tokenize
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +83,7 @@ def _wrapper(model):
     import torch
     from transformers import DynamicCache
 
-    from compress.decode import cache_keyword, output_cache
+    from compress.quantize.lm_speed import cache_keyword, output_cache
 
     layers, key = kv_layout(model.config)[0], cache_keyword(model)
 
@@ -107,11 +111,24 @@ def past_names(layers: int) -> tuple[list[str], list[str]]:
     return past, [name.replace("past_key_values", "present") for name in past]
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's routine notes (axis renaming, optional torchvision ops); real errors still raise."""
+    log = logging.getLogger("torch.onnx")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"# The axis name")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        try:
+            yield
+        finally:
+            log.setLevel(level)
+
+
 def export_with_past(model, path: Path) -> Path:
     """Export a causal LM (eval, FP32, CPU) to one ONNX file with past-key-value inputs and present outputs."""
     import torch
-
-    from compress.quantize.int8 import _quiet_exporter  # the encoder export's filter of the exporter's chatter
 
     layers, kv, head_dim = kv_layout(model.config)
     past_in, present_out = past_names(layers)

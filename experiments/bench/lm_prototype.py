@@ -127,8 +127,8 @@ def bundle_plan(args) -> list[tuple[str, str, str, dict | None]]:
 def speed_rows(models: dict, folders: dict, work: Path, args, build: bool = True) -> tuple[dict, dict]:
     """ONNX bundles of ``bundle_plan`` (built unless ``build`` is off) and the decode/prefill speed of every model
     in torch (fp32) and of every bundle in onnxruntime-genai."""
-    from compress.decode import fixed_prompt, genai_decode_speed, torch_decode_speed
     from compress.quantize.genai import GenaiBundle, build_genai
+    from compress.quantize.lm_speed import fixed_prompt, genai_decode_speed, torch_decode_speed
 
     prompt = fixed_prompt(models["teacher"].config.vocab_size, args.prompt_tokens)
     opts = dict(new_tokens=args.new_tokens, threads=args.threads, runs=args.runs)
@@ -215,7 +215,7 @@ def teacher_only(result: dict, teacher, eval_ids: list[int], args) -> dict:
 
 def full_run(result: dict, teacher, teacher_dir: Path, tok, eval_ids: list[int], args) -> dict:
     """Cut, score, distil, score, export, time, score the ONNX students; print the table."""
-    from compress.onnx_lm import OnnxCausalLM
+    from compress.quantize.onnx_lm import OnnxCausalLM
     from distill.data.lm import lm_dataset, read_documents
     from distill.evaluate.lm import compare_with_teacher
 

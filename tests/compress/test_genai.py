@@ -8,9 +8,15 @@ import pytest
 import torch
 from lm_factories import save_tiny_lm, tiny_causal_lm
 
-from compress.decode import DecodeSpeed, fixed_prompt, genai_decode_speed, torch_decode_speed
-from compress.onnx_lm import OnnxCausalLM, onnx_decode_speed
 from compress.quantize import genai
+from compress.quantize.lm_speed import (
+    DecodeSpeed,
+    fixed_prompt,
+    genai_decode_speed,
+    onnx_decode_speed,
+    torch_decode_speed,
+)
+from compress.quantize.onnx_lm import OnnxCausalLM
 from distill.core.errors import ConfigError, ModelError
 
 og = pytest.importorskip("onnxruntime_genai", reason="needs `pip install onnxruntime-genai`")

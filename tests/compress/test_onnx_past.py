@@ -9,8 +9,8 @@ import pytest
 import torch
 from lm_factories import save_tiny_lm
 
-from compress.decode import fixed_prompt, torch_decode_speed
-from compress.onnx_lm import OnnxCausalLM, onnx_decode_speed
+from compress.quantize.lm_speed import fixed_prompt, onnx_decode_speed, torch_decode_speed
+from compress.quantize.onnx_lm import OnnxCausalLM
 from compress.quantize.onnx_past import build_with_past
 from distill.core.errors import ConfigError
 

@@ -1,4 +1,4 @@
-"""Generation speed of a causal LM, measured the same way in PyTorch and in onnxruntime-genai.
+"""Generation speed of a causal LM, measured the same way in PyTorch, onnxruntime-genai and plain onnxruntime.
 
 Definitions (batch 1, greedy, KV cache, fixed thread count):
 
@@ -143,3 +143,34 @@ def genai_decode_speed(bundle: Path | str, prompt: Sequence[int], *, new_tokens:
     return DecodeSpeed(runtime="onnxruntime-genai", prefill_ms=statistics.median(r[0] for r in results) * 1e3,
                        decode_tokens_per_s=(new_tokens - 1) / statistics.median(r[1] for r in results),
                        prompt_tokens=len(ids), new_tokens=new_tokens, threads=threads, tokens=results[-1][2])
+
+
+def onnx_decode_speed(bundle: Path | str, prompt: Sequence[int], *, new_tokens: int = 64, threads: int = 2,
+                      runs: int = 3, warmup: int = 1) -> DecodeSpeed:
+    """Prefill and greedy decode of a bundle's graph with plain onnxruntime, timed like ``torch_decode_speed``."""
+    import numpy as np
+
+    from compress.quantize.onnx_lm import OnnxCausalLM
+
+    lm = OnnxCausalLM(bundle, threads)
+    ids = np.asarray([list(prompt)], dtype=np.int64)
+
+    def once():
+        start = time.perf_counter()
+        logits, past = lm.run(ids, lm.empty_past(1))
+        prefill = time.perf_counter() - start
+        tokens = []
+        start = time.perf_counter()
+        for step in range(new_tokens):
+            nxt = logits[:, -1:].argmax(-1).astype(np.int64)
+            tokens.append(int(nxt[0, 0]))
+            if step < new_tokens - 1:  # as in torch_decode_speed: N tokens, N - 1 forwards
+                logits, past = lm.run(nxt, past)
+        return prefill, time.perf_counter() - start, tokens
+
+    for _ in range(warmup):
+        once()
+    results = [once() for _ in range(runs)]
+    return DecodeSpeed(runtime="onnxruntime", prefill_ms=statistics.median(r[0] for r in results) * 1e3,
+                       decode_tokens_per_s=(new_tokens - 1) / statistics.median(r[1] for r in results),
+                       prompt_tokens=len(prompt), new_tokens=new_tokens, threads=threads, tokens=results[-1][2])

@@ -1,5 +1,5 @@
-"""A causal-LM ONNX graph with past key values, run with plain ``onnxruntime``: logits for scoring, greedy decode
-for speed.
+"""A causal-LM ONNX graph with past key values, run with plain ``onnxruntime``: logits for scoring, one step at a
+time for greedy decoding (``lm_speed.onnx_decode_speed``).
 
 Both bundle kinds have the same graph interface (``input_ids``, ``attention_mask``, ``past_key_values.{i}.key/
 value`` -> ``logits``, ``present.{i}.key/value``): onnxruntime-genai's builder (layout in ``genai_config.json``)
@@ -10,12 +10,8 @@ emits, are contrib ops of the CPU build of onnxruntime.
 from __future__ import annotations
 
 import json
-import statistics
-import time
-from collections.abc import Sequence
 from pathlib import Path
 
-from compress.decode import DecodeSpeed
 from distill.core.errors import ModelError
 
 
@@ -74,31 +70,3 @@ class OnnxCausalLM:
         logits, _ = self.run(ids, self.empty_past(ids.shape[0]))
         return torch.from_numpy(np.asarray(logits, dtype=np.float32))
 
-
-def onnx_decode_speed(bundle: Path | str, prompt: Sequence[int], *, new_tokens: int = 64, threads: int = 2,
-                      runs: int = 3, warmup: int = 1) -> DecodeSpeed:
-    """Prefill and greedy decode of a bundle's graph with plain onnxruntime, timed like ``torch_decode_speed``."""
-    import numpy as np
-
-    lm = OnnxCausalLM(bundle, threads)
-    ids = np.asarray([list(prompt)], dtype=np.int64)
-
-    def once():
-        start = time.perf_counter()
-        logits, past = lm.run(ids, lm.empty_past(1))
-        prefill = time.perf_counter() - start
-        tokens = []
-        start = time.perf_counter()
-        for step in range(new_tokens):
-            nxt = logits[:, -1:].argmax(-1).astype(np.int64)
-            tokens.append(int(nxt[0, 0]))
-            if step < new_tokens - 1:  # as in torch_decode_speed: N tokens, N - 1 forwards
-                logits, past = lm.run(nxt, past)
-        return prefill, time.perf_counter() - start, tokens
-
-    for _ in range(warmup):
-        once()
-    results = [once() for _ in range(runs)]
-    return DecodeSpeed(runtime="onnxruntime", prefill_ms=statistics.median(r[0] for r in results) * 1e3,
-                       decode_tokens_per_s=(new_tokens - 1) / statistics.median(r[1] for r in results),
-                       prompt_tokens=len(prompt), new_tokens=new_tokens, threads=threads, tokens=results[-1][2])
