@@ -168,7 +168,7 @@ def build_with_past(model_dir: Path | str, out_dir: Path | str, precision: str =
         raise ConfigError(f"unknown precision '{precision}' for the ONNX export with past key values",
                           f"choose one of: {', '.join(PRECISIONS)}")
     model_dir, out = Path(model_dir), Path(out_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32").eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32", use_safetensors=True).eval()
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="onnx-past-") as scratch:
         fp32 = export_with_past(model, Path(scratch) / ONNX_FILE)

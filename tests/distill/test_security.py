@@ -70,7 +70,7 @@ def test_offline_never_connects(tmp_path, capsys, monkeypatch):
 
 
 ROOT = Path(__file__).resolve().parents[2]
-SAFE = ("use_safetensors", "from_pretrained_kwargs")
+SAFE = ("use_safetensors", "from_pretrained_kwargs", "gguf_file")  # GGUF holds raw tensors, no pickle
 
 
 def _weight_loads():
