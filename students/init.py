@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from distill.core.errors import ConfigError, UnknownNameError
-from distill.core.families import find_family
+from distill.core.families import Family, Widths, find_family
 
 INIT_CHOICES = ("auto", "random", "teacher-layers", "teacher-embeddings", "teacher-pruned")
 LAYER_STRATEGIES = ("uniform", "first-k", "last-k")
@@ -69,6 +69,16 @@ def select_layers(n_student: int, n_teacher: int, strategy: str | list[int] = "u
     return [max(0, round((i + 1) * n_teacher / n_student) - 1) for i in range(n_student)]
 
 
+def family_layers(family: Family | None, n_student: int, n_teacher: int,
+                  strategy: str | list[int] = "uniform") -> list[int]:
+    """``select_layers``, except that a family whose first block differs (ModernBERT's has no attention norm)
+    takes the teacher's first block first under a strategy (an explicit list is kept as given)."""
+    layers = select_layers(n_student, n_teacher, strategy)
+    if family is not None and family.first_block_norm is not None and isinstance(strategy, str) and layers[0]:
+        layers[0] = 0
+    return layers
+
+
 def _blocks(model) -> list[torch.nn.Module]:
     """The model's transformer blocks (empty when it keeps none where its family, or BERT, keeps them)."""
     family = find_family(model)
@@ -88,15 +98,29 @@ def _embeddings(model) -> tuple[torch.nn.Module, dict[str, torch.nn.Module]]:
     return module, {role: table for role, table in tables.items() if table is not None}
 
 
-def _same_shapes(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
+def _block_state(block: torch.nn.Module, family: Family | None) -> dict[str, torch.Tensor]:
+    """A block's tensors, without the norm its family leaves out of the first block (it may be on one side)."""
+    state = block.state_dict()
+    skip = f"{family.first_block_norm}." if family is not None and family.first_block_norm else None
+    return {k: v for k, v in state.items() if skip is None or not k.startswith(skip)}
+
+
+def _same_shapes(a: torch.nn.Module, b: torch.nn.Module, family: Family | None = None) -> bool:
+    sa, sb = _block_state(a, family), _block_state(b, family)
     return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
 
 
 def widths_match(student, teacher) -> bool:
-    """True when a teacher layer can be loaded into a student layer as is."""
+    """True when a teacher layer can be loaded into a student layer as is (the same block tensors and shapes:
+    also across families with BERT's blocks, e.g. a BERT student of a RoBERTa teacher)."""
     s_layers, t_layers = _blocks(student), _blocks(teacher)
-    return bool(s_layers) and bool(t_layers) and _same_shapes(s_layers[0], t_layers[0])
+    family = find_family(student)
+    return bool(s_layers) and bool(t_layers) and _same_shapes(s_layers[-1], t_layers[-1], family)
+
+
+def _copy_block(s_block: torch.nn.Module, t_block: torch.nn.Module, family: Family | None) -> None:
+    """Load a teacher block into a student block (a first-block norm on one side only keeps the student's)."""
+    s_block.load_state_dict(_block_state(t_block, family), strict=family is None or not family.first_block_norm)
 
 
 def init_from_teacher(student, teacher, strategy: str = "auto",
@@ -120,12 +144,33 @@ def init_from_teacher(student, teacher, strategy: str = "auto",
         raise ConfigError("--init teacher-layers needs the student's hidden size, heads and FFN width to equal "
                           "the teacher's", "use --init random, or a student of the teacher's width")
     s_layers, t_layers = _blocks(student), _blocks(teacher)
-    pairs = list(enumerate(select_layers(len(s_layers), len(t_layers), layer_selection)))
+    family = find_family(student)
+    pairs = list(enumerate(family_layers(family, len(s_layers), len(t_layers), layer_selection)))
     with torch.no_grad():
         for s, t in pairs:
-            s_layers[s].load_state_dict(t_layers[t].state_dict())
+            _copy_block(s_layers[s], t_layers[t], family)
         copied = _copy_embeddings(_embeddings(student)[0], _embeddings(teacher)[0])
+        if family is not None:
+            _copy_outside_blocks(student, teacher, family)
     return InitReport("teacher-layers", pairs, copied)
+
+
+def _copy_outside_blocks(student, teacher, family: Family) -> None:
+    """Copy what every block reads besides the embeddings when shapes match: DeBERTa's relative position table
+    and its norm, ELECTRA's embedding projection, ModernBERT's final norm."""
+    paths = [*family.shared, *(p for p in (family.final_norm, family.embedding_projection) if p)]
+    for path in paths:
+        s_mod, t_mod = _optional(student.base_model, path), _optional(teacher.base_model, path)
+        if s_mod is not None and t_mod is not None and _same_shapes(s_mod, t_mod):
+            s_mod.load_state_dict(t_mod.state_dict())
+
+
+def _optional(root, path: str):
+    for part in path.split("."):
+        root = getattr(root, part, None)
+        if root is None:
+            return None
+    return root
 
 
 def _copy_embeddings(student_emb, teacher_emb) -> bool:
@@ -194,10 +239,13 @@ class PrunedShape:
 
 
 def pruned_shape(preset, teacher_config, layer_selection: str | list[int] = "uniform") -> PrunedShape:
-    """The cut from ``teacher_config`` to ``preset``'s layers, hidden and FFN widths; ConfigError if it cannot fit."""
-    t_layers, t_hidden = teacher_config.num_hidden_layers, teacher_config.hidden_size
-    t_heads, t_ffn = teacher_config.num_attention_heads, teacher_config.intermediate_size
-    head_size = t_hidden // t_heads
+    """The cut from ``teacher_config`` to ``preset``'s layers, hidden and FFN widths; ConfigError if it cannot fit.
+
+    Widths are read through the teacher's family (DistilBERT's ``dim``/``n_layers``, ...), BERT's names otherwise.
+    """
+    family = find_family(teacher_config)
+    w = family.widths(teacher_config) if family is not None else _bert_widths(teacher_config)
+    t_layers, t_hidden, t_heads, t_ffn, head_size = w.layers, w.hidden, w.heads, w.ffn, w.head_dim
     name = f"student {preset.describe()}"
     if preset.hidden > t_hidden or preset.ffn > t_ffn or preset.layers > t_layers:
         raise ConfigError(f"--init teacher-pruned cannot grow the teacher (L{t_layers}/H{t_hidden}/FFN{t_ffn}) into "
@@ -207,9 +255,21 @@ def pruned_shape(preset, teacher_config, layer_selection: str | list[int] = "uni
                           f"the {name} hidden width {preset.hidden}",
                           f"pick a preset whose hidden width is a multiple of {head_size}")
     heads = preset.hidden // head_size
-    return PrunedShape(layers=select_layers(preset.layers, t_layers, layer_selection), heads=heads,
+    layers = family_layers(family, preset.layers, t_layers, layer_selection)
+    if family is not None and family.first_block_norm and layers[0] != 0:
+        raise ConfigError(f"--init teacher-pruned keeps the teacher's first layer for a {family.model_type} teacher "
+                          f"(its first block has no {family.first_block_norm}), not layers {layers}",
+                          "list layer 0 first in --layer-selection, or use uniform, first-k or last-k")
+    return PrunedShape(layers=layers, heads=heads,
                        hidden=preset.hidden, ffn=preset.ffn, heads_ratio=1 - heads / t_heads,
                        ffn_ratio=1 - preset.ffn / t_ffn)
+
+
+def _bert_widths(config) -> Widths:
+    """Widths of an unregistered model under BERT's config names (AttributeError when it has none)."""
+    hidden, heads = int(config.hidden_size), int(config.num_attention_heads)
+    return Widths(layers=int(config.num_hidden_layers), hidden=hidden, heads=heads, kv_heads=heads,
+                  head_dim=hidden // heads, ffn=int(config.intermediate_size))
 
 
 def resolve_auto(preset, teacher_config, layer_selection: str | list[int] = "uniform") -> str:
@@ -223,12 +283,12 @@ def resolve_auto(preset, teacher_config, layer_selection: str | list[int] = "uni
     the width destroys more than it keeps.
     """
     try:
-        same = (preset.hidden, preset.heads, preset.ffn) == (
-            teacher_config.hidden_size, teacher_config.num_attention_heads, teacher_config.intermediate_size)
-        if same and preset.layers <= teacher_config.num_hidden_layers:
+        family = find_family(teacher_config)
+        w = family.widths(teacher_config) if family is not None else _bert_widths(teacher_config)
+        if (preset.hidden, preset.heads, preset.ffn) == (w.hidden, w.heads, w.ffn) and preset.layers <= w.layers:
             return "teacher-layers"
         pruned_shape(preset, teacher_config, layer_selection)
-        if 2 * preset.hidden >= teacher_config.hidden_size:
+        if 2 * preset.hidden >= w.hidden:
             return "teacher-pruned"
     except (ConfigError, AttributeError, TypeError):  # no fit, or a config without BERT-style width names
         pass

@@ -69,8 +69,8 @@ def load_pruned(model_dir: str | Path, model_class: type | None = None) -> torch
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read {widths} ({exc})", "save the model again with save_pruned") from exc
     layout = Layout.from_json(data, str(widths))
-    model = _build(cls, config, layout, data.get("model_type"), src)
     state = _read_safetensors(src)
+    model = _build(cls, config, layout, data.get("model_type"), src, state)
     floats = {t.dtype for t in state.values() if t.is_floating_point()}
     if len(floats) == 1:
         model.to(floats.pop())
@@ -98,7 +98,8 @@ def _model_class(config) -> type:
     return transformers.AutoModel
 
 
-def _build(cls: type, config, layout: Layout, model_type: str | None, src: Path) -> torch.nn.Module:
+def _build(cls: type, config, layout: Layout, model_type: str | None, src: Path,
+           state: dict[str, torch.Tensor]) -> torch.nn.Module:
     """Instantiate ``cls`` from ``config`` and resize every block to ``layout`` (weights still uninitialised)."""
     spec = find_family(config)
     if spec is None or model_type != config.model_type:
@@ -109,7 +110,12 @@ def _build(cls: type, config, layout: Layout, model_type: str | None, src: Path)
     declared = spec.widths(config)
     if declared.layers != len(layout.layers) or declared.hidden != layout.hidden:
         raise ModelError(f"{src}/config.json disagrees with {WIDTHS_FILE}", "save the model again with save_pruned")
-    spec.set_widths(config, heads=1)  # HF checks hidden % heads when building; the widths file sets real heads
+    # HF checks hidden % heads when building, and rotary families (ModernBERT) size their rotary table by
+    # hidden // heads: build with the head size of the layout where it divides the hidden width (the blocks get
+    # their real heads below)
+    sizes = {w.head_size for w in layout.layers}
+    size = sizes.pop() if len(sizes) == 1 else 0
+    spec.set_widths(config, heads=layout.hidden // size if size and layout.hidden % size == 0 else 1)
     try:
         with _no_init():
             model = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)  # Auto* or concrete
@@ -117,20 +123,40 @@ def _build(cls: type, config, layout: Layout, model_type: str | None, src: Path)
         spec.set_widths(config, heads=declared.heads)
     for block, w in zip(spec.blocks(model), layout.layers, strict=True):
         _resize_block(spec, block, layout.hidden, w)
+    if layout.square_projection:
+        bias = any(key.endswith(f"{spec.embedding_projection}.bias") for key in state)
+        _add_square_projection(spec, model, layout.hidden, bias)
     if measure(model, spec) != layout:
         raise ModelError(f"could not rebuild the layout of {src}", "report this bug")
     return model
 
 
 def _resize_block(spec: Family, block: torch.nn.Module, hidden: int, w: LayerWidths) -> None:
-    """Give one freshly built block the widths ``w`` (fresh Linear layers, attention attributes rewritten)."""
+    """Give one freshly built block the widths ``w`` (fresh Linear layers, attention attributes rewritten): a
+    fused [q; k; v] gets three times the attention width, a fused GLU twice the FFN width."""
     attn = spec.self_attention(block)
-    for name in (spec.query, spec.key, spec.value):
-        set_path(attn, name, _linear_like(get_path(attn, name), hidden, w.attention))
+    if spec.qkv_fused is not None:
+        set_path(attn, spec.qkv_fused, _linear_like(get_path(attn, spec.qkv_fused), hidden, 3 * w.attention))
+    else:
+        for name in (spec.query, spec.key, spec.value):
+            set_path(attn, name, _linear_like(get_path(attn, name), hidden, w.attention))
+    for name in spec.qkv_extra:
+        if getattr(attn, name, None) is not None:
+            set_path(attn, name, _linear_like(getattr(attn, name), hidden, w.attention))
     set_path(block, spec.attn_out, _linear_like(spec.attention_output(block), w.attention, hidden))
-    set_path(block, spec.ffn_in, _linear_like(get_path(block, spec.ffn_in), hidden, w.ffn))
+    up = 2 * w.ffn if spec.ffn_glu_fused else w.ffn
+    set_path(block, spec.ffn_in, _linear_like(get_path(block, spec.ffn_in), hidden, up))
     set_path(block, spec.ffn_out, _linear_like(get_path(block, spec.ffn_out), w.ffn, hidden))
     spec.set_attention_widths(attn, w.heads, w.head_size)
+
+
+def _add_square_projection(spec: Family, model: torch.nn.Module, hidden: int, bias: bool) -> None:
+    """Put back the embedding projection a config with embedding_size == hidden_size leaves out (ELECTRA checks
+    ``hasattr``, DeBERTa ``is not None``; both then call it)."""
+    word = spec.embedding_tables(model)["word"].weight
+    set_path(model.base_model, spec.embedding_projection,
+             torch.nn.Linear(hidden, hidden, bias=bias, dtype=word.dtype,
+                             device=word.device))
 
 
 @contextlib.contextmanager

@@ -38,6 +38,9 @@ class Layout:
 
     hidden: int
     layers: tuple[LayerWidths, ...]
+    # embeddings lifted by a projection as wide as the hidden width: a config with embedding_size == hidden_size
+    # drops that projection (ELECTRA, DeBERTa), so only the widths file can keep it
+    square_projection: bool = False
 
     @property
     def uniform(self) -> bool:
@@ -46,7 +49,7 @@ class Layout:
     @property
     def expressible(self) -> bool:
         """True when ``hidden``/``heads``/``ffn``/``layers`` in a plain HF config rebuild exactly these shapes."""
-        return self.uniform and self.layers[0].attention == self.hidden
+        return self.uniform and self.layers[0].attention == self.hidden and not self.square_projection
 
     @property
     def max_heads(self) -> int:
@@ -58,13 +61,16 @@ class Layout:
 
     def to_json(self, model_type: str) -> dict:
         """The widths file's content: plain JSON, read back by ``Layout.from_json``."""
-        return {
+        data = {
             "format": LAYOUT_FORMAT,
             "version": LAYOUT_VERSION,
             "model_type": model_type,
             "hidden": self.hidden,
             "layers": [{"heads": w.heads, "head_size": w.head_size, "ffn": w.ffn} for w in self.layers],
         }
+        if self.square_projection:
+            data["square_projection"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: dict, source: str = "widths file") -> Layout:
@@ -75,7 +81,8 @@ class Layout:
             layers = tuple(
                 LayerWidths(int(w["heads"]), int(w["head_size"]), int(w["ffn"])) for w in data["layers"]
             )
-            layout = cls(hidden=int(data["hidden"]), layers=layers)
+            layout = cls(hidden=int(data["hidden"]), layers=layers,
+                         square_projection=bool(data.get("square_projection", False)))
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ModelError(
                 f"{source} is not a pruned-widths file ({exc})", "save the model with save_pruned"
@@ -89,20 +96,26 @@ def measure(model: torch.nn.Module, spec: Family) -> Layout:
     """Read every block's widths from its modules (not the config, which pruning may leave stale)."""
     layers, hidden = [], set()
     for block in spec.blocks(model):
-        heads = int(getattr(spec.self_attention(block), spec.heads_attr))
-        inner = spec.qkv(block)["query"].out_features
+        heads, inner = spec.attention_heads(block), spec.attention_width(block)
         if heads < 1 or inner % heads:
             raise ModelError(
                 f"attention of width {inner} does not split into {heads} heads", "the model's attention is corrupt"
             )
-        layers.append(LayerWidths(heads, inner // heads, spec.ffn(block)["in"].out_features))
+        layers.append(LayerWidths(heads, inner // heads, spec.ffn_width(block)))
         hidden.add(spec.attention_output(block).out_features)
     if len(hidden) != 1:
         raise ModelError(f"encoder layers disagree on the hidden width: {sorted(hidden)}", "the model is corrupt")
-    return Layout(hidden=hidden.pop(), layers=tuple(layers))
+    width = hidden.pop()
+    projection = spec.embedding_projection_module(model)
+    square = projection is not None and spec.embedding_width(model) == width
+    return Layout(hidden=width, layers=tuple(layers), square_projection=square)
 
 
 def sync_config(model: torch.nn.Module, spec: Family, layout: Layout) -> None:
-    """Write ``layout`` into ``model.config``: exact when expressible, else the largest per-layer widths."""
+    """Write ``layout`` into ``model.config``: exact when expressible, else the largest per-layer widths; a
+    factorised embedding width follows the word table (it shrinks with the hidden width when there is no
+    projection between them)."""
     spec.set_widths(model.config, hidden=layout.hidden, heads=layout.max_heads, ffn=layout.max_ffn,
                     layers=len(layout.layers))
+    if spec.embedding_size_key is not None:
+        setattr(model.config, spec.embedding_size_key, spec.embedding_width(model))

@@ -4,6 +4,11 @@ Heads are always removed whole and the head size never changes. ``hidden`` is th
 block; by default it shrinks with the heads (head count x head size, as in a plain HF config). Ratios are global
 (one float) or per layer (a list, or a dict layer -> ratio over the layers as they are before pruning).
 
+Model structure comes from the family (``distill.core.families``): the heads of a fused [q; k; v] projection
+are cut by slicing (``compress.prune.fused``), a fused GLU's input and gate rows go in pairs, tables the blocks share
+(DeBERTa's relative positions) lose the hidden columns cut, and a family's special first block is always kept.
+What to cut is scored in ``compress.prune.select``.
+
 Only this package's functions import ``torch_pruning``, so ``import compress`` stays light. Recovery (distilling
 the pruned student back) is the caller's job; nothing here trains. Save results with ``compress.save_pruned``
 and reload them with ``compress.load_pruned``; the report's ``hf_loadable`` says when plain ``from_pretrained``
@@ -13,14 +18,13 @@ suffices.
 from __future__ import annotations
 
 import contextlib
-import inspect
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
+from compress.prune import fused
 from compress.prune.config import LAYER_SELECTIONS as LAYER_SELECTIONS
 from compress.prune.config import PruneConfig as PruneConfig
 from compress.prune.config import Ratio as Ratio
@@ -34,6 +38,15 @@ from compress.prune.importance import ImportanceFactory as ImportanceFactory
 from compress.prune.layout import LayerWidths, Layout, measure, sync_config
 from compress.prune.plan import hidden_target, layer_targets, selection_name, width_notes
 from compress.prune.plan import plan_widths as plan_widths
+from compress.prune.select import (
+    build_graph,
+    by_importance,
+    channel_scores,
+    choose_layers,
+    ffn_scores,
+    lowest,
+    make_scorer,
+)
 from distill.core.errors import ModelError
 from distill.core.families import Family, arch_of
 
@@ -65,10 +78,15 @@ class PruneReport:
 
 @dataclass(frozen=True)
 class _Cut:
-    """One planned removal: drop ``idxs`` from ``module``'s output channels (and everything coupled to them)."""
+    """One planned removal: drop ``idxs`` from ``module``'s output channels (and everything coupled to them).
+
+    ``tables`` are embedding tables read as tensors (DeBERTa's shared ``rel_embeddings.weight``, never called as a
+    module, so invisible to the graph) whose columns go with a hidden-width cut.
+    """
 
     module: torch.nn.Module
     idxs: list[int]
+    tables: tuple[torch.nn.Embedding, ...] = ()
 
 
 def prune_model(
@@ -101,7 +119,10 @@ def prune_model(
     sync_config(model, spec, after)
     if not changed:
         notes.append("nothing to prune: model unchanged")
-    if not after.expressible:
+    if after.square_projection:
+        notes.append("the embedding projection is now square (embedding width = hidden width), which a config "
+                     "leaves out: reload with compress.load_pruned")
+    elif not after.expressible:
         notes.append(
             "per-layer widths or attention narrower than hidden: save with compress.save_pruned and reload with "
             "compress.load_pruned (plain from_pretrained cannot express this layout)"
@@ -131,10 +152,10 @@ def _cut(
     # one importance estimate on the model as given, before anything changes (a failing criterion leaves the
     # model intact); it ranks the blocks and, on the blocks kept, the heads and channels
     scorer = None
-    if may_cut or _by_importance(config, n_keep, n):
-        scorer = _scorer(model, config, inputs, batches, loss_fn)
+    if may_cut or by_importance(config, n_keep, n):
+        scorer = make_scorer(model, config, inputs, batches, loss_fn)
     if n_keep < n:
-        kept = _choose_layers(model, spec, config, trace, scorer, n_keep)
+        kept = choose_layers(model, spec, config, trace, scorer, n_keep)
         spec.keep_blocks(model, kept)
         how = "as listed" if isinstance(config.layers, list) else f"by {selection_name(config)}"
         notes.append(f"kept layers {kept} of {n} ({how})")
@@ -145,7 +166,7 @@ def _cut(
     if keep_hidden < current.hidden or any(
         k < w.heads or f < w.ffn for w, k, f in zip(current.layers, heads_k, ffn_k, strict=True)
     ):
-        dg = _build_graph(model, trace)
+        dg = build_graph(model, trace)
         cuts = _plan(model, spec, dg, scorer, current, heads_k, ffn_k, keep_hidden)
         _clear_grads(model)
         _apply(dg, cuts)
@@ -236,90 +257,6 @@ def _clear_grads(model: torch.nn.Module) -> None:
         p.grad = None
 
 
-def _outputs(out: Any) -> list[torch.Tensor]:
-    """Every tensor a forward returns (logits, last_hidden_state, pooler_output...), so the graph sees all heads."""
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if hasattr(out, "to_tuple"):
-        out = out.to_tuple()
-    elif isinstance(out, dict):
-        out = list(out.values())
-    return [t for v in out for t in _outputs(v)] if isinstance(out, (list, tuple)) else []
-
-
-def _build_graph(model: torch.nn.Module, inputs: Batch) -> Any:
-    """Trace the model into torch-pruning's dependency graph (needs autograd, so parameters must require grad)."""
-    import torch_pruning as tp
-
-    for p in model.parameters():
-        p.requires_grad_(True)
-    try:
-        with torch.enable_grad():
-            return tp.DependencyGraph().build_dependency(model, example_inputs=inputs, output_transform=_outputs)
-    except Exception as exc:  # torch-pruning raises many kinds; the user needs one clear line
-        raise ModelError(
-            f"torch-pruning could not trace {type(model).__name__}: {type(exc).__name__}: {exc}",
-            "prune a BERT or RoBERTa model, or skip pruning",
-        ) from exc
-
-
-def _scorer(
-    model: torch.nn.Module, config: PruneConfig, inputs: Batch, batches: list | None, loss_fn: LossFn | None
-) -> Scorer:
-    """Call the configured importance factory (older two-argument factories are still accepted)."""
-    factory = IMPORTANCES.get(config.importance)
-    params = inspect.signature(factory).parameters
-    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    if takes_kwargs or {"batches", "loss_fn"} <= set(params):
-        return factory(model, inputs, batches=batches, loss_fn=loss_fn)
-    return factory(model, inputs)
-
-
-def _lowest(scores: torch.Tensor, n: int) -> list[int]:
-    """Indices of the ``n`` lowest scores, ties broken by position so the choice is deterministic."""
-    order = torch.argsort(scores.detach().float().cpu(), stable=True)
-    return sorted(order[:n].tolist())
-
-
-def _scores(dg: Any, scorer: Scorer, module: torch.nn.Linear) -> torch.Tensor:
-    """Importance of each output channel of ``module``, pooled over its whole dependency group."""
-    import torch_pruning as tp
-
-    group = dg.get_pruning_group(module, tp.prune_linear_out_channels, list(range(module.out_features)))
-    scores = scorer(group)
-    if scores is None or scores.numel() != module.out_features:
-        raise ModelError(f"importance gave no usable scores for {type(module).__name__}", "use importance=magnitude")
-    return scores
-
-
-def _by_importance(config: PruneConfig, n_keep: int, n: int) -> bool:
-    return n_keep < n and config.layer_selection == "importance" and not isinstance(config.layers, list)
-
-
-def _choose_layers(
-    model: torch.nn.Module, spec: Family, config: PruneConfig, trace: Batch, scorer: Scorer | None, n_keep: int
-) -> list[int]:
-    """Indices of the blocks to keep, in order: as listed, evenly spaced (last kept), or the most important.
-
-    A block's importance is the criterion summed over its FFN neurons and attention channels.
-    """
-    n = len(spec.blocks(model))
-    if isinstance(config.layers, list):
-        return list(config.layers)
-    if config.layer_selection == "uniform" or scorer is None:
-        return [math.ceil((i + 1) * n / n_keep) - 1 for i in range(n_keep)]
-    dg = _build_graph(model, trace)
-    scores = torch.stack(
-        [
-            _scores(dg, scorer, spec.ffn(block)["in"]).float().sum()
-            + _scores(dg, scorer, spec.qkv(block)["query"]).float().sum()
-            for block in spec.blocks(model)
-        ]
-    )
-    dropped = set(_lowest(scores, n - n_keep))
-    return [i for i in range(n) if i not in dropped]
-
-
 def _plan(
     model: torch.nn.Module,
     spec: Family,
@@ -329,49 +266,58 @@ def _plan(
     keep_heads: list[int],
     keep_ffn: list[int],
     keep_hidden: int,
-) -> list[_Cut]:
+) -> list[_Cut | fused.FusedHeadCut]:
     """Choose every channel to remove, scoring all groups on the unpruned weights before anything changes."""
     cuts = []
     blocks = spec.blocks(model)
     for block, w, kh, kf in zip(blocks, current.layers, keep_heads, keep_ffn, strict=True):
         if kf < w.ffn:
             ffn_in = spec.ffn(block)["in"]
-            cuts.append(_Cut(ffn_in, _lowest(_scores(dg, scorer, ffn_in), w.ffn - kf)))
-        if kh < w.heads:
+            cuts.append(_Cut(ffn_in, lowest(ffn_scores(dg, scorer, spec, ffn_in), w.ffn - kf)))
+        if kh < w.heads and fused.is_fused(spec):
+            cuts.append(fused.head_cut(spec, block, scorer, w.head_size, w.heads - kh))
+        elif kh < w.heads:
             cuts.append(_head_cut(dg, scorer, spec.qkv(block)["query"], w, kh))
     if keep_hidden < current.hidden:
         removed = current.hidden - keep_hidden
         first_out = spec.attention_output(blocks[0])
-        cuts.append(_Cut(first_out, _lowest(_scores(dg, scorer, first_out), removed)))
-        cuts.extend(_Cut(m, _lowest(_scores(dg, scorer, m), removed)) for m in spec.square_head_modules(model))
+        tables = tuple(m for m in spec.shared_modules(model).values() if isinstance(m, torch.nn.Embedding))
+        cuts.append(_Cut(first_out, lowest(channel_scores(dg, scorer, first_out), removed), tables))
+        cuts.extend(_Cut(m, lowest(channel_scores(dg, scorer, m), removed)) for m in spec.square_head_modules(model))
     return cuts
 
 
 def _head_cut(dg: Any, scorer: Scorer, query: torch.nn.Linear, w: LayerWidths, keep_heads: int) -> _Cut:
     """Remove whole heads: score q/k/v/out channels together, average per head, drop the weakest heads."""
-    per_head = _scores(dg, scorer, query).view(w.heads, w.head_size).mean(dim=1)
-    heads = _lowest(per_head, w.heads - keep_heads)
+    per_head = channel_scores(dg, scorer, query).view(w.heads, w.head_size).mean(dim=1)
+    heads = lowest(per_head, w.heads - keep_heads)
     return _Cut(query, [h * w.head_size + i for h in heads for i in range(w.head_size)])
 
 
-def _apply(dg: Any, cuts: list[_Cut]) -> None:
-    """Carry out the planned cuts through the dependency graph, so every coupled layer shrinks with them."""
+def _apply(dg: Any, cuts: list[_Cut | fused.FusedHeadCut]) -> None:
+    """Carry out the planned cuts through the dependency graph, so every coupled layer shrinks with them (heads of
+    a fused Q/K/V by slicing: they cut other dimensions than the graph's groups, so the order does not matter)."""
     import torch_pruning as tp
 
     with torch.no_grad():
         for cut in cuts:
+            if isinstance(cut, fused.FusedHeadCut):
+                cut.apply()
+                continue
             group = dg.get_pruning_group(cut.module, tp.prune_linear_out_channels, cut.idxs)
             if not dg.check_pruning_group(group):
                 raise ModelError(
                     "torch-pruning refused a pruning group (it would empty a layer)", "use smaller ratios"
                 )
             group.prune()
+            for table in cut.tables:
+                tp.prune_embedding_out_channels(table, cut.idxs)
 
 
 def _fix_attention(model: torch.nn.Module, spec: Family, before: Layout) -> None:
     """Set the head count, widths and scaling torch-pruning leaves stale on every self-attention module."""
     for block, w in zip(spec.blocks(model), before.layers, strict=True):
-        inner = spec.qkv(block)["query"].out_features
+        inner = spec.attention_width(block)
         spec.set_attention_widths(spec.self_attention(block), inner // w.head_size, w.head_size)
 
 

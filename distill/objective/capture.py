@@ -38,12 +38,16 @@ def find_qkv(model: nn.Module) -> list[dict[str, nn.Module]]:
 def capture_qkv(model: nn.Module, layers: Sequence[int]) -> Iterator[dict[int, dict[str, torch.Tensor]]]:
     """Within the block every forward of ``model`` stores ``captured[layer] = {"query", "key", "value"}`` (B, L, D).
 
-    ``layers`` are 0-based encoder-layer indices (negative from the end); hooks are removed on exit.
+    ``layers`` are 0-based encoder-layer indices (negative from the end); hooks are removed on exit. Each
+    projection's first call in its self-attention's forward is kept: DeBERTa calls ``query_proj``/``key_proj``
+    again on the relative-position table (``share_att_key``), which is not the tokens' Q/K.
     """
     qkv = find_qkv(model)
     if not qkv:
         raise ModelError(f"cannot find the query/key/value projections of {type(model).__name__}",
                          "use --relation-weight 0 with this model")
+    family = find_family(model)
+    blocks = family.blocks(model) if family is not None else None
     captured: dict[int, dict[str, torch.Tensor]] = {}
     handles = []
     try:
@@ -52,8 +56,11 @@ def capture_qkv(model: nn.Module, layers: Sequence[int]) -> Iterator[dict[int, d
                 raise ConfigError(f"layer {layer} is out of range: {type(model).__name__} has {len(qkv)} layers",
                                   "check --relation-layer")
             store = captured.setdefault(layer, {})
+            if blocks is not None:  # a new forward of this self-attention: forget the previous one's Q/K/V
+                attn = family.self_attention(blocks[layer])
+                handles.append(attn.register_forward_pre_hook(lambda module, args, store=store: store.clear()))
             for role, module in qkv[layer].items():
-                hook = _splitter(store, model) if role == FUSED_QKV else _storer(store, role)
+                hook = _splitter(store, model) if role == FUSED_QKV else _storer(store, role, first=blocks is not None)
                 handles.append(module.register_forward_hook(hook))
         yield captured
     finally:
@@ -61,9 +68,12 @@ def capture_qkv(model: nn.Module, layers: Sequence[int]) -> Iterator[dict[int, d
             handle.remove()
 
 
-def _storer(store: dict[str, torch.Tensor], role: str) -> Callable:
+def _storer(store: dict[str, torch.Tensor], role: str, first: bool = False) -> Callable:
+    """A hook storing a projection's output under ``role`` (only its first call since ``store`` was cleared, when
+    ``first``)."""
     def hook(module, args, output):
-        store[role] = output
+        if not first or role not in store:
+            store[role] = output
     return hook
 
 

@@ -72,6 +72,14 @@ class Family:
     token_type_embeddings: str | None = None
     position_offset: int = 0  # first position id used (RoBERTa: padding_idx + 1 = 2); usable positions = table - offset
     square_heads: tuple[str, ...] = ()
+    first_block_norm: str | None = None  # a norm HF builds as Identity in block 0 only (modernbert attn_norm)
+    embedding_projection: str | None = None  # Linear embedding width -> hidden (electra embeddings_project)
+    shared: tuple[str, ...] = ()  # modules outside blocks/embeddings that every block reads (deberta rel_embeddings)
+    qkv_extra: tuple[str, ...] = ()  # self-attention projections to the heads besides Q/K/V (deberta pos_key_proj)
+    # ---- what the family supports (the features table is generated from these) ----
+    token_types: bool = True  # forward takes token_type_ids (a student of this family can read a BERT tokenizer's)
+    attention_maps: str | None = None  # None: eager attention returns usable maps; else why the attention term is off
+    int8: str | None = None  # None: ONNX export and INT8 work (tests/families); else what fails and why
     # ---- attributes the self-attention's forward reads (None: the module does not keep it) ----
     heads_attr: str | None = None  # number of query heads
     head_size_attr: str | None = None  # per-head width
@@ -87,6 +95,8 @@ class Family:
     kv_heads_key: str | None = None  # grouped-query attention (llama num_key_value_heads)
     head_dim_key: str | None = None  # an explicit head size (llama head_dim)
     layer_types_key: str | None = None  # per-layer attention kinds (modernbert/qwen2 local vs global layers)
+    embedding_size_key: str | None = None  # a factorised embedding width (electra/deberta embedding_size)
+    hidden_aliases: tuple[str, ...] = ()  # other config keys that must equal the hidden width (deberta pooler)
     causal: bool = False  # a decoder (causal LM)
 
     def __post_init__(self) -> None:
@@ -130,6 +140,25 @@ class Family:
         paths = (self.query, self.key, self.value)
         return {role: get_path(attn, path) for role, path in zip(QKV_ROLES, paths, strict=True)}
 
+    def attention_width(self, block: nn.Module) -> int:
+        """The block's query width, heads x head size (a third of a fused [q; k; v] projection)."""
+        qkv = self.qkv(block)
+        if FUSED_QKV in qkv:
+            return qkv[FUSED_QKV].out_features // 3
+        return qkv["query"].out_features
+
+    def attention_heads(self, block: nn.Module) -> int:
+        """The block's query head count: the attribute forward reads, else its width over the head size."""
+        attn = self.self_attention(block)
+        if self.heads_attr is not None:
+            return int(getattr(attn, self.heads_attr))
+        return self.attention_width(block) // int(getattr(attn, self.head_size_attr))
+
+    def attention_extra(self, block: nn.Module) -> list[nn.Module]:
+        """Projections to the heads besides Q/K/V that this block has (DeBERTa's position projections)."""
+        attn = self.self_attention(block)
+        return [getattr(attn, name) for name in self.qkv_extra if getattr(attn, name, None) is not None]
+
     def attention_output(self, block: nn.Module) -> nn.Module:
         """The block's attention output projection (heads -> hidden)."""
         return get_path(block, self.attn_out)
@@ -152,6 +181,11 @@ class Family:
         if self.ffn_gate is not None:
             parts["gate"] = get_path(block, self.ffn_gate)
         return parts
+
+    def ffn_width(self, block: nn.Module) -> int:
+        """The block's FFN neuron count (half the up projection's outputs for a fused GLU)."""
+        width = get_path(block, self.ffn_in).out_features
+        return width // 2 if self.ffn_glu_fused else width
 
     def attention_dropouts(self, model: nn.Module) -> list[tuple[Any, str]]:
         """(owner, attribute) of every attention-probability dropout: an ``nn.Dropout``'s ``p``, or a float."""
@@ -186,7 +220,30 @@ class Family:
         paths = {"word": self.word_embeddings, "position": self.position_embeddings,
                  "token_type": self.token_type_embeddings}
         base = model.base_model
-        return {role: get_path(base, path) for role, path in paths.items() if path is not None}
+        tables = {role: get_path(base, path) for role, path in paths.items() if path is not None}
+        return {role: table for role, table in tables.items() if table is not None}  # deberta: None when unused
+
+    def embedding_width(self, model: nn.Module) -> int:
+        """The width of the word embeddings (below the hidden width when the family factorises them)."""
+        return int(self.embedding_tables(model)["word"].weight.shape[1])
+
+    def embedding_projection_module(self, model: nn.Module) -> nn.Module | None:
+        """The Linear from the embedding width to the hidden width, when this model has one."""
+        if self.embedding_projection is None:
+            return None
+        parent, _, name = self.embedding_projection.rpartition(".")
+        owner = get_path(model.base_model, parent) if parent else model.base_model
+        return getattr(owner, name, None)
+
+    def shared_modules(self, model: nn.Module) -> dict[str, nn.Module]:
+        """Modules outside the blocks that every block reads, by path (those this model has)."""
+        found = {}
+        for path in self.shared:
+            parent, _, name = path.rpartition(".")
+            owner = get_path(model.base_model, parent) if parent else model.base_model
+            if getattr(owner, name, None) is not None:
+                found[path] = getattr(owner, name)
+        return found
 
     def square_head_modules(self, model: nn.Module) -> list[nn.Module]:
         """Task-head Linear layers mapping hidden -> hidden, whose outputs must shrink with the hidden width."""
@@ -213,7 +270,8 @@ class Family:
                    ffn: int | None = None) -> None:
         """Write the given widths into ``config`` under this family's keys (``None``: leave that key alone)."""
         keys = ((self.layers_key, layers), (self.hidden_key, hidden), (self.heads_key, heads),
-                (self.kv_heads_key, kv_heads), (self.head_dim_key, head_dim), (self.ffn_key, ffn))
+                (self.kv_heads_key, kv_heads), (self.head_dim_key, head_dim), (self.ffn_key, ffn),
+                *((alias, hidden) for alias in self.hidden_aliases))
         for key, value in keys:
             if value is None:
                 continue
@@ -251,12 +309,19 @@ def find_family(model_or_config: Any) -> Family | None:
     return FAMILIES.get(model_type) if model_type in FAMILIES else None
 
 
+# model types that cannot have an entry, and why (the one-line error says so instead of "unknown")
+UNSUPPORTED = {
+    "albert": "its layers share one set of weights, so no layer can be kept, cut or copied alone",
+}
+
+
 def family_of(model_or_config: Any, purpose: str = "this step") -> Family:
     """The registered family of a model or config; ModelError naming the supported ones when there is none."""
     family = find_family(model_or_config)
     if family is None:
         model_type = _model_type(model_or_config)
-        raise ModelError(f"{purpose} does not know the '{model_type}' architecture",
+        why = f" ({UNSUPPORTED[model_type]})" if model_type in UNSUPPORTED else ""
+        raise ModelError(f"{purpose} does not support the '{model_type}' architecture{why}",
                          f"use a model of type {', '.join(sorted(FAMILIES.names()))}, or register a Family for it "
                          "in distill/core/families")
     return family
