@@ -38,7 +38,8 @@ def save_pruned(model: torch.nn.Module, out_dir: str | Path, tokenizer=None) -> 
     layout = measure(model, spec)
     sync_config(model, spec, layout)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)  # transformers 5 writes safetensors only
+    with _square_projection_refused(model, spec, layout):
+        model.save_pretrained(out)  # transformers 5 writes safetensors only
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     widths = out / WIDTHS_FILE
@@ -47,6 +48,27 @@ def save_pruned(model: torch.nn.Module, out_dir: str | Path, tokenizer=None) -> 
     else:
         write_json(widths, layout.to_json(spec.model_type))
     return out
+
+
+@contextlib.contextmanager
+def _square_projection_refused(model: torch.nn.Module, spec: Family, layout: Layout):
+    """Save an embedding width of 0 while the embeddings' projection is square (see ``Layout.square_projection``).
+
+    A config with embedding_size == hidden_size builds no projection, and plain ``from_pretrained`` would then
+    drop the saved one with a mere "unexpected key" note: a different model, silently. Width 0 makes it refuse
+    with a size mismatch instead, as for every other layout only the widths file describes; ``load_pruned``
+    puts the real width back from the widths file.
+    """
+    key = spec.embedding_size_key
+    if not layout.square_projection or key is None:
+        yield
+        return
+    width = getattr(model.config, key)
+    setattr(model.config, key, 0)
+    try:
+        yield
+    finally:
+        setattr(model.config, key, width)
 
 
 def load_pruned(model_dir: str | Path, model_class: type | None = None) -> torch.nn.Module:
@@ -116,6 +138,8 @@ def _build(cls: type, config, layout: Layout, model_type: str | None, src: Path,
     sizes = {w.head_size for w in layout.layers}
     size = sizes.pop() if len(sizes) == 1 else 0
     spec.set_widths(config, heads=layout.hidden // size if size and layout.hidden % size == 0 else 1)
+    if layout.square_projection:  # saved as 0 so that plain from_pretrained refuses it
+        setattr(config, spec.embedding_size_key, layout.hidden)
     try:
         with _no_init():
             model = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)  # Auto* or concrete

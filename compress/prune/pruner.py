@@ -80,13 +80,15 @@ class PruneReport:
 class _Cut:
     """One planned removal: drop ``idxs`` from ``module``'s output channels (and everything coupled to them).
 
-    ``tables`` are embedding tables read as tensors (DeBERTa's shared ``rel_embeddings.weight``, never called as a
-    module, so invisible to the graph) whose columns go with a hidden-width cut.
+    ``shared`` are modules of a side path of hidden width that the graph cannot tie to the residual stream:
+    DeBERTa's relative-position table (read as a tensor, never called), its norm, and the position projections
+    that read it (coupled to the stream only through ``query_proj``/``key_proj`` with ``share_att_key``). Those
+    the graph left at the old width lose the same hidden columns.
     """
 
     module: torch.nn.Module
     idxs: list[int]
-    tables: tuple[torch.nn.Embedding, ...] = ()
+    shared: tuple[torch.nn.Module, ...] = ()
 
 
 def prune_model(
@@ -281,8 +283,8 @@ def _plan(
     if keep_hidden < current.hidden:
         removed = current.hidden - keep_hidden
         first_out = spec.attention_output(blocks[0])
-        tables = tuple(m for m in spec.shared_modules(model).values() if isinstance(m, torch.nn.Embedding))
-        cuts.append(_Cut(first_out, lowest(channel_scores(dg, scorer, first_out), removed), tables))
+        side = (*spec.shared_modules(model).values(), *(m for b in blocks for m in spec.attention_extra(b)))
+        cuts.append(_Cut(first_out, lowest(channel_scores(dg, scorer, first_out), removed), side))
         cuts.extend(_Cut(m, lowest(channel_scores(dg, scorer, m), removed)) for m in spec.square_head_modules(model))
     return cuts
 
@@ -310,8 +312,20 @@ def _apply(dg: Any, cuts: list[_Cut | fused.FusedHeadCut]) -> None:
                     "torch-pruning refused a pruning group (it would empty a layer)", "use smaller ratios"
                 )
             group.prune()
-            for table in cut.tables:
-                tp.prune_embedding_out_channels(table, cut.idxs)
+            for module in cut.shared:
+                _cut_side_path(module, cut.idxs, cut.module.out_features + len(cut.idxs))
+
+
+def _cut_side_path(module: torch.nn.Module, idxs: list[int], old_width: int) -> None:
+    """Drop hidden columns ``idxs`` from a side-path module still ``old_width`` wide (see ``_Cut.shared``)."""
+    import torch_pruning as tp
+
+    if isinstance(module, torch.nn.Embedding) and module.weight.shape[1] == old_width:
+        tp.prune_embedding_out_channels(module, idxs)
+    elif isinstance(module, torch.nn.LayerNorm) and module.normalized_shape[0] == old_width:
+        tp.prune_layernorm_out_channels(module, idxs)
+    elif isinstance(module, torch.nn.Linear) and module.in_features == old_width:
+        tp.prune_linear_in_channels(module, idxs)
 
 
 def _fix_attention(model: torch.nn.Module, spec: Family, before: Layout) -> None:

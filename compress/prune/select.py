@@ -122,5 +122,5 @@ def ffn_scores(dg: Any, scorer: Scorer, spec: Family, ffn_in: torch.nn.Linear) -
 def attention_score(dg: Any, scorer: Scorer, spec: Family, block: torch.nn.Module, w: LayerWidths) -> torch.Tensor:
     """A block's attention importance: the criterion summed over its attention channels."""
     if fused.is_fused(spec):
-        return fused.headchannel_scores(spec, block, scorer, w.head_size).sum() * w.head_size
+        return fused.head_scores(spec, block, scorer, w.head_size).sum() * w.head_size
     return channel_scores(dg, scorer, spec.qkv(block)["query"]).float().sum()

@@ -1,10 +1,12 @@
 """What HF outputs do not carry: each layer's query/key/value projections (for MiniLMv2 relations), captured by
 forward hooks, and attention maps that are usable as targets (eager attention, no attention dropout).
 
-Where Q/K/V and the attention dropout live comes from the model's family (``distill.core.families``); a fused
-projection ([q; k; v] in one output) is split in the hook. Models of an unregistered family fall back to finding
-them by their usual names (``query``, ``q_lin``, ``q_proj``, ...), as before the adapters existed; that fallback
-goes once every family users bring has an entry (issue 16).
+Where Q/K/V and the attention dropout live comes from the model's family (``distill.core.families``): separate
+projections (DeBERTa's ``query_proj``/``key_proj``/``value_proj`` too, of which only the call on the tokens is kept),
+or a fused one ([q; k; v], ModernBERT's ``Wqkv``) split in thirds in the hook; ModernBERT's Q/K are taken before
+its rotary embedding. Models of an unregistered family fall back to finding them by their usual names (``query``,
+``q_lin``, ``q_proj``, ...): every encoder family users bring has an entry now (issue 16), and the fallback stays
+for unregistered BERT-shaped models (CamemBERT, ...).
 """
 
 from __future__ import annotations
