@@ -26,6 +26,7 @@ CROSS_FAMILIES = ("bert", "distilbert")  # families a student may take whatever 
 # copied into a student of another family: how the ids are read and what the head predicts
 _SHARED_KEYS = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id", "num_labels", "id2label", "label2id",
                 "problem_type")
+_NOT_INHERITED = {"architectures": None, "_name_or_path": "", "dtype": None, "_attn_implementation_internal": None}
 _MAX_POSITIONS = 512  # a position table for a teacher without one (rotary, relative): the longest BERT input
 
 
@@ -97,9 +98,11 @@ def _same_family(family: Family, shape: StudentPreset, teacher_config: Any,
     """The teacher's config with the preset's widths: every other setting (positions, ids, labels) kept."""
     config = copy.deepcopy(teacher_config)
     teacher = family.widths(teacher_config)
-    for key in ("architectures", "_name_or_path"):
+    # not the student's: the teacher's class and source, a dtype it was loaded in (bf16 teachers would give a bf16
+    # student: from_config builds in config.dtype) and an attention kernel set on it (the student picks its own)
+    for key, value in _NOT_INHERITED.items():
         if hasattr(config, key):
-            setattr(config, key, None if key == "architectures" else "")
+            setattr(config, key, value)
     family.set_widths(config, layers=shape.layers, hidden=shape.hidden, heads=shape.heads, ffn=shape.ffn)
     if family.embedding_size_key is not None:
         width = getattr(teacher_config, family.embedding_size_key, None) or teacher.hidden

@@ -92,6 +92,17 @@ def test_tiny_student_takes_every_other_teacher_layer(name):
         assert torch.equal(module.weight, family.shared_modules(teacher)[path].weight)
 
 
+def test_student_config_drops_what_belongs_to_the_loaded_teacher():
+    teacher = tiny_model("deberta-v2").to(torch.bfloat16)
+    teacher.set_attn_implementation("eager")
+    teacher.config.architectures = ["DebertaV2ForSequenceClassification"]
+    student = build_family_student("tiny", teacher.config)
+    assert next(student.parameters()).dtype == torch.float32 and student.config.architectures is None
+    modern = tiny_model("modernbert")
+    modern.set_attn_implementation("eager")
+    assert build_family_student("tiny", modern.config).config._attn_implementation == "sdpa"
+
+
 @pytest.mark.parametrize("name", FAMILY_NAMES)
 def test_teacher_pruned_student_has_the_family_students_shape(name, tmp_path):
     from transformers import AutoModelForSequenceClassification
