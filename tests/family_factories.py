@@ -103,26 +103,26 @@ def tiny_config(family: str, tokenizer=None, *, layers: int = 4, hidden: int = 6
     common = dict(num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads, intermediate_size=ffn)
     if family == "distilbert":
         return transformers.DistilBertConfig(n_layers=layers, dim=hidden, n_heads=heads, hidden_dim=ffn,
-                                             max_position_embeddings=64, **ids, **kw)
+                                             max_position_embeddings=128, **ids, **kw)
     if family == "bert":
-        return transformers.BertConfig(max_position_embeddings=64, **common, **ids, **kw)
+        return transformers.BertConfig(max_position_embeddings=128, **common, **ids, **kw)
     if family in ("roberta", "xlm-roberta"):
         cls = transformers.RobertaConfig if family == "roberta" else transformers.XLMRobertaConfig
-        return cls(max_position_embeddings=66, type_vocab_size=1, bos_token_id=tok.cls_token_id,
+        return cls(max_position_embeddings=130, type_vocab_size=1, bos_token_id=tok.cls_token_id,
                    eos_token_id=tok.sep_token_id, **common, **ids, **kw)
     if family == "electra":  # electra-small: embeddings narrower than the hidden width, lifted by a Linear
         kw.setdefault("embedding_size", hidden // 2)
-        return transformers.ElectraConfig(max_position_embeddings=64, **common, **ids, **kw)
+        return transformers.ElectraConfig(max_position_embeddings=128, **common, **ids, **kw)
     if family == "deberta-v2":  # deberta-v3: relative attention, bucketed positions, no position table/token types
         settings = dict(relative_attention=True, position_buckets=16, max_relative_positions=-1,
                         pos_att_type=["p2c", "c2p"], norm_rel_ebd="layer_norm", share_att_key=True,
-                        position_biased_input=False, type_vocab_size=0, max_position_embeddings=64)
+                        position_biased_input=False, type_vocab_size=0, max_position_embeddings=128)
         return transformers.DebertaV2Config(**{**settings, **kw}, **common, **ids)
     if family == "modernbert":  # ids of the tiny vocab (the config defaults them to 5028x)
         special = dict(bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id, cls_token_id=tok.cls_token_id,
                        sep_token_id=tok.sep_token_id)
         kw.setdefault("local_attention", 8)  # a window shorter than the test sentences: local layers differ
-        return transformers.ModernBertConfig(max_position_embeddings=64, **special, **common, **ids, **kw)
+        return transformers.ModernBertConfig(max_position_embeddings=128, **special, **common, **ids, **kw)
     raise KeyError(family)
 
 
