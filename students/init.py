@@ -255,12 +255,6 @@ def pruned_shape(preset, teacher_config, layer_selection: str | list[int] = "uni
                           f"the {name} hidden width {preset.hidden}",
                           f"pick a preset whose hidden width is a multiple of {head_size}")
     heads = preset.hidden // head_size
-    key = family.embedding_size_key if family is not None else None
-    embedding = (getattr(teacher_config, key, None) or t_hidden) if key else t_hidden
-    if embedding < t_hidden and preset.hidden == embedding:
-        raise ConfigError(f"--init teacher-pruned would cut the teacher's hidden width down to its embedding width "
-                          f"{embedding}, leaving a square projection between them that no config can hold",
-                          "use --init teacher-embeddings, or a preset of another hidden width")
     layers = family_layers(family, preset.layers, t_layers, layer_selection)
     if family is not None and family.first_block_norm and layers[0] != 0:
         raise ConfigError(f"--init teacher-pruned keeps the teacher's first layer for a {family.model_type} teacher "

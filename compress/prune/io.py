@@ -38,8 +38,7 @@ def save_pruned(model: torch.nn.Module, out_dir: str | Path, tokenizer=None) -> 
     layout = measure(model, spec)
     sync_config(model, spec, layout)
     out.mkdir(parents=True, exist_ok=True)
-    with _square_projection_refused(model, spec, layout):
-        model.save_pretrained(out)  # transformers 5 writes safetensors only
+    model.save_pretrained(out)  # transformers 5 writes safetensors only
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     widths = out / WIDTHS_FILE
@@ -48,27 +47,6 @@ def save_pruned(model: torch.nn.Module, out_dir: str | Path, tokenizer=None) -> 
     else:
         write_json(widths, layout.to_json(spec.model_type))
     return out
-
-
-@contextlib.contextmanager
-def _square_projection_refused(model: torch.nn.Module, spec: Family, layout: Layout):
-    """Save an embedding width of 0 while the embeddings' projection is square (see ``Layout.square_projection``).
-
-    A config with embedding_size == hidden_size builds no projection, and plain ``from_pretrained`` would then
-    drop the saved one with a mere "unexpected key" note: a different model, silently. Width 0 makes it refuse
-    with a size mismatch instead, as for every other layout only the widths file describes; ``load_pruned``
-    puts the real width back from the widths file.
-    """
-    key = spec.embedding_size_key
-    if not layout.square_projection or key is None:
-        yield
-        return
-    width = getattr(model.config, key)
-    setattr(model.config, key, 0)
-    try:
-        yield
-    finally:
-        setattr(model.config, key, width)
 
 
 def load_pruned(model_dir: str | Path, model_class: type | None = None) -> torch.nn.Module:
@@ -91,8 +69,8 @@ def load_pruned(model_dir: str | Path, model_class: type | None = None) -> torch
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read {widths} ({exc})", "save the model again with save_pruned") from exc
     layout = Layout.from_json(data, str(widths))
+    model = _build(cls, config, layout, data.get("model_type"), src)
     state = _read_safetensors(src)
-    model = _build(cls, config, layout, data.get("model_type"), src, state)
     floats = {t.dtype for t in state.values() if t.is_floating_point()}
     if len(floats) == 1:
         model.to(floats.pop())
@@ -120,8 +98,7 @@ def _model_class(config) -> type:
     return transformers.AutoModel
 
 
-def _build(cls: type, config, layout: Layout, model_type: str | None, src: Path,
-           state: dict[str, torch.Tensor]) -> torch.nn.Module:
+def _build(cls: type, config, layout: Layout, model_type: str | None, src: Path) -> torch.nn.Module:
     """Instantiate ``cls`` from ``config`` and resize every block to ``layout`` (weights still uninitialised)."""
     spec = find_family(config)
     if spec is None or model_type != config.model_type:
@@ -138,8 +115,6 @@ def _build(cls: type, config, layout: Layout, model_type: str | None, src: Path,
     sizes = {w.head_size for w in layout.layers}
     size = sizes.pop() if len(sizes) == 1 else 0
     spec.set_widths(config, heads=layout.hidden // size if size and layout.hidden % size == 0 else 1)
-    if layout.square_projection:  # saved as 0 so that plain from_pretrained refuses it
-        setattr(config, spec.embedding_size_key, layout.hidden)
     try:
         with _no_init():
             model = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)  # Auto* or concrete
@@ -147,9 +122,6 @@ def _build(cls: type, config, layout: Layout, model_type: str | None, src: Path,
         spec.set_widths(config, heads=declared.heads)
     for block, w in zip(spec.blocks(model), layout.layers, strict=True):
         _resize_block(spec, block, layout.hidden, w)
-    if layout.square_projection:
-        bias = any(key.endswith(f"{spec.embedding_projection}.bias") for key in state)
-        _add_square_projection(spec, model, layout.hidden, bias)
     if measure(model, spec) != layout:
         raise ModelError(f"could not rebuild the layout of {src}", "report this bug")
     return model
@@ -172,15 +144,6 @@ def _resize_block(spec: Family, block: torch.nn.Module, hidden: int, w: LayerWid
     set_path(block, spec.ffn_in, _linear_like(get_path(block, spec.ffn_in), hidden, up))
     set_path(block, spec.ffn_out, _linear_like(get_path(block, spec.ffn_out), w.ffn, hidden))
     spec.set_attention_widths(attn, w.heads, w.head_size)
-
-
-def _add_square_projection(spec: Family, model: torch.nn.Module, hidden: int, bias: bool) -> None:
-    """Put back the embedding projection a config with embedding_size == hidden_size leaves out (ELECTRA checks
-    ``hasattr``, DeBERTa ``is not None``; both then call it)."""
-    word = spec.embedding_tables(model)["word"].weight
-    set_path(model.base_model, spec.embedding_projection,
-             torch.nn.Linear(hidden, hidden, bias=bias, dtype=word.dtype,
-                             device=word.device))
 
 
 @contextlib.contextmanager

@@ -38,9 +38,6 @@ class Layout:
 
     hidden: int
     layers: tuple[LayerWidths, ...]
-    # embeddings lifted by a projection as wide as the hidden width: a config with embedding_size == hidden_size
-    # drops that projection (ELECTRA, DeBERTa), so only the widths file can keep it
-    square_projection: bool = False
 
     @property
     def uniform(self) -> bool:
@@ -49,7 +46,7 @@ class Layout:
     @property
     def expressible(self) -> bool:
         """True when ``hidden``/``heads``/``ffn``/``layers`` in a plain HF config rebuild exactly these shapes."""
-        return self.uniform and self.layers[0].attention == self.hidden and not self.square_projection
+        return self.uniform and self.layers[0].attention == self.hidden
 
     @property
     def max_heads(self) -> int:
@@ -61,16 +58,13 @@ class Layout:
 
     def to_json(self, model_type: str) -> dict:
         """The widths file's content: plain JSON, read back by ``Layout.from_json``."""
-        data = {
+        return {
             "format": LAYOUT_FORMAT,
             "version": LAYOUT_VERSION,
             "model_type": model_type,
             "hidden": self.hidden,
             "layers": [{"heads": w.heads, "head_size": w.head_size, "ffn": w.ffn} for w in self.layers],
         }
-        if self.square_projection:
-            data["square_projection"] = True
-        return data
 
     @classmethod
     def from_json(cls, data: dict, source: str = "widths file") -> Layout:
@@ -81,8 +75,7 @@ class Layout:
             layers = tuple(
                 LayerWidths(int(w["heads"]), int(w["head_size"]), int(w["ffn"])) for w in data["layers"]
             )
-            layout = cls(hidden=int(data["hidden"]), layers=layers,
-                         square_projection=bool(data.get("square_projection", False)))
+            layout = cls(hidden=int(data["hidden"]), layers=layers)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ModelError(
                 f"{source} is not a pruned-widths file ({exc})", "save the model with save_pruned"
@@ -105,10 +98,7 @@ def measure(model: torch.nn.Module, spec: Family) -> Layout:
         hidden.add(spec.attention_output(block).out_features)
     if len(hidden) != 1:
         raise ModelError(f"encoder layers disagree on the hidden width: {sorted(hidden)}", "the model is corrupt")
-    width = hidden.pop()
-    projection = spec.embedding_projection_module(model)
-    square = projection is not None and spec.embedding_width(model) == width
-    return Layout(hidden=width, layers=tuple(layers), square_projection=square)
+    return Layout(hidden=hidden.pop(), layers=tuple(layers))
 
 
 def sync_config(model: torch.nn.Module, spec: Family, layout: Layout) -> None:

@@ -46,6 +46,7 @@ from compress.prune.select import (
     ffn_scores,
     lowest,
     make_scorer,
+    out_channels,
 )
 from distill.core.errors import ModelError
 from distill.core.families import Family, arch_of
@@ -121,10 +122,7 @@ def prune_model(
     sync_config(model, spec, after)
     if not changed:
         notes.append("nothing to prune: model unchanged")
-    if after.square_projection:
-        notes.append("the embedding projection is now square (embedding width = hidden width), which a config "
-                     "leaves out: reload with compress.load_pruned")
-    elif not after.expressible:
+    if not after.expressible:
         notes.append(
             "per-layer widths or attention narrower than hidden: save with compress.save_pruned and reload with "
             "compress.load_pruned (plain from_pretrained cannot express this layout)"
@@ -286,7 +284,24 @@ def _plan(
         side = (*spec.shared_modules(model).values(), *(m for b in blocks for m in spec.attention_extra(b)))
         cuts.append(_Cut(first_out, lowest(channel_scores(dg, scorer, first_out), removed), side))
         cuts.extend(_Cut(m, lowest(channel_scores(dg, scorer, m), removed)) for m in spec.square_head_modules(model))
+        cuts.extend(_embedding_cut(model, spec, dg, scorer, current.hidden, keep_hidden))
     return cuts
+
+
+def _embedding_cut(model: torch.nn.Module, spec: Family, dg: Any, scorer: Scorer, hidden: int,
+                   keep_hidden: int) -> list[_Cut]:
+    """Embeddings narrower than the hidden width (ELECTRA, DeBERTa with ``embedding_size``) shrink in proportion
+    with it and stay narrower: a config whose embedding width equals the hidden width builds no projection, so a
+    square one could not be reloaded."""
+    projection = spec.embedding_projection_module(model)
+    if projection is None:
+        return []
+    width = projection.in_features
+    keep = max(1, min(round(width * keep_hidden / hidden), keep_hidden - 1))
+    if keep >= width:
+        return []
+    word = spec.embedding_tables(model)["word"]
+    return [_Cut(word, lowest(channel_scores(dg, scorer, word), width - keep))]
 
 
 def _head_cut(dg: Any, scorer: Scorer, query: torch.nn.Linear, w: LayerWidths, keep_heads: int) -> _Cut:
@@ -299,21 +314,20 @@ def _head_cut(dg: Any, scorer: Scorer, query: torch.nn.Linear, w: LayerWidths, k
 def _apply(dg: Any, cuts: list[_Cut | fused.FusedHeadCut]) -> None:
     """Carry out the planned cuts through the dependency graph, so every coupled layer shrinks with them (heads of
     a fused Q/K/V by slicing: they cut other dimensions than the graph's groups, so the order does not matter)."""
-    import torch_pruning as tp
 
     with torch.no_grad():
         for cut in cuts:
             if isinstance(cut, fused.FusedHeadCut):
                 cut.apply()
                 continue
-            group = dg.get_pruning_group(cut.module, tp.prune_linear_out_channels, cut.idxs)
+            group = dg.get_pruning_group(cut.module, out_channels(cut.module)[0], cut.idxs)
             if not dg.check_pruning_group(group):
                 raise ModelError(
                     "torch-pruning refused a pruning group (it would empty a layer)", "use smaller ratios"
                 )
             group.prune()
             for module in cut.shared:
-                _cut_side_path(module, cut.idxs, cut.module.out_features + len(cut.idxs))
+                _cut_side_path(module, cut.idxs, out_channels(cut.module)[1] + len(cut.idxs))
 
 
 def _cut_side_path(module: torch.nn.Module, idxs: list[int], old_width: int) -> None:

@@ -63,13 +63,22 @@ def lowest(scores: torch.Tensor, n: int) -> list[int]:
     return sorted(order[:n].tolist())
 
 
-def channel_scores(dg: Any, scorer: Scorer, module: torch.nn.Linear) -> torch.Tensor:
-    """Importance of each output channel of ``module``, pooled over its whole dependency group."""
+def out_channels(module: torch.nn.Module) -> tuple[Any, int]:
+    """torch-pruning's function removing output channels of ``module`` (a Linear, or an Embedding's columns) and
+    how many it has."""
     import torch_pruning as tp
 
-    group = dg.get_pruning_group(module, tp.prune_linear_out_channels, list(range(module.out_features)))
+    if isinstance(module, torch.nn.Embedding):
+        return tp.prune_embedding_out_channels, module.embedding_dim
+    return tp.prune_linear_out_channels, module.out_features
+
+
+def channel_scores(dg: Any, scorer: Scorer, module: torch.nn.Module) -> torch.Tensor:
+    """Importance of each output channel of ``module``, pooled over its whole dependency group."""
+    prune_fn, width = out_channels(module)
+    group = dg.get_pruning_group(module, prune_fn, list(range(width)))
     scores = scorer(group)
-    if scores is None or scores.numel() != module.out_features:
+    if scores is None or scores.numel() != width:
         raise ModelError(f"importance gave no usable scores for {type(module).__name__}", "use importance=magnitude")
     return scores
 

@@ -23,8 +23,7 @@ GRANULARITIES = {
     "hidden": dict(heads=0.0, ffn=0.0, hidden=0.25),  # attention 64 wide over a 48-wide stream: widths file
     "layers": dict(heads=0.0, ffn=0.0, layers=2),
 }
-# a config holds the result, except the hidden cut, and ELECTRA's heads cut: its 32-wide embeddings then feed a
-# 32 -> 32 projection that an ELECTRA config (embedding_size == hidden_size) leaves out
+# a config holds every result but the hidden cut alone (attention 64 wide over a 48-wide stream)
 HF_LOADABLE = {"heads": True, "ffn": True, "hidden": False, "layers": True}
 
 
@@ -40,7 +39,7 @@ def test_prune_round_trip(name, granularity, tmp_path):
     before = sum(p.numel() for p in model.parameters())
     report = prune_model(model, PruneConfig(**GRANULARITIES[granularity]), inputs)
     assert report.params_after < before == report.params_before
-    expressible = HF_LOADABLE[granularity] and not (name == "electra" and granularity == "heads")
+    expressible = HF_LOADABLE[granularity]
     assert report.hf_loadable is expressible
     logits = _logits(model, inputs)
     save_pruned(model, tmp_path)
@@ -119,12 +118,15 @@ def test_modernbert_keeps_its_first_layer_and_cuts_fused_heads_by_taylor():
     assert len(family_of(fresh).blocks(fresh)) == 4  # refused before anything changed
 
 
-def test_electra_square_projection_reloads_only_through_the_widths_file(tmp_path):
-    model, inputs = tiny_model("electra"), tiny_inputs("electra")  # embeddings 32, hidden 64
+@pytest.mark.parametrize("name", ["electra", "deberta-v2"])
+def test_factorised_embeddings_shrink_with_the_hidden_width(name, tmp_path):
+    """Embeddings narrower than the hidden width keep their ratio to it: 32 under 64 become 16 under 32. Cut to the
+    hidden width, they would need a square projection that a config (embedding_size == hidden_size) leaves out."""
+    model, inputs = tiny_model(name, embedding_size=32), tiny_inputs(name)
     report = prune_model(model, PruneConfig(heads=0.5, ffn=0.0), inputs)  # hidden 64 -> 32
-    assert not report.hf_loadable and any("projection is now square" in note for note in report.notes)
+    family = family_of(model)
+    assert report.hf_loadable and family.embedding_width(model) == model.config.embedding_size == 16
+    assert family.embedding_projection_module(model).weight.shape == (32, 16)
     save_pruned(model, tmp_path)
-    assert model.config.embedding_size == 32  # saved as 0 (refused by from_pretrained), kept in memory
-    again = load_pruned(tmp_path)
-    assert again.electra.embeddings_project.weight.shape == (32, 32)
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path)
     assert torch.allclose(_logits(again, inputs), _logits(model, inputs), atol=1e-5)

@@ -107,8 +107,7 @@ def test_student_config_drops_what_belongs_to_the_loaded_teacher():
 def test_teacher_pruned_student_has_the_family_students_shape(name, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    # hidden 64, 4 heads of 16, FFN 128, 4 layers (ELECTRA unfactorised: see the next test)
-    teacher = tiny_model(name, **({"embedding_size": 64} if name == "electra" else {}))
+    teacher = tiny_model(name)  # hidden 64, 4 heads of 16, FFN 128, 4 layers
     preset = StudentPreset(2, 32, 2, 64)
     shape = pruned_shape(preset, teacher.config)
     assert (shape.heads, shape.hidden, shape.ffn) == (2, 32, 64)
@@ -128,14 +127,13 @@ def test_teacher_pruned_student_has_the_family_students_shape(name, tmp_path):
         assert torch.allclose(student.eval()(**inputs).logits, again(**inputs).logits, atol=1e-5)
 
 
-def test_teacher_pruned_refuses_a_square_embedding_projection():
-    """electra-small style (embeddings 32 under hidden 64): a 32-wide cut keeps a 32 -> 32 projection that an
-    ELECTRA config cannot hold; auto then projects the embeddings instead."""
-    config = tiny_model("electra").config
-    with pytest.raises(ConfigError, match="square projection"):
-        pruned_shape(StudentPreset(2, 32, 2, 64), config)
-    assert resolve_auto(StudentPreset(2, 32, 2, 64), config) == "teacher-embeddings"
-    assert pruned_shape(StudentPreset(2, 48, 3, 64), config).hidden == 48
+def test_teacher_pruned_electra_small_keeps_its_embeddings_factorised():
+    """electra-small style (embeddings 32 under hidden 64) cut to hidden 32: the embeddings go to 16 with it."""
+    teacher = tiny_model("electra")
+    shape = pruned_shape(StudentPreset(2, 32, 2, 64), teacher.config)
+    report = prune_model(teacher, PruneConfig(heads=shape.heads_ratio, ffn=shape.ffn_ratio, layers=shape.layers),
+                         _encoded("electra"))
+    assert report.hf_loadable and (teacher.config.embedding_size, teacher.config.hidden_size) == (16, 32)
 
 
 def test_teacher_pruned_modernbert_keeps_the_first_layer():
