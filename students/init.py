@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from distill.core.errors import ConfigError, UnknownNameError
-from distill.core.families import Family, Widths, find_family
+from distill.core.families import FAMILIES, Family, Widths, find_family
 
 INIT_CHOICES = ("auto", "random", "teacher-layers", "teacher-embeddings", "teacher-pruned")
 LAYER_STRATEGIES = ("uniform", "first-k", "last-k")
@@ -208,8 +208,10 @@ def _project_embeddings(student, teacher) -> InitReport:
     mean = words.mean(0, keepdim=True)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(0)  # pca_lowrank is randomised: fix it so the init does not depend on the global seed state
-    if width <= words.shape[1]:
+    if width <= min(words.shape):
         _, _, basis = torch.pca_lowrank(words - mean, q=width, center=False)
+    elif width <= words.shape[1]:  # fewer words than dimensions (a tiny vocabulary): any orthonormal columns
+        basis = torch.linalg.qr(torch.randn(words.shape[1], width))[0]
     else:
         basis = torch.linalg.qr(torch.randn(width, words.shape[1]))[0].T  # (teacher width, width), B Bᵀ = I
     torch.random.set_rng_state(generator_state)
@@ -265,6 +267,16 @@ def pruned_shape(preset, teacher_config, layer_selection: str | list[int] = "uni
                        ffn_ratio=1 - preset.ffn / t_ffn)
 
 
+_BLOCK_FIELDS = ("layers", "attention", "query", "key", "value", "qkv_fused", "qkv_extra", "attn_out", "ffn_in",
+                 "ffn_gate", "ffn_glu_fused", "ffn_out", "norms", "first_block_norm")
+
+
+def same_blocks(a: Family | None, b: Family | None) -> bool:
+    """Whether blocks of families ``a`` and ``b`` are the same modules, so one's layers load into the other's (a
+    BERT student of a RoBERTa, XLM-R or ELECTRA teacher)."""
+    return a is not None and b is not None and all(getattr(a, f) == getattr(b, f) for f in _BLOCK_FIELDS)
+
+
 def _bert_widths(config) -> Widths:
     """Widths of an unregistered model under BERT's config names (AttributeError when it has none)."""
     hidden, heads = int(config.hidden_size), int(config.num_attention_heads)
@@ -272,10 +284,15 @@ def _bert_widths(config) -> Widths:
                   head_dim=hidden // heads, ffn=int(config.intermediate_size))
 
 
-def resolve_auto(preset, teacher_config, layer_selection: str | list[int] = "uniform") -> str:
+def resolve_auto(preset, teacher_config, layer_selection: str | list[int] = "uniform",
+                 family: str | None = None) -> str:
     """What ``--init auto`` means for a preset student: ``teacher-layers`` when its widths equal the teacher's,
     ``teacher-pruned`` when the preset fits inside the teacher (head size kept) and keeps at least half its hidden
     width, else ``teacher-embeddings`` (projected onto fewer dimensions, or lifted into more).
+
+    A student of another ``family`` than the teacher's takes its layers only when both families' blocks are the
+    same modules (bert, roberta, xlm-roberta, electra), and is never cut from the teacher (that keeps the
+    teacher's family).
 
     Measured on SST-2 with all-MiniLM-L6 (experiments/README.md): ``mini`` (H256 of 384) cut from the teacher
     matched it (0.838 vs 0.837 after 2 epochs on 67k rows) where projected embeddings gave 0.672 after one epoch;
@@ -283,13 +300,17 @@ def resolve_auto(preset, teacher_config, layer_selection: str | list[int] = "uni
     the width destroys more than it keeps.
     """
     try:
-        family = find_family(teacher_config)
-        w = family.widths(teacher_config) if family is not None else _bert_widths(teacher_config)
+        teacher_family = find_family(teacher_config)
+        own = family is None or family == getattr(teacher_config, "model_type", None)
+        w = teacher_family.widths(teacher_config) if teacher_family is not None else _bert_widths(teacher_config)
+        layers_fit = own or same_blocks(FAMILIES.get(family), teacher_family)
         if (preset.hidden, preset.heads, preset.ffn) == (w.hidden, w.heads, w.ffn) and preset.layers <= w.layers:
-            return "teacher-layers"
-        pruned_shape(preset, teacher_config, layer_selection)
-        if 2 * preset.hidden >= w.hidden:
-            return "teacher-pruned"
-    except (ConfigError, AttributeError, TypeError):  # no fit, or a config without BERT-style width names
+            if layers_fit:
+                return "teacher-layers"
+        elif own:
+            pruned_shape(preset, teacher_config, layer_selection)
+            if 2 * preset.hidden >= w.hidden:
+                return "teacher-pruned"
+    except (ConfigError, AttributeError, TypeError, KeyError):  # no fit, no BERT-style width names, no family
         pass
     return "teacher-embeddings"

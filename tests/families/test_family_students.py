@@ -155,6 +155,19 @@ def test_a_bert_student_reads_any_teachers_tokenizer(name):
         assert student(**_encoded(name)).logits.shape == (2, 2)
 
 
+def test_auto_init_for_a_student_of_another_family():
+    deberta, roberta = _wide_teacher("deberta-v2").config, _wide_teacher("roberta").config
+    tiny = StudentPreset(2, 128, 2, 512)
+    assert resolve_auto(tiny, deberta) == resolve_auto(tiny, deberta, family="deberta-v2") == "teacher-layers"
+    assert resolve_auto(tiny, deberta, family="bert") == "teacher-embeddings"  # other blocks: no layers to copy
+    assert resolve_auto(tiny, roberta, family="bert") == "teacher-layers"  # the same blocks: layers load as they are
+    assert resolve_auto(StudentPreset(2, 64, 1, 256), roberta, family="bert") == "teacher-embeddings"  # never cut
+    student = build_family_student("tiny", roberta, family="bert")
+    assert init_from_teacher(student, _wide_teacher("roberta"), "auto").strategy == "teacher-layers"
+    student = build_family_student("tiny", deberta, family="bert")  # 52 words, 128 dimensions: no PCA to take
+    assert init_from_teacher(student, _wide_teacher("deberta-v2"), "auto").strategy == "teacher-embeddings"
+
+
 def test_families_a_student_may_take():
     bert, roberta = tiny_model("bert").config, tiny_model("roberta").config
     options = student_families(bert, tiny_tokenizer("bert"))

@@ -49,6 +49,7 @@ from distill.core.families.family import get_path as get_path
 from distill.core.families.family import register_family as register_family
 from distill.core.families.family import set_path as set_path
 from distill.core.families.family import supports_qkv as supports_qkv
+from distill.core.families.features import FEATURE_COLUMNS as FEATURE_COLUMNS
 from distill.core.families.features import feature_rows as feature_rows
 from distill.core.families.features import features_markdown as features_markdown
 from distill.core.families.features import loss_term_support as loss_term_support

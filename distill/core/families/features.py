@@ -16,7 +16,7 @@ from distill.core.families.family import FAMILIES, Family, find_family, supports
 FEATURE_TERMS = ("hidden", "embedding", "cosine", "attention", "relation")
 GRANULARITIES = ("heads", "ffn", "hidden", "layers")
 NO_QKV = "it has no query/key/value projections to capture"
-COLUMNS = ("family", "distil terms", "pruning", "INT8", "notes")
+FEATURE_COLUMNS = ("family", "distil terms", "pruning", "INT8", "notes")
 
 
 def loss_term_support(config: Any) -> dict[str, str | None]:
@@ -91,8 +91,8 @@ def feature_rows() -> list[dict[str, str]]:
 def features_markdown(rows: list[dict[str, str]] | None = None) -> str:
     """``feature_rows()`` as a Markdown table (for the README)."""
     rows = feature_rows() if rows is None else rows
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in rows]
+    lines = ["| " + " | ".join(FEATURE_COLUMNS) + " |", "|" + "---|" * len(FEATURE_COLUMNS)]
+    lines += ["| " + " | ".join(row[c] for c in FEATURE_COLUMNS) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
