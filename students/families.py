@@ -18,7 +18,7 @@ import copy
 from typing import Any
 
 from distill.core.errors import ConfigError, ModelError
-from distill.core.families import FAMILIES, Family, family_of, find_family
+from distill.core.families import FAMILIES, UNSUPPORTED, Family, family_of, find_family
 from students.init import family_layers
 from students.presets import PRESETS, StudentPreset
 
@@ -71,8 +71,10 @@ def family_student_config(preset: StudentPreset | str, teacher_config: Any, *, f
                           "pick a head count that divides the hidden width")
     teacher_family = find_family(teacher_config)
     name = family or teacher_config.model_type
+    if teacher_family is None and teacher_config.model_type in UNSUPPORTED:
+        family_of(teacher_config, "distilling a preset student")  # one line: why, and the supported families
     if teacher_family is None and family is None:
-        name = "bert"  # an unregistered teacher (e.g. a custom encoder): a BERT student reads its ids
+        name = "bert"  # an unregistered BERT-like teacher (CamemBERT, ...): a BERT student reads its ids
     target = family_of(_Named(name), "a student")
     reason = student_families(teacher_config, tokenizer).get(name) if teacher_family is not None else None
     if reason:

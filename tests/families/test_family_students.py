@@ -181,3 +181,13 @@ def test_families_a_student_may_take():
     assert "\n" not in err.value.line() and "--student-family bert" in err.value.line()
     with pytest.raises(ModelError, match="'albert'"):
         family_student_config("tiny", bert, family="albert")
+
+
+def test_an_albert_teacher_is_one_line_naming_the_supported_families():
+    from transformers import AlbertConfig, CamembertConfig
+
+    with pytest.raises(ModelError) as err:
+        family_student_config("tiny", AlbertConfig())
+    line = err.value.line()
+    assert "\n" not in line and "share one set of weights" in line and "modernbert, roberta, xlm-roberta" in line
+    assert family_student_config("tiny", CamembertConfig()).model_type == "bert"  # unregistered, BERT-like
