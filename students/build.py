@@ -1,17 +1,14 @@
-"""Build a BERT student that shares the teacher's tokenizer, vocabulary and task head (the task kind's head class)."""
+"""Build a student of the teacher's family (students.families) that shares its tokenizer, vocabulary and task head
+(the task kind's head class), or load one from a model dir."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from distill.core.errors import ConfigError, ModelError
+from distill.core.errors import ModelError
 from distill.core.runtime import load_policy
 from distill.data.kinds import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, TaskKind, get_kind
 from students.presets import PRESETS, StudentPreset
-
-# Settings copied from the teacher so the student reads the same token ids and predicts the same labels.
-SHARED_KEYS = ("vocab_size", "max_position_embeddings", "type_vocab_size", "pad_token_id", "num_labels",
-               "id2label", "label2id", "problem_type", "layer_norm_eps")
 
 
 def _kind(kind: TaskKind | None, token: bool) -> TaskKind:
@@ -19,28 +16,20 @@ def _kind(kind: TaskKind | None, token: bool) -> TaskKind:
     return kind or get_kind(TOKEN_CLASSIFICATION if token else SEQUENCE_CLASSIFICATION)
 
 
-def build_student(preset: StudentPreset | str, teacher_config, *, kind: TaskKind | None = None, token: bool = False):
-    """A randomly initialised BERT of the preset's shape with the head of ``kind`` (``Bert`` + its head suffix,
-    e.g. ``BertForTokenClassification`` for NER; default ``BertForSequenceClassification``, also used for
-    regression)."""
-    import transformers
-
-    config = student_config(preset, teacher_config)
-    return getattr(transformers, "Bert" + _kind(kind, token).head_suffix)(config)
+def build_student(preset: StudentPreset | str, teacher_config, *, kind: TaskKind | None = None, token: bool = False,
+                  family: str | None = None, layer_selection: str | list[int] = "uniform"):
+    """A randomly initialised student of the preset's shape in the teacher's family (``family``: another one,
+    e.g. bert) with the head of ``kind`` (default sequence classification; the kind's ``AutoModelFor...``)."""
+    config = student_config(preset, teacher_config, family=family, layer_selection=layer_selection)
+    return _kind(kind, token).model_class().from_config(config)
 
 
-def student_config(preset: StudentPreset | str, teacher_config):
-    """The ``BertConfig`` of a preset student of ``teacher_config`` (no weights built: cheap, e.g. for checks)."""
-    from transformers import BertConfig
+def student_config(preset: StudentPreset | str, teacher_config, *, family: str | None = None,
+                   layer_selection: str | list[int] = "uniform"):
+    """The config of a preset student of ``teacher_config`` (no weights built: cheap, e.g. for checks)."""
+    from students.families import family_student_config
 
-    shape = PRESETS.get(preset) if isinstance(preset, str) else preset
-    if shape.hidden % shape.heads:
-        raise ConfigError(f"student hidden size {shape.hidden} is not divisible by {shape.heads} heads",
-                          "pick a head count that divides the hidden size")
-    shared = {k: getattr(teacher_config, k) for k in SHARED_KEYS if getattr(teacher_config, k, None) is not None}
-    shared["type_vocab_size"] = max(1, shared.get("type_vocab_size", 2))
-    return BertConfig(num_hidden_layers=shape.layers, hidden_size=shape.hidden, num_attention_heads=shape.heads,
-                      intermediate_size=shape.ffn, **shared)
+    return family_student_config(preset, teacher_config, family=family, layer_selection=layer_selection)
 
 
 def load_student(source: str, teacher_config, *, kind: TaskKind | None = None, token: bool = False):

@@ -37,8 +37,16 @@ def _student_table():
         layer = 4 * (p.hidden * p.hidden + p.hidden) + 2 * p.hidden * p.ffn + p.ffn + p.hidden + 4 * p.hidden
         params = emb + p.layers * layer + p.hidden * p.hidden + p.hidden
         rows.append((name, str(p.layers), str(p.hidden), str(p.heads), str(p.ffn), f"{params / 1e6:.1f}M"))
-    return table("student presets (BERT; vocabulary and positions from the teacher)",
+    return table("student presets (in the teacher's family; vocabulary and positions from the teacher)",
                  ("name", "layers", "hidden", "heads", "FFN", "params (30,522-token vocab)"), rows)
+
+
+def _family_table():
+    from distill.core.console import table
+    from distill.core.families import FEATURE_COLUMNS, feature_rows
+
+    return table("model families (a preset student takes its teacher's)", FEATURE_COLUMNS,
+                 [tuple(row[c] for c in FEATURE_COLUMNS) for row in feature_rows()])
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
@@ -52,7 +60,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
     tasks = table("tasks", ("name", "text columns", "labels", "metrics"), [
         (name, ", ".join(t.text_columns), "regression" if t.is_regression else str(t.num_labels),
          ", ".join(t.metrics)) for name, t in TASKS.items()])
-    for one in (_student_table(), teachers, tasks, _demo_table(), *_target_tables()):
+    for one in (_student_table(), _family_table(), teachers, tasks, _demo_table(), *_target_tables()):
         out.print(one)
     return 0
 

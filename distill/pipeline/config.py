@@ -80,6 +80,8 @@ class StudentSettings:
     layer_selection: str | list[int] = setting(
         "uniform", "teacher layers for teacher-layers/teacher-pruned: every k-th (uniform), the first or last k, or "
                    "an explicit 0-based list (uniform)", metavar="uniform|first-k|last-k|0,2,5")
+    family: str | None = setting(None, "model family of a preset student (default: the teacher's; bert reads any "
+                                       "tokenizer's ids)", dest="student_family", metavar="FAMILY")
 
     def __post_init__(self) -> None:
         from students.init import parse_layer_selection

@@ -24,8 +24,11 @@ def student_shape(cfg: RunConfig, teacher_config) -> SimpleNamespace:
             from students.init import pruned_shape
 
             heads = pruned_shape(p, teacher_config, student.layer_selection).heads
+        from students.build import student_config
+
+        model_type = student_config(p, teacher_config, family=student.family).model_type  # refuses a bad family
         return SimpleNamespace(num_hidden_layers=p.layers, hidden_size=p.hidden, num_attention_heads=heads,
-                               intermediate_size=p.ffn, num_labels=labels, model_type="bert", preset=True)
+                               intermediate_size=p.ffn, num_labels=labels, model_type=model_type, preset=True)
     from teachers import resolve_model_source
     from teachers.loading import load_config
 
@@ -57,8 +60,23 @@ def _check_init(init: str, student, teacher_config) -> None:
 
     if init not in INIT_CHOICES:
         raise UnknownNameError("--init", init, INIT_CHOICES)
-    same = all(getattr(student, k) == getattr(teacher_config, k, None)
-               for k in ("hidden_size", "num_attention_heads", "intermediate_size"))
+    from distill.core.families import find_family
+
+    family = find_family(teacher_config)
+    if family is not None:  # the family's own keys (DistilBERT: dim, n_heads, hidden_dim)
+        w = family.widths(teacher_config)
+        same = (student.hidden_size, student.num_attention_heads, student.intermediate_size) == (w.hidden, w.heads,
+                                                                                                  w.ffn)
+    else:
+        same = all(getattr(student, k) == getattr(teacher_config, k, None)
+                   for k in ("hidden_size", "num_attention_heads", "intermediate_size"))
+    if student.model_type != getattr(teacher_config, "model_type", None):
+        from students.init import same_blocks
+
+        if init == "teacher-pruned":
+            raise ConfigError(f"--init teacher-pruned cuts a {teacher_config.model_type} student out of the teacher, "
+                              f"not a {student.model_type} one", "drop --student-family, or use --init auto")
+        same = same and same_blocks(find_family(student), find_family(teacher_config))
     if init == "teacher-layers" and not same:
         raise ConfigError("--init teacher-layers needs the student's hidden size, heads and FFN width to equal "
                           "the teacher's", "use --init random, or a student of the teacher's width")

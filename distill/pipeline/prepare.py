@@ -75,7 +75,8 @@ def _check_student(cfg: RunConfig, teacher: LoadedTeacher, splits: Splits) -> Pr
         source = resolve_model_source(student.name, kind="student", registry=PRESETS)
         student_tok = student_tokenizer(cfg, source, teacher.tokenizer, splits.task)
     if student.init == "auto" and student_tok is None and preset:
-        student.init = resolve_auto(PRESETS.get(student.name), teacher.model.config, student.layer_selection)
+        student.init = resolve_auto(PRESETS.get(student.name), teacher.model.config, student.layer_selection,
+                                    family=student.family)
         info(f"  --init auto: {student.init}")  # the resolved choice is what config.yaml records
     if student.init == "teacher-pruned":
         if not preset:

@@ -31,6 +31,7 @@ def pruned_student(ctx: Context, teacher) -> tuple[object, dict]:
     hidden and FFN widths by structured pruning (magnitude; the head size is kept, so heads = hidden / head size).
     Returns the student and what was cut (report history ``init_pruned``)."""
     from compress import PruneConfig, prune_model
+    from distill.core.families import family_of
     from distill.data.pairs import student_view
     from students import PRESETS
     from students.init import pruned_shape
@@ -42,8 +43,8 @@ def pruned_student(ctx: Context, teacher) -> tuple[object, dict]:
     example = {k: v[:2] for k, v in batch.items() if k != "idx"}
     report = prune_model(student, PruneConfig(heads=shape.heads_ratio, ffn=shape.ffn_ratio, layers=shape.layers,
                                               importance="magnitude"), example)
-    c = student.config
-    got = (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size)
+    w = family_of(student).widths(student.config)  # DistilBERT names them dim/n_heads/hidden_dim
+    got = (w.layers, w.hidden, w.heads, w.ffn)
     want = (len(shape.layers), shape.hidden, shape.heads, shape.ffn)
     if got != want:
         raise ModelError(f"pruning the teacher gave L{got[0]}/H{got[1]}/A{got[2]}/FFN{got[3]}, not "
@@ -64,7 +65,8 @@ def build(ctx: Context, teacher) -> tuple[object, bool, dict | None]:
              f"layers {cut['teacher_layers']}, {student.config.num_attention_heads} heads")
         return student, True, cut
     if student_source_is_preset(settings.name):
-        student = build_student(settings.name, teacher.config, kind=ctx.task.kind)
+        student = build_student(settings.name, teacher.config, kind=ctx.task.kind, family=settings.family,
+                                layer_selection=settings.layer_selection)
         report = init_from_teacher(student, teacher, settings.init, settings.layer_selection)
         info(f"  student '{settings.name}': {count_params(student):,} params, init {report.strategy}")
         return student, report.strategy == "teacher-layers", None
