@@ -119,19 +119,28 @@ def _output_name(model: PreTrainedModel, inputs: dict[str, torch.Tensor], wanted
                      "export a *ForSequenceClassification, *ForTokenClassification or bare encoder model")
 
 
+QUIET_LOGGERS = ("torch.onnx", "onnxscript")  # the exporter and its graph optimiser (constant-folding notes)
+
+
 @contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """Silence the exporter's routine chatter (axis-renaming notes, optional torchvision ops); keep real errors."""
-    log = logging.getLogger("torch.onnx")
-    level = log.level
-    log.setLevel(logging.ERROR)
+def quiet_exporter(*, all_future_warnings: bool = False) -> Iterator[None]:
+    """Silence the ONNX exporter's routine chatter (axis-renaming notes, optional torchvision ops, the optimiser's
+    skipped constant folds); real errors still raise. ``all_future_warnings`` also drops every FutureWarning (the
+    KV-cache export of ``onnx_past`` trips several in transformers' cache code), else only the pytree LeafSpec one.
+    The one copy for ``export_onnx`` and ``onnx_past.export_with_past``."""
+    logs = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"# The axis name")
-        warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="" if all_future_warnings else r".*LeafSpec",
+                                category=FutureWarning)
         try:
             yield
         finally:
-            log.setLevel(level)
+            for log, level in zip(logs, levels, strict=True):
+                log.setLevel(level)
 
 
 def export_onnx(model: PreTrainedModel, path: Path, *, max_seq_length: int = 128, opset: int = DEFAULT_OPSET,
@@ -151,7 +160,7 @@ def export_onnx(model: PreTrainedModel, path: Path, *, max_seq_length: int = 128
         dims = {name: torch.export.Dim(name) for name in dict.fromkeys(axes.values())}
         external = sum(p.numel() * p.element_size() for p in ready.parameters()) > _EXTERNAL_DATA_BYTES
         try:
-            with _quiet_exporter():
+            with quiet_exporter():
                 program = torch.onnx.export(
                     _SingleOutput(ready, output).eval(), (), kwargs=inputs, output_names=[output],
                     dynamic_shapes={n: {axis: dims[d] for axis, d in axes.items()} for n in names},

@@ -16,13 +16,9 @@ with a greedy loop that needs only onnxruntime, numpy and transformers' tokenize
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import shutil
 import tempfile
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,24 +107,11 @@ def past_names(layers: int) -> tuple[list[str], list[str]]:
     return past, [name.replace("past_key_values", "present") for name in past]
 
 
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """Silence the exporter's routine notes (axis renaming, optional torchvision ops); real errors still raise."""
-    log = logging.getLogger("torch.onnx")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"# The axis name")
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        try:
-            yield
-        finally:
-            log.setLevel(level)
-
-
 def export_with_past(model, path: Path) -> Path:
     """Export a causal LM (eval, FP32, CPU) to one ONNX file with past-key-value inputs and present outputs."""
     import torch
+
+    from compress.quantize.export import quiet_exporter
 
     layers, kv, head_dim = kv_layout(model.config)
     past_in, present_out = past_names(layers)
@@ -140,7 +123,7 @@ def export_with_past(model, path: Path) -> Path:
     shapes = ({0: batch, 1: seq}, {0: batch, 1: total}, tuple({0: batch, 2: length} for _ in past_in))  # *past
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with _quiet_exporter():
+        with quiet_exporter(all_future_warnings=True):
             program = torch.onnx.export(_wrapper(model), (ids, mask, *past), dynamic_shapes=shapes, dynamo=True,
                                         input_names=["input_ids", "attention_mask", *past_in],
                                         output_names=["logits", *present_out], opset_version=18, verbose=False)
