@@ -17,6 +17,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
@@ -143,6 +144,21 @@ def quiet_exporter(*, all_future_warnings: bool = False) -> Iterator[None]:
                 log.setLevel(level)
 
 
+def drop_trace_metadata(program: Any) -> None:
+    """Drop what the torch.export-based exporter records on every node of ``program`` (an ``ONNXProgram``): its
+    Python stack trace, FX node and module scopes. Nothing a runtime reads, yet it is the exporting machine's
+    absolute source paths inside a file meant to ship, and a third to a half of a small model's file (a pruned
+    1-layer DeBERTa-v3 at hidden 64: FP32 ONNX 0.63 MB with it, 0.30 MB without; its INT8 file was larger than
+    the FP32 safetensors). Functions included."""
+    model = getattr(program, "model", None)
+    if model is None:
+        return
+    graphs = [model.graph, *getattr(model, "functions", {}).values()]
+    for graph in graphs:
+        for node in graph.all_nodes():
+            node.metadata_props.clear()
+
+
 def export_onnx(model: PreTrainedModel, path: Path, *, max_seq_length: int = 128, opset: int = DEFAULT_OPSET,
                 kind: TaskKind | None = None) -> Path:
     """Export ``model`` to one FP32 ONNX file with the task kind's signature (``kind``, else the kind whose head
@@ -165,6 +181,7 @@ def export_onnx(model: PreTrainedModel, path: Path, *, max_seq_length: int = 128
                     _SingleOutput(ready, output).eval(), (), kwargs=inputs, output_names=[output],
                     dynamic_shapes={n: {axis: dims[d] for axis, d in axes.items()} for n in names},
                     opset_version=opset, dynamo=True, external_data=external, verbose=False)
+                drop_trace_metadata(program)
                 program.save(str(path), external_data=external)
         except Exception as exc:  # the exporter raises many types; all mean the same thing to the user
             raise ModelError(f"could not export {type(ready).__name__} to ONNX ({type(exc).__name__}: {exc})",

@@ -1,11 +1,13 @@
 """ONNX export and dynamic INT8 of every encoder family through ``compress.quantize_model``: the bundle runs in
 onnxruntime alone on the family's tokenizer output (a length other than the traced one: dynamic axes, DeBERTa's
 relative buckets, ModernBERT's sliding windows), stays close to the PyTorch logits, and carries a config and
-tokenizer that load without this package. Pruned layouts only the widths file describes export too."""
+tokenizer that load without this package, and no exporter trace metadata (stack traces with this machine's paths).
+Pruned layouts only the widths file describes export too."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,7 +39,17 @@ def _check_bundle(model, name: str, out) -> None:
     got = session.run(None, feed)[0]
     assert got.shape == want.shape and np.abs(got - want).max() < 0.05
     assert AutoConfig.from_pretrained(out).model_type == name
+    _check_no_trace_metadata(out / "model.onnx")
     assert AutoTokenizer.from_pretrained(out)(TEXTS[0])["input_ids"] == tiny_tokenizer(name)(TEXTS[0])["input_ids"]
+
+
+def _check_no_trace_metadata(path) -> None:
+    """The exporter's per-node stack traces (this machine's source paths) are not shipped."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    assert not [node.name for node in graph.node if node.metadata_props]
+    assert str(Path(torch.__file__).parent).encode() not in path.read_bytes()
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)
