@@ -24,6 +24,7 @@ import pytest
 import torch
 from family_factories import FAMILY_NAMES, WORDS, save_tiny_teacher
 
+from compress.prune.io import WIDTHS_FILE
 from distill.cli import main
 from distill.core.families import family_of
 
@@ -152,6 +153,7 @@ def test_saved_stages_reload_with_plain_from_pretrained_and_the_same_logits(fami
     tok = transformers.AutoTokenizer.from_pretrained(family_run.out / "student")
     batch = tok(SENTENCES, padding=True, truncation=True, max_length=16, return_tensors="pt")
     for stage, held in family_run.in_memory.items():
+        assert not (family_run.out / stage / WIDTHS_FILE).exists(), "a layout the plain config expresses"
         reloaded = auto.from_pretrained(family_run.out / stage).eval()
         assert type(reloaded) is type(held), stage
         with torch.no_grad():
