@@ -47,9 +47,12 @@ def _check_no_trace_metadata(path) -> None:
     """The exporter's per-node stack traces (this machine's source paths) are not shipped."""
     import onnx
 
+    from compress.quantize.export import KEPT_NODE_METADATA
+
     graph = onnx.load(str(path)).graph
-    assert not [node.name for node in graph.node if node.metadata_props]
+    assert {p.key for node in graph.node for p in node.metadata_props} == set(KEPT_NODE_METADATA)
     assert str(Path(torch.__file__).parent).encode() not in path.read_bytes()
+    assert any(p.key == "pkg.torch.onnx.name_scopes" for node in graph.node for p in node.metadata_props)
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)
