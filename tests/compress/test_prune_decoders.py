@@ -186,3 +186,25 @@ def test_per_layer_ratios_and_missing_calibration_are_config_errors():
         keep_for(model, DecoderTarget(ffn=48), None)
     report = prune_decoder(model, PruneConfig(**dict(NONE, layers=1, layer_selection="uniform")), [])
     assert report.layers_after == 1 and report.per_layer[0]["source"] == 1  # uniform depth: no scores needed
+
+
+def test_rms_norms_are_rescaled_for_the_channels_a_hidden_cut_drops():
+    """Channels 32..63 never carry anything: with the RMS norms rescaled by sqrt(D / D') the cut is exact."""
+    def dead_upper_half():
+        model = tiny_causal_lm("llama", rms_norm_eps=1e-12)  # eps would weigh differently over fewer channels
+        with torch.no_grad():
+            model.model.embed_tokens.weight[:, 32:] = 0  # tied: lm_head reads nothing from them either
+            for block in model.model.layers:
+                block.self_attn.o_proj.weight[32:] = 0
+                block.mlp.down_proj.weight[32:] = 0
+        return model
+
+    reference = logits(dead_upper_half())
+    rescaled, plain = dead_upper_half(), dead_upper_half()
+    imp = measure_importance(rescaled, batches())
+    keep = keep_for(rescaled, DecoderTarget(hidden=32), imp)
+    assert keep.hidden == list(range(32)) and keep.norm_scales["final"] == pytest.approx(2 ** 0.5)
+    cut_decoder(rescaled, keep)
+    assert torch.allclose(logits(rescaled), reference, atol=1e-4)
+    cut_decoder(plain, keep_for(plain, DecoderTarget(hidden=32, rescale_norms=False), imp))
+    assert not torch.allclose(logits(plain), reference, atol=1e-2)

@@ -16,7 +16,9 @@ and students (``students.decoders``) both go through here.
   scores the old scale gave.
 - Hidden channels are cut through every block's norms and residual projections, the final norm, the embedding
   tables (word, and GPT-2's positions) and ``lm_head``; tied embeddings stay one tensor. Norm statistics then
-  run over fewer channels, so a hidden cut changes the function (the other cuts remove exactly what they drop).
+  run over fewer channels, so a hidden cut changes the function (the other cuts remove exactly what they drop);
+  ``norm_scales`` (from calibration, ``decoder_importance.norm_scales``) rescales RMS norm weights to make up
+  for the channels lost on average.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class DecoderKeep:
     head_dims: list[list[list[int]]] | None = None
     ffn: list[list[int]] | None = None
     hidden: list[int] | None = None
+    norm_scales: dict[str, float] | None = None  # with ``hidden``: "layer.norm" / "final" -> weight factor
 
 
 def cut_decoder(model: nn.Module, keep: DecoderKeep, family: Family | None = None) -> nn.Module:
@@ -68,7 +71,7 @@ def cut_decoder(model: nn.Module, keep: DecoderKeep, family: Family | None = Non
             if keep.ffn is not None:
                 _cut_ffn(family, block, keep.ffn[i])
         if keep.hidden is not None:
-            _cut_hidden(model, family, list(keep.hidden))
+            _cut_hidden(model, family, list(keep.hidden), keep.norm_scales or {})
     _rewrite_config(model, family)
     return model
 
@@ -161,10 +164,10 @@ def keep_in(module: nn.Module, idx: torch.Tensor) -> None:
         module.in_features = len(idx)
 
 
-def _keep_norm(norm: nn.Module, idx: torch.Tensor) -> None:
+def _keep_norm(norm: nn.Module, idx: torch.Tensor, scale: float = 1.0) -> None:
     import torch
 
-    norm.weight = torch.nn.Parameter(norm.weight.data[idx].clone())
+    norm.weight = torch.nn.Parameter(norm.weight.data[idx].clone() * scale)
     if getattr(norm, "bias", None) is not None:
         norm.bias = torch.nn.Parameter(norm.bias.data[idx].clone())
     if hasattr(norm, "normalized_shape"):
@@ -244,7 +247,7 @@ def _cut_ffn(family: Family, block: nn.Module, neurons: list[int]) -> None:
     keep_in(parts["out"], idx)
 
 
-def _cut_hidden(model: nn.Module, family: Family, channels: list[int]) -> None:
+def _cut_hidden(model: nn.Module, family: Family, channels: list[int], scales: dict[str, float]) -> None:
     """Residual channels: embeddings, every block's norms and residual projections, the final norm, lm_head."""
     import torch
 
@@ -252,9 +255,9 @@ def _cut_hidden(model: nn.Module, family: Family, channels: list[int]) -> None:
     for table in family.embedding_tables(model).values():
         table.weight = torch.nn.Parameter(table.weight.data[:, idx].clone())
         table.embedding_dim = len(idx)
-    for block in family.blocks(model):
+    for i, block in enumerate(family.blocks(model)):
         for norm in family.norms:
-            _keep_norm(get_path(block, norm), idx)
+            _keep_norm(get_path(block, norm), idx, scales.get(f"{i}.{norm}", 1.0))
         for proj in family.qkv(block).values():
             keep_in(proj, idx)
         keep_out(family.attention_output(block), idx)
@@ -264,7 +267,7 @@ def _cut_hidden(model: nn.Module, family: Family, channels: list[int]) -> None:
             keep_in(parts["gate"], idx)
         keep_out(parts["out"], idx)
     if family.final_norm is not None:
-        _keep_norm(get_path(model.base_model, family.final_norm), idx)
+        _keep_norm(get_path(model.base_model, family.final_norm), idx, scales.get("final", 1.0))
     head = model.get_output_embeddings()
     word = family.embedding_tables(model)["word"]
     if head is not None:

@@ -10,6 +10,9 @@ Scores, summed over the real tokens (``attention_mask``) of every batch:
 - hidden channel c: ``|n_c|`` summed over the outputs ``n`` of every norm (the blocks' and the final one).
 - channel d inside head h (GPT-2 head-size cuts): ``mean|q_d| · mean|k_d|`` (its share of the scores) plus the
   ``a_h`` term of that channel, each normalised to sum 1 per head.
+- RMS norms (no bias) also record the energy ``x_c^2`` of their input per channel: after a hidden cut a norm
+  divides by the RMS of fewer channels, so ``keep_for`` scales its weight by ``sqrt(f · D / D')`` (``f``: the
+  share of the input's energy in the ``D'`` kept channels of ``D``), which restores the output scale on average.
 - block l: ``1 - cos(x_in, x_out)`` of its input and output hidden states (ShortGPT's block influence): a block
   that barely turns its input matters least.
 """
@@ -41,6 +44,7 @@ class DecoderImportance:
     ffn: list[Any] = field(default_factory=list)  # (ffn,) per layer
     hidden: Any = None  # (hidden,)
     blocks: Any = None  # (layers,) 1 - cos(in, out)
+    norm_energy: dict[str, Any] = field(default_factory=dict)  # "layer.norm" / "final" -> (hidden,) sum of x^2
     tokens: int = 0
 
 
@@ -86,11 +90,11 @@ class _Recorder:
             if FUSED_QKV in qkv:
                 stack.callback(qkv[FUSED_QKV].register_forward_hook(self._fused_qk(i)).remove)
             for norm in family.norms:
-                stack.callback(get_path(block, norm).register_forward_hook(self._norm).remove)
+                stack.callback(get_path(block, norm).register_forward_hook(self._norm(f"{i}.{norm}")).remove)
             stack.callback(block.register_forward_hook(self._block(i), with_kwargs=True).remove)
         if family.final_norm is not None:
             final = get_path(self.model.base_model, family.final_norm)
-            stack.callback(final.register_forward_hook(self._norm).remove)
+            stack.callback(final.register_forward_hook(self._norm("final")).remove)
 
     def _attention(self, i: int, out: nn.Module):
         import torch
@@ -119,8 +123,13 @@ class _Recorder:
             self.qk[i][..., 1] += k.abs().sum(0).reshape(heads, self.head_dim)
         return hook
 
-    def _norm(self, module, args, output) -> None:
-        self.imp.hidden += self.tokens(_first(output)).abs().sum(0)
+    def _norm(self, key: str):
+        def hook(module, args, output) -> None:
+            self.imp.hidden += self.tokens(_first(output)).abs().sum(0)
+            if getattr(module, "bias", None) is None:  # an RMS norm
+                energy = self.tokens(args[0]).pow(2).sum(0)
+                self.imp.norm_energy[key] = self.imp.norm_energy.get(key, 0) + energy
+        return hook
 
     def _block(self, i: int):
         import torch
@@ -239,6 +248,20 @@ class DecoderTarget:
     kv_heads: int | None = None
     ffn: int | None = None
     layer_selection: str | list[int] = "uniform"
+    rescale_norms: bool = True  # hidden cuts: scale RMS norm weights for the channels they lose
+
+
+def norm_scales(imp: DecoderImportance, kept: list[int], channels: list[int], hidden: int) -> dict[str, float]:
+    """``sqrt(f · D / D')`` per RMS norm (keys renumbered to the kept layers): see the module docstring."""
+    scales = {}
+    for key, energy in imp.norm_energy.items():
+        layer, _, name = key.partition(".")
+        if key != "final" and int(layer) not in kept:
+            continue
+        share = float(energy[channels].sum() / energy.sum().clamp_min(1e-30))
+        new_key = "final" if key == "final" else f"{kept.index(int(layer))}.{name}"
+        scales[new_key] = (share * hidden / len(channels)) ** 0.5
+    return scales
 
 
 def keep_for(model: nn.Module, target: DecoderTarget, imp: DecoderImportance | None,
@@ -271,6 +294,8 @@ def keep_for(model: nn.Module, target: DecoderTarget, imp: DecoderImportance | N
         keep.ffn = [top(imp.ffn[i], target.ffn) for i in kept]
     if target.hidden is not None and target.hidden != w.hidden:
         keep.hidden = top(imp.hidden, target.hidden)
+        if target.rescale_norms:
+            keep.norm_scales = norm_scales(imp, kept, keep.hidden, w.hidden)
     if family.head_dim_key is None and (keep.hidden is not None or keep.heads is not None):
         _gpt2_head_dims(keep, imp, kept, target.hidden or w.hidden, w)
     return keep
