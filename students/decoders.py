@@ -133,18 +133,20 @@ class DecoderStudentReport:
 
 def build_decoder_student(
     teacher: nn.Module, spec: str, *, init: str = "teacher", layer_selection: str | list[int] = "uniform",
-    calibration: Iterable[dict[str, Any]] | None = None,
+    calibration: Iterable[dict[str, Any]] | None = None, rescale_norms: bool = False,
 ) -> tuple[nn.Module, DecoderStudentReport]:
     """A student of ``teacher`` shaped by ``spec`` (the teacher is left as it was) and how it was made.
 
     ``calibration``: batches (``input_ids``, ``attention_mask``) for importance, needed by width cuts and by
-    ``layer_selection="importance"`` (a uniform depth cut needs none).
+    ``layer_selection="importance"`` (a uniform depth cut needs none). ``rescale_norms``: see
+    ``distill.core.families.decoder_importance`` (off: measured worse before training).
     """
     if init not in INITS:
         raise ConfigError(f"unknown student init '{init}'", f"use one of {', '.join(INITS)}")
     family = family_of(teacher, "a decoder student")
     selection = parse_layer_selection(layer_selection)
     target = student_target(spec, teacher.config, selection)
+    target.rescale_norms = rescale_norms
     student = copy.deepcopy(teacher)
     keep = keep_for(student, target, None, family) if not _needs_scores(teacher, target) else None
     imp = None

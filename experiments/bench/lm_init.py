@@ -65,6 +65,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--calib-blocks", type=int, default=8)
     ap.add_argument("--block-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rescale-norms", action="store_true", help="scale RMS norms after hidden cuts")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "lm_init.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -77,7 +78,7 @@ def main(argv=None) -> dict:
     calib = calibration_batches(tok, args.calib_blocks, args.block_size)
     result = {"command": "python experiments/bench/lm_init.py " + " ".join(argv or []),
               "machine": platform.processor() or "cpu", "cpus": os.cpu_count(), "threads": args.threads,
-              "load_average_start": os.getloadavg()[0],
+              "load_average_start": os.getloadavg()[0], "rescale_norms": args.rescale_norms,
               "eval": {"windows": len(eval_ids) // args.block_size, "every_kth_window": every,
                        "window": args.block_size, "stride": args.block_size},
               "calibration_tokens": sum(int(b["attention_mask"].sum()) for b in calib), "rows": []}
@@ -89,7 +90,8 @@ def main(argv=None) -> dict:
     print(f"teacher: {params / 1e6:.1f}M params, perplexity {ppl:.2f}", flush=True)
     for spec, selection in VARIANTS:
         start = time.perf_counter()
-        student, report = build_decoder_student(teacher, spec, layer_selection=selection, calibration=calib)
+        student, report = build_decoder_student(teacher, spec, layer_selection=selection, calibration=calib,
+                                                rescale_norms=args.rescale_norms)
         built = time.perf_counter() - start
         ppl = sliding_perplexity(student, eval_ids, window=args.block_size, batch_size=4).perplexity
         row = {"student": spec, "selection": selection, "params": report.params_student, "ppl": ppl,

@@ -202,9 +202,9 @@ def test_rms_norms_are_rescaled_for_the_channels_a_hidden_cut_drops():
     reference = logits(dead_upper_half())
     rescaled, plain = dead_upper_half(), dead_upper_half()
     imp = measure_importance(rescaled, batches())
-    keep = keep_for(rescaled, DecoderTarget(hidden=32), imp)
+    keep = keep_for(rescaled, DecoderTarget(hidden=32, rescale_norms=True), imp)
     assert keep.hidden == list(range(32)) and keep.norm_scales["final"] == pytest.approx(2 ** 0.5)
     cut_decoder(rescaled, keep)
     assert torch.allclose(logits(rescaled), reference, atol=1e-4)
-    cut_decoder(plain, keep_for(plain, DecoderTarget(hidden=32, rescale_norms=False), imp))
+    cut_decoder(plain, keep_for(plain, DecoderTarget(hidden=32), imp))  # default: norms left as they are
     assert not torch.allclose(logits(plain), reference, atol=1e-2)

@@ -11,8 +11,10 @@ Scores, summed over the real tokens (``attention_mask``) of every batch:
 - channel d inside head h (GPT-2 head-size cuts): ``mean|q_d| · mean|k_d|`` (its share of the scores) plus the
   ``a_h`` term of that channel, each normalised to sum 1 per head.
 - RMS norms (no bias) also record the energy ``x_c^2`` of their input per channel: after a hidden cut a norm
-  divides by the RMS of fewer channels, so ``keep_for`` scales its weight by ``sqrt(f · D / D')`` (``f``: the
-  share of the input's energy in the ``D'`` kept channels of ``D``), which restores the output scale on average.
+  divides by the RMS of fewer channels; with ``rescale_norms`` ``keep_for`` scales its weight by
+  ``sqrt(f · D / D')`` (``f``: the share of the input's energy in the ``D'`` kept channels of ``D``), which
+  restores the output scale on average. Off by default: on SmolLM2 it made untrained width-cut students worse
+  (perplexity 4,709 -> 6,445 at half width), so the measured choice is to leave the norms as they are.
 - block l: ``1 - cos(x_in, x_out)`` of its input and output hidden states (ShortGPT's block influence): a block
   that barely turns its input matters least.
 """
@@ -248,7 +250,8 @@ class DecoderTarget:
     kv_heads: int | None = None
     ffn: int | None = None
     layer_selection: str | list[int] = "uniform"
-    rescale_norms: bool = True  # hidden cuts: scale RMS norm weights for the channels they lose
+    rescale_norms: bool = False  # hidden cuts: scale RMS norm weights for the channels they lose (measured: worse
+    # on SmolLM2 before training, experiments/results/lm_init_rescaled_norms.json; exact for dead channels)
 
 
 def norm_scales(imp: DecoderImportance, kept: list[int], channels: list[int], hidden: int) -> dict[str, float]:
