@@ -14,7 +14,8 @@ Shapes (``--student``):
 
 Init (``--student-init``): ``teacher`` (default: teacher layers and pruned widths), or ``random`` (the same
 config, fresh weights). Layer selection: ``uniform`` (first and last included), ``importance`` (block influence
-1 - cos(in, out) on the calibration text) or a list of teacher layers.
+1 - cos(in, out) on the calibration text), ``perplexity`` (the blocks whose skipping raises the calibration NLL
+most; one pass per block) or a list of teacher layers.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class DecoderStudentReport:
     params_student: int = 0
     calibration_tokens: int = 0
     block_importance: list[float] = field(default_factory=list)
+    block_nll_rise: list[float] = field(default_factory=list)  # with layer selection "perplexity"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -159,7 +161,7 @@ def build_decoder_student(
         if calibration is None:
             raise ConfigError(f"student '{spec}' with layer selection '{layer_selection}' needs calibration text",
                               "give calibration batches, or a depth-only student with uniform layers")
-        imp = measure_importance(teacher, calibration, family)
+        imp = measure_importance(teacher, calibration, family, block_nll=target.layer_selection == "perplexity")
         keep = keep_for(student, target, imp, family)
     cut_decoder(student, keep, family)
     if init == "random":
@@ -169,14 +171,16 @@ def build_decoder_student(
         student=asdict(family.widths(student.config)), params_teacher=_params(teacher), params_student=_params(student),
         kept_layers=keep.layers if keep.layers is not None else list(range(family.widths(teacher.config).layers)),
         calibration_tokens=imp.tokens if imp is not None else 0,
-        block_importance=[round(float(x), 6) for x in imp.blocks] if imp is not None else [])
+        block_importance=[round(float(x), 6) for x in imp.blocks] if imp is not None else [],
+        block_nll_rise=[round(float(x), 6) for x in imp.block_nll] if imp is not None and imp.block_nll is not None
+        else [])
     return student.eval(), report
 
 
 def _needs_scores(teacher: nn.Module, target: DecoderTarget) -> bool:
     w = family_of(teacher).widths(teacher.config)
     widths = ((target.hidden, w.hidden), (target.heads, w.heads), (target.kv_heads, w.kv_heads), (target.ffn, w.ffn))
-    return target.layer_selection == "importance" or any(t not in (None, now) for t, now in widths)
+    return target.layer_selection in ("importance", "perplexity") or any(t not in (None, now) for t, now in widths)
 
 
 def _fresh(model: nn.Module) -> nn.Module:

@@ -13,7 +13,8 @@ the family's module paths.
 - ``hidden``: fraction of residual channels removed (embeddings, norms, lm_head, tied or not). ``None``: kept for
   rotary families; for GPT-2 (heads x head size = hidden) it shrinks with the heads.
 - ``layers`` / ``layer_selection``: blocks kept (a count or indices); ``importance`` keeps the blocks that turn
-  their input most (1 - cosine), ``uniform`` spreads them evenly.
+  their input most (1 - cosine), ``uniform`` spreads them evenly; ``perplexity`` (``prune_decoder``'s
+  ``layer_selection``, not a ``PruneConfig`` value) keeps those whose skipping raises the calibration NLL most.
 ``importance`` (the encoders' gradient criteria) does not apply: decoder scores are always activation-based.
 """
 
@@ -52,8 +53,9 @@ def _one(name: str, ratio: Any) -> float:
 
 
 def decoder_target(model: nn.Module, config: PruneConfig, *, kv_heads: int | None = None,
-                   family: Family | None = None) -> DecoderTarget:
-    """The shape ``config``'s ratios ask of ``model`` (counts rounded to the nearest, at least one kept)."""
+                   layer_selection: str | None = None, family: Family | None = None) -> DecoderTarget:
+    """The shape ``config``'s ratios ask of ``model`` (counts rounded to the nearest, at least one kept);
+    ``layer_selection`` overrides the config's (``perplexity`` is a decoder-only choice)."""
     family = family or family_of(model, "structured pruning")
     w = family.widths(model.config)
     heads = max(1, round(w.heads * (1 - _one("heads", config.heads))))
@@ -68,23 +70,25 @@ def decoder_target(model: nn.Module, config: PruneConfig, *, kv_heads: int | Non
     count = len(layers) if isinstance(layers, list) else layers
     if count is not None and not 0 < count <= w.layers:
         raise ConfigError(f"--prune-layers {count}: the model has {w.layers} layers", f"keep 1..{w.layers} layers")
-    selection: str | list[int] = layers if isinstance(layers, list) else config.layer_selection
+    selection: str | list[int] = layers if isinstance(layers, list) else layer_selection or config.layer_selection
     return DecoderTarget(layers=count, hidden=hidden, heads=heads, kv_heads=kv_heads, ffn=ffn,
                          layer_selection=selection)
 
 
 def prune_decoder(model: nn.Module, config: PruneConfig, batches: Iterable[dict[str, Any]], *,
-                  kv_heads: int | None = None, importance: DecoderImportance | None = None) -> PruneReport:
+                  kv_heads: int | None = None, layer_selection: str | None = None,
+                  importance: DecoderImportance | None = None) -> PruneReport:
     """Prune a causal LM in place to ``config`` by activation importance over ``batches`` (dicts with
     ``input_ids`` and ``attention_mask``); returns the report. ``importance`` reuses scores already measured.
     Config errors are raised before the model changes."""
     family = family_of(model, "structured pruning")
     started = time.perf_counter()
     before, params_before = family.widths(model.config), _params(model)
-    target = decoder_target(model, config, kv_heads=kv_heads, family=family)
+    target = decoder_target(model, config, kv_heads=kv_heads, layer_selection=layer_selection, family=family)
     needs_scores = (target.hidden, target.heads, target.ffn) != (before.hidden, before.heads, before.ffn) \
-        or target.layer_selection == "importance"
-    imp = importance or (measure_importance(model, batches, family) if needs_scores else None)
+        or target.layer_selection in ("importance", "perplexity")
+    by_nll = target.layer_selection == "perplexity"
+    imp = importance or (measure_importance(model, batches, family, block_nll=by_nll) if needs_scores else None)
     keep = keep_for(model, target, imp, family)
     sources = keep.layers if keep.layers is not None else list(range(before.layers))
     cut_decoder(model, keep, family)

@@ -24,8 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 WIKI = ROOT.parent / "shared" / "data" / "wikitext-2-raw"
-VARIANTS = (("half", "uniform"), ("half", "importance"), ("third", "uniform"), ("third", "importance"),
-            ("half-width", "uniform"), ("half+half-width", "uniform"), ("half+half-width", "importance"))
+VARIANTS = (("half", "uniform"), ("half", "importance"), ("half", "perplexity"), ("third", "uniform"),
+            ("third", "importance"), ("third", "perplexity"), ("half-width", "uniform"),
+            ("half+half-width", "uniform"), ("half+half-width", "importance"), ("half+half-width", "perplexity"))
 
 
 def load_teacher(folder: Path):
@@ -66,6 +67,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--block-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rescale-norms", action="store_true", help="scale RMS norms after hidden cuts")
+    ap.add_argument("--only", default="", help="comma-separated spec:selection rows to run (default: all)")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "lm_init.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -88,7 +90,8 @@ def main(argv=None) -> dict:
     result["rows"].append({"student": "teacher", "selection": "-", "params": params, "ppl": ppl,
                            "seconds": time.perf_counter() - start})
     print(f"teacher: {params / 1e6:.1f}M params, perplexity {ppl:.2f}", flush=True)
-    for spec, selection in VARIANTS:
+    only = [tuple(item.split(":")) for item in args.only.split(",") if item]
+    for spec, selection in only or VARIANTS:
         start = time.perf_counter()
         student, report = build_decoder_student(teacher, spec, layer_selection=selection, calibration=calib,
                                                 rescale_norms=args.rescale_norms)
@@ -99,6 +102,8 @@ def main(argv=None) -> dict:
                "seconds": time.perf_counter() - start}
         if report.block_importance:
             result["block_importance"] = report.block_importance
+        if report.block_nll_rise:
+            result["block_nll_rise"] = report.block_nll_rise
         result["rows"].append(row)
         print(f"{spec:16s} {selection:10s} {report.params_student / 1e6:6.1f}M  ppl {ppl:12.1f}  "
               f"layers {report.kept_layers}", flush=True)

@@ -20,6 +20,7 @@ from distill.core.families.decoder_importance import (
     gqa_shape,
     keep_for,
     measure_importance,
+    top,
     uniform_layers,
 )
 
@@ -145,6 +146,19 @@ def test_importance_keeps_what_the_activations_use():
     assert keep.layers == [0, 2]
     assert keep.kv_heads == [[1], [1]] and keep.heads == [[2, 3], [2, 3]]
     assert keep.ffn == [list(range(48))] * 2
+
+
+def test_block_nll_rise_is_zero_for_a_pass_through_block():
+    model = tiny_causal_lm("llama", num_hidden_layers=3)
+    with torch.no_grad():
+        model.model.layers[1].self_attn.o_proj.weight.zero_()
+        model.model.layers[1].mlp.down_proj.weight.zero_()
+    before = logits(model)
+    imp = measure_importance(model, batches(), block_nll=True)
+    assert abs(float(imp.block_nll[1])) < 1e-9 and float(imp.block_nll[0]) != 0.0
+    assert torch.equal(logits(model), before)  # the skip hooks are gone
+    report = prune_decoder(model, PruneConfig(**dict(NONE, layers=2)), batches(), layer_selection="perplexity")
+    assert [row["source"] for row in report.per_layer] == top(imp.block_nll, 2)  # the largest rises
 
 
 def test_gqa_shape_rounds_to_an_even_grouping():

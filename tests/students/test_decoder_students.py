@@ -87,6 +87,8 @@ def test_importance_keeps_the_blocks_that_change_their_input():
     _, report = build_decoder_student(teacher, "half", layer_selection="importance", calibration=calibration())
     assert report.kept_layers == [0, 3] and report.calibration_tokens == 64
     assert report.block_importance[1] < 1e-6 and report.block_importance[0] > 1e-3
+    _, by_nll = build_decoder_student(teacher, "half", layer_selection="perplexity", calibration=calibration())
+    assert len(by_nll.kept_layers) == 2 and by_nll.calibration_tokens == 64  # which: tests/compress
     _, listed = build_decoder_student(teacher, "half", layer_selection="1,2")
     assert listed.kept_layers == [1, 2]
 

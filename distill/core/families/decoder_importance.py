@@ -16,7 +16,8 @@ Scores, summed over the real tokens (``attention_mask``) of every batch:
   restores the output scale on average. Off by default: on SmolLM2 it made untrained width-cut students worse
   (perplexity 4,709 -> 6,445 at half width), so the measured choice is to leave the norms as they are.
 - block l: ``1 - cos(x_in, x_out)`` of its input and output hidden states (ShortGPT's block influence): a block
-  that barely turns its input matters least.
+  that barely turns its input matters least. Or (``perplexity`` selection, one more pass per block) the rise of
+  the calibration next-token NLL when the block alone is skipped.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-LAYER_SELECTIONS = ("uniform", "importance")
+LAYER_SELECTIONS = ("uniform", "importance", "perplexity")
 
 
 @dataclass
@@ -46,6 +47,7 @@ class DecoderImportance:
     ffn: list[Any] = field(default_factory=list)  # (ffn,) per layer
     hidden: Any = None  # (hidden,)
     blocks: Any = None  # (layers,) 1 - cos(in, out)
+    block_nll: Any = None  # (layers,) calibration NLL rise when the block alone is skipped (on request)
     norm_energy: dict[str, Any] = field(default_factory=dict)  # "layer.norm" / "final" -> (hidden,) sum of x^2
     tokens: int = 0
 
@@ -159,13 +161,15 @@ def _per_head(x: torch.Tensor) -> torch.Tensor:
     return x / x.sum(-1, keepdim=True).clamp_min(1e-12)
 
 
-def measure_importance(model: nn.Module, batches: Iterable[dict[str, Any]],
-                       family: Family | None = None) -> DecoderImportance:
+def measure_importance(model: nn.Module, batches: Iterable[dict[str, Any]], family: Family | None = None, *,
+                       block_nll: bool = False) -> DecoderImportance:
     """Activation importance of every head, head channel, FFN neuron, hidden channel and block of ``model`` over
-    ``batches`` (dicts with ``input_ids`` and optionally ``attention_mask``), without gradients."""
+    ``batches`` (dicts with ``input_ids`` and optionally ``attention_mask``), without gradients; with
+    ``block_nll`` also the NLL rise of skipping each block (one more pass over the batches per block)."""
     import torch
 
     family = family or family_of(model, "measuring decoder importance")
+    batches = list(batches)
     rec = _Recorder(model, family)
     device = next(model.parameters()).device
     was_training = model.training
@@ -182,7 +186,50 @@ def measure_importance(model: nn.Module, batches: Iterable[dict[str, Any]],
     model.train(was_training)
     if rec.imp.tokens == 0:
         raise ConfigError("the calibration batches hold no tokens", "give calibration text")
-    return rec.finish()
+    imp = rec.finish()
+    if block_nll:
+        imp.block_nll = block_nll_rise(model, batches, family)
+    return imp
+
+
+def calibration_nll(model: nn.Module, batches: list[dict[str, Any]]) -> float:
+    """Mean next-token NLL over the real tokens of ``batches`` (each scored from its second token)."""
+    import torch
+
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for batch in batches:
+            ids = batch["input_ids"].to(device)
+            mask = batch.get("attention_mask")
+            mask = torch.ones_like(ids) if mask is None else mask.to(device)
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+            keep = mask[:, 1:].bool() & mask[:, :-1].bool()
+            nll = torch.nn.functional.cross_entropy(logits[keep], ids[:, 1:][keep], reduction="sum")
+            total, count = total + float(nll), count + int(keep.sum())
+    return total / max(count, 1)
+
+
+def block_nll_rise(model: nn.Module, batches: list[dict[str, Any]], family: Family) -> torch.Tensor:
+    """(layers,): calibration NLL with block l skipped (its output replaced by its input) minus the model's."""
+    import torch
+
+    def skip(module, args, kwargs, output):
+        x = args[0] if args else kwargs["hidden_states"]
+        return (x, *output[1:]) if isinstance(output, tuple) else x
+
+    was_training = model.training
+    model.eval()
+    base = calibration_nll(model, batches)
+    rise = []
+    for block in family.blocks(model):
+        handle = block.register_forward_hook(skip, with_kwargs=True)
+        try:
+            rise.append(calibration_nll(model, batches) - base)
+        finally:
+            handle.remove()
+    model.train(was_training)
+    return torch.tensor(rise, dtype=torch.float64)
 
 
 # ---- what a target shape keeps -------------------------------------------------------------------------------
@@ -203,7 +250,8 @@ def uniform_layers(total: int, keep: int) -> list[int]:
 
 
 def choose_layers(total: int, keep: int, selection: str | list[int], imp: DecoderImportance | None) -> list[int]:
-    """Layers kept: ``uniform``, ``importance`` (the highest block influence 1 - cos) or an explicit list."""
+    """Layers kept: ``uniform``, ``importance`` (the highest block influence 1 - cos), ``perplexity`` (the
+    highest NLL rise when skipped) or an explicit list."""
     if not isinstance(selection, str):
         layers = sorted(int(i) for i in selection)
         if len(layers) != len(set(layers)) or any(not 0 <= i < total for i in layers):
@@ -216,6 +264,10 @@ def choose_layers(total: int, keep: int, selection: str | list[int], imp: Decode
         if imp is None:
             raise ConfigError("layer selection 'importance' needs calibration text", "give calibration batches")
         return top(imp.blocks, keep)
+    if selection == "perplexity":
+        if imp is None or imp.block_nll is None:
+            raise ConfigError("layer selection 'perplexity' needs calibration text", "give calibration batches")
+        return top(imp.block_nll, keep)
     raise ConfigError(f"unknown layer selection '{selection}'", f"use one of {', '.join(LAYER_SELECTIONS)} or indices")
 
 
