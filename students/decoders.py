@@ -30,6 +30,7 @@ from distill.core.families import family_of
 from distill.core.families.decoder_cut import cut_decoder
 from distill.core.families.decoder_importance import (
     LAYER_SELECTIONS,
+    DecoderImportance,
     DecoderTarget,
     gqa_shape,
     keep_for,
@@ -136,12 +137,14 @@ class DecoderStudentReport:
 def build_decoder_student(
     teacher: nn.Module, spec: str, *, init: str = "teacher", layer_selection: str | list[int] = "uniform",
     calibration: Iterable[dict[str, Any]] | None = None, rescale_norms: bool = False,
+    importance: DecoderImportance | None = None,
 ) -> tuple[nn.Module, DecoderStudentReport]:
     """A student of ``teacher`` shaped by ``spec`` (the teacher is left as it was) and how it was made.
 
     ``calibration``: batches (``input_ids``, ``attention_mask``) for importance, needed by width cuts and by
     ``layer_selection="importance"`` (a uniform depth cut needs none). ``rescale_norms``: see
-    ``distill.core.families.decoder_importance`` (off: measured worse before training).
+    ``distill.core.families.decoder_importance`` (off: measured worse before training). ``importance``: scores
+    already measured on the teacher (``measure_importance``), reused instead of ``calibration``.
     """
     if init not in INITS:
         raise ConfigError(f"unknown student init '{init}'", f"use one of {', '.join(INITS)}")
@@ -151,7 +154,9 @@ def build_decoder_student(
     target.rescale_norms = rescale_norms
     student = copy.deepcopy(teacher)
     keep = keep_for(student, target, None, family) if not _needs_scores(teacher, target) else None
-    imp = None
+    imp = importance
+    if keep is None and imp is not None and (target.layer_selection != "perplexity" or imp.block_nll is not None):
+        keep = keep_for(student, target, imp, family)
     if keep is None and init == "random" and calibration is None:  # any channels do: the weights are redrawn
         import torch
 

@@ -56,6 +56,7 @@ def calibration_batches(tok, blocks: int, block_size: int, batch: int = 4) -> li
 def main(argv=None) -> dict:
     import torch
 
+    from distill.core.families.decoder_importance import measure_importance
     from distill.data.lm import read_documents, token_stream
     from distill.evaluate.lm import sliding_perplexity
     from students.decoders import build_decoder_student
@@ -91,9 +92,13 @@ def main(argv=None) -> dict:
                            "seconds": time.perf_counter() - start})
     print(f"teacher: {params / 1e6:.1f}M params, perplexity {ppl:.2f}", flush=True)
     only = [tuple(item.split(":")) for item in args.only.split(",") if item]
+    start = time.perf_counter()
+    imp = measure_importance(teacher, calib, block_nll=any(sel == "perplexity" for _, sel in only or VARIANTS))
+    result["importance_seconds"] = time.perf_counter() - start
+    print(f"importance measured in {result['importance_seconds']:.0f} s", flush=True)
     for spec, selection in only or VARIANTS:
         start = time.perf_counter()
-        student, report = build_decoder_student(teacher, spec, layer_selection=selection, calibration=calib,
+        student, report = build_decoder_student(teacher, spec, layer_selection=selection, importance=imp,
                                                 rescale_norms=args.rescale_norms)
         built = time.perf_counter() - start
         ppl = sliding_perplexity(student, eval_ids, window=args.block_size, batch_size=4).perplexity
