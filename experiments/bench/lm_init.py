@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def main(argv=None) -> dict:
     eval_ids = [t for b in range(0, every * args.eval_blocks, every)
                 for t in ids[b * args.block_size:(b + 1) * args.block_size]]
     calib = calibration_batches(tok, args.calib_blocks, args.block_size)
-    result = {"command": "python experiments/bench/lm_init.py " + " ".join(argv or []),
+    result = {"command": "python experiments/bench/lm_init.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "machine": platform.processor() or "cpu", "cpus": os.cpu_count(), "threads": args.threads,
               "load_average_start": os.getloadavg()[0], "rescale_norms": args.rescale_norms,
               "eval": {"windows": len(eval_ids) // args.block_size, "every_kth_window": every,
