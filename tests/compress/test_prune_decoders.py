@@ -222,3 +222,46 @@ def test_rms_norms_are_rescaled_for_the_channels_a_hidden_cut_drops():
     assert torch.allclose(logits(rescaled), reference, atol=1e-4)
     cut_decoder(plain, keep_for(plain, DecoderTarget(hidden=32), imp))  # default: norms left as they are
     assert not torch.allclose(logits(plain), reference, atol=1e-2)
+
+
+def test_gpt2_head_size_cut_keeps_the_attention_scores():
+    """Channels 4..7 of every head carry nothing in q, k and v: cutting them (head size 8 -> 4, q rescaled by
+    sqrt(4 / 8) for the new 1/sqrt(head size)) leaves the attention's output as it was."""
+    from distill.core.families.decoder_cut import _cut_fused
+
+    model = tiny_causal_lm("gpt2")
+    family = family_of(model)
+    block = family.blocks(model)[0]
+    attn = family.self_attention(block)
+    dead = torch.tensor([h * 8 + d for h in range(4) for d in range(4, 8)])
+    with torch.no_grad():
+        for third in range(3):
+            attn.c_attn.weight[:, dead + 32 * third] = 0
+            attn.c_attn.bias[dead + 32 * third] = 0
+    x = torch.randn(2, 6, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = block(x)
+        kept = torch.tensor([h * 8 + d for h in range(4) for d in range(4)])
+        _cut_fused(family, block, attn, [0, 1, 2, 3], [list(range(4))] * 4, 8, kept)
+        after = block(x)
+    assert attn.head_dim == 4 and attn.split_size == 16 and attn.c_attn.weight.shape == (32, 48)
+    assert torch.allclose(_first(after), _first(before), atol=1e-5)
+
+
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def test_gpt2_scaled_by_inverse_layer_index_keeps_its_scores_when_layers_move(tmp_path):
+    model = tiny_causal_lm("gpt2", n_layer=4, scale_attn_by_inverse_layer_idx=True)
+    reference = tiny_causal_lm("gpt2", n_layer=4, scale_attn_by_inverse_layer_idx=True)
+    with torch.no_grad():
+        for i in (0, 2):  # blocks 0 and 2 pass their input through: cutting them changes nothing
+            for m in (reference, model):
+                m.transformer.h[i].attn.c_proj.weight.zero_()
+                m.transformer.h[i].attn.c_proj.bias.zero_()
+                m.transformer.h[i].mlp.c_proj.weight.zero_()
+                m.transformer.h[i].mlp.c_proj.bias.zero_()
+    cut_decoder(model, DecoderKeep(layers=[1, 3]))
+    assert torch.allclose(logits(model), logits(reference), atol=1e-5)
+    assert torch.allclose(logits(reload(model, tmp_path)), logits(reference), atol=1e-5)

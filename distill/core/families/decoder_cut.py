@@ -63,6 +63,7 @@ def cut_decoder(model: nn.Module, keep: DecoderKeep, family: Family | None = Non
 
     family = family or family_of(model, "cutting a decoder")
     _check_shape(model, family, keep)
+    sources = list(keep.layers) if keep.layers is not None else list(range(len(family.blocks(model))))
     with torch.no_grad():
         if keep.layers is not None:
             family.keep_blocks(model, list(keep.layers))
@@ -72,8 +73,24 @@ def cut_decoder(model: nn.Module, keep: DecoderKeep, family: Family | None = Non
                 _cut_ffn(family, block, keep.ffn[i])
         if keep.hidden is not None:
             _cut_hidden(model, family, list(keep.hidden), keep.norm_scales or {})
+        _inverse_layer_scaling(model, family, sources)
     _rewrite_config(model, family)
     return model
+
+
+def _inverse_layer_scaling(model: nn.Module, family: Family, sources: list[int]) -> None:
+    """GPT-2 with ``scale_attn_by_inverse_layer_idx`` divides the scores by ``layer_idx + 1``: a block moved from
+    ``old`` to ``new`` gets q scaled by (new + 1) / (old + 1), and ``scaling`` what a reload computes."""
+    if not getattr(model.config, "scale_attn_by_inverse_layer_idx", False) or family.qkv_fused is None:
+        return
+    for new, (old, block) in enumerate(zip(sources, family.blocks(model), strict=True)):
+        attn = family.self_attention(block)
+        fused = family.qkv(block)[FUSED_QKV]
+        n = family.attention_width(block)
+        factor = (new + 1) / (old + 1)
+        fused.weight.data[:, :n] *= factor
+        fused.bias.data[:n] *= factor
+        attn.scaling = float(getattr(attn, family.head_size_attr)) ** -0.5 / (new + 1)
 
 
 # ---- checks ------------------------------------------------------------------------------------------------
