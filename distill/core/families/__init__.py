@@ -6,6 +6,10 @@ export use it instead of guessing module names.
 - ``family.py``: the ``Family`` dataclass and its verbs, ``FAMILIES``, ``find_family``/``family_of`` (one line
   naming the supported families, and why for known-unsupported ones such as ALBERT), ``supports_qkv``.
 - ``encoders.py``: bert, roberta, xlm-roberta, electra, distilbert, deberta-v2 (v2/v3), modernbert.
+- ``decoders.py``: llama, mistral, qwen2, gpt2 (causal LMs); ``decoder_cut.py`` cuts one to kept layers / heads
+  (K/V groups consistent) / FFN neurons / hidden channels with a plain config, ``decoder_importance.py`` says
+  which to keep from calibration activations (Minitron style). Used by ``compress.prune.decoder`` and
+  ``students.decoders``.
 - ``features.py``: what each family supports, generated from the entries: ``loss_term_support(config)`` for the
   objective, ``feature_rows()``/``features_markdown()`` for the README and ``distill presets``.
 
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import distill.core.families.decoders as decoders  # noqa: F401  (registers the decoder families)
 import distill.core.families.encoders as encoders  # noqa: F401  (registers the encoder families)
 from distill.core.families.family import FAMILIES as FAMILIES
 from distill.core.families.family import FUSED_QKV as FUSED_QKV
