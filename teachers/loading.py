@@ -99,12 +99,24 @@ def auto_model_class(task: Task):
     return task.kind.model_class()
 
 
+def _refuse_causal_lm(name: str, task: Task, config=None) -> None:
+    """A causal LM (a .gguf file, or a *ForCausalLM config) teaches only ``--task causal-lm``: one line otherwise."""
+    from teachers.gguf import is_gguf
+    from teachers.lm import is_causal_lm_config
+
+    if task.kind.name != "causal-lm" and (is_gguf(name) if config is None else is_causal_lm_config(config)):
+        raise ModelError(f"teacher '{name}' is a causal language model, which cannot teach the {task.kind.name} "
+                         f"task '{task.name}'", "pass --task causal-lm, or an encoder teacher for this task")
+
+
 def load_teacher(name: str, task: Task) -> LoadedTeacher:
     """Load ``name`` with a head for ``task``; a checkpoint whose head has another label count is an error."""
     from transformers import AutoTokenizer
 
+    _refuse_causal_lm(name, task)
     source = resolve_model_source(name)
     config = load_config(source)
+    _refuse_causal_lm(name, task, config)
     if task.kind.has_head(config) and config.num_labels != task.num_labels:
         raise ModelError(f"teacher '{name}' has a {config.num_labels}-label head but task '{task.name}' has "
                          f"{task.num_labels} labels",
