@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import distill.core.families.decoders as decoders  # noqa: F401  (registers the decoder families)
 import distill.core.families.encoders as encoders  # noqa: F401  (registers the encoder families)
 from distill.core.families.family import FAMILIES as FAMILIES
 from distill.core.families.family import FUSED_QKV as FUSED_QKV

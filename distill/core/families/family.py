@@ -144,8 +144,8 @@ class Family:
         """The block's query width, heads x head size (a third of a fused [q; k; v] projection)."""
         qkv = self.qkv(block)
         if FUSED_QKV in qkv:
-            return qkv[FUSED_QKV].out_features // 3
-        return qkv["query"].out_features
+            return out_features(qkv[FUSED_QKV]) // 3
+        return out_features(qkv["query"])
 
     def attention_heads(self, block: nn.Module) -> int:
         """The block's query head count: the attribute forward reads, else its width over the head size."""
@@ -184,7 +184,7 @@ class Family:
 
     def ffn_width(self, block: nn.Module) -> int:
         """The block's FFN neuron count (half the up projection's outputs for a fused GLU)."""
-        width = get_path(block, self.ffn_in).out_features
+        width = out_features(get_path(block, self.ffn_in))
         return width // 2 if self.ffn_glu_fused else width
 
     def attention_dropouts(self, model: nn.Module) -> list[tuple[Any, str]]:
@@ -337,6 +337,12 @@ def supports_qkv(config: Any) -> bool:
     if family is not None:
         return family.has_qkv
     return _model_type(config) not in _UNREGISTERED_FUSED_QKV
+
+
+def out_features(module: Any) -> int:
+    """The output width of an ``nn.Linear`` or of a transformers ``Conv1D`` (GPT-2: ``nf``, weight (in, out))."""
+    width = getattr(module, "out_features", None)
+    return int(width if width is not None else module.nf)
 
 
 def get_path(root: Any, path: str) -> Any:
