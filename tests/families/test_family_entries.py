@@ -142,13 +142,15 @@ def test_unsupported_family_is_one_line_naming_the_supported_ones():
         family_of(AlbertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=64), "structured pruning")
     line = err.value.line()
     assert "\n" not in line and "'albert'" in line and "share one set of weights" in line
-    assert "bert, deberta-v2, distilbert, electra, gpt2, llama, mistral, modernbert, qwen2, roberta, xlm-roberta" in line
+    assert ("bert, deberta-v2, distilbert, electra, gpt2, llama, mistral, modernbert, qwen2, roberta, xlm-roberta"
+            in line)
 
 
 def test_features_table_is_generated_from_the_entries():
     rows = {row["family"]: row for row in feature_rows()}
     assert sorted(rows) == sorted(FAMILIES.names())
-    rows = {name: row for name, row in rows.items() if name in FAMILY_NAMES}  # decoders: tests/families/test_decoders.py
+    # the decoders' rows: tests/families/test_decoders.py
+    rows = {name: row for name, row in rows.items() if name in FAMILY_NAMES}
     for row in rows.values():
         assert row["distil terms"] == "ce, kd, hidden, embedding, cosine, attention, relation"
         assert row["pruning"] == "heads, ffn, hidden, layers" and row["INT8"] == "yes"
