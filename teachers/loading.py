@@ -101,10 +101,11 @@ def auto_model_class(task: Task):
 
 def _refuse_causal_lm(name: str, task: Task, config=None) -> None:
     """A causal LM (a .gguf file, or a *ForCausalLM config) teaches only ``--task causal-lm``: one line otherwise."""
+    from distill.data.kinds import get_kind
     from teachers.gguf import is_gguf
-    from teachers.lm import is_causal_lm_config
 
-    if task.kind.name != "causal-lm" and (is_gguf(name) if config is None else is_causal_lm_config(config)):
+    causal = is_gguf(name) if config is None else get_kind("causal-lm").claims(config)
+    if task.kind.name != "causal-lm" and causal:
         raise ModelError(f"teacher '{name}' is a causal language model, which cannot teach the {task.kind.name} "
                          f"task '{task.name}'", "pass --task causal-lm, or an encoder teacher for this task")
 

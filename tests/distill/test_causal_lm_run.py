@@ -48,19 +48,20 @@ def test_run_end_to_end(tmp_path, text, family):
     report = _run(tmp_path, family, text)
     assert set(report) == REPORT_KEYS
     names = [s["name"] for s in report["stages"]]
-    assert names == ["teacher", "student", "int8"]  # no decoder pruner here yet: the note says so
+    assert names == ["teacher", "student", "pruned", "int8"]
     for row in report["stages"]:
         assert set(row) == ROW_KEYS
         assert row["perplexity"] > 1 and row["decode_tokens_per_s"] > 0 and row["prefill_ms"] > 0
-    teacher, student, int8 = report["stages"]
+    teacher, student, pruned, int8 = report["stages"]
     assert teacher["perplexity_ratio"] == 1.0 and teacher["agreement"] == 1.0
-    assert student["params"] < teacher["params"]
-    # INT8 of the student scores close to it (same greedy argmax on most positions)
-    assert abs(int8["perplexity"] / student["perplexity"] - 1) < 0.05
+    assert pruned["params"] < student["params"] < teacher["params"]
+    assert report["training"]["pruned"]["recovery"]["steps"] > 0
+    # INT8 of the pruned model scores close to it (same greedy argmax on most positions)
+    assert abs(int8["perplexity"] / pruned["perplexity"] - 1) < 0.05
     assert int8["runtime"] == ("onnxruntime" if family == "gpt2" else "onnxruntime-genai")
     assert report["training"]["student"]["steps"] > 0
     cont = report["continuations"]
-    assert set(cont["stages"]) == {"teacher", "student", "int8"}
+    assert set(cont["stages"]) == {"teacher", "student", "pruned", "int8"}
     assert all(len(texts) == len(cont["prompts"]) for texts in cont["stages"].values())
     assert "stride 16" in report["perplexity_convention"] and "no BOS" in report["perplexity_convention"]
     out = tmp_path / "run"
@@ -76,6 +77,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import onnxruntime as ort
 out = sys.argv[1]
 m = AutoModelForCausalLM.from_pretrained(out + "/student")
+p = AutoModelForCausalLM.from_pretrained(out + "/pruned")
+assert p.num_parameters() < m.num_parameters()
 tok = AutoTokenizer.from_pretrained(out + "/int8")
 s = ort.InferenceSession(out + "/int8/model.onnx", providers=["CPUExecutionProvider"])
 names = [i.name for i in s.get_inputs()]
@@ -103,7 +106,7 @@ def test_demo_data_alone_means_causal_lm(tmp_path):
     out = tmp_path / "run"
     code = main(["run", "--teacher", str(teacher), "--student", str(student), "--data", "wikitext-2-demo",
                  "--block-size", "32", "--max-train-samples", "8", "--eval-blocks", "4", "--epochs", "1",
-                 "--latency-runs", "1", "--no-quantize", "--output-dir", str(out), "--quiet"])
+                 "--latency-runs", "1", "--no-quantize", "--no-prune", "--output-dir", str(out), "--quiet"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert [s["name"] for s in report["stages"]] == ["teacher", "student"]

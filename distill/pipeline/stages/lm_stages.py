@@ -47,13 +47,26 @@ def save_teacher(teacher, tokenizer, out: Path, source: str, device: str) -> Pat
 
 # ---- student ---------------------------------------------------------------------------------------------------
 
+CALIBRATION_BATCHES = 4  # training batches the importance of layers/widths is measured on (student and pruning)
+
+
 def decoder_students():
-    """The decoder student builder (``students.decoders.build_decoder_student``), or None before it is installed."""
+    """The decoder student module (``students.decoders``), or None before it is installed."""
     try:
-        from students.decoders import build_decoder_student
+        import students.decoders as decoders
     except ImportError:
         return None
-    return build_decoder_student
+    return decoders
+
+
+def calibration_batches(loader, count: int = CALIBRATION_BATCHES) -> list[dict]:
+    """The first ``count`` training batches (input ids and mask), for activation importance."""
+    batches = []
+    for batch in loader:
+        batches.append({k: batch[k] for k in ("input_ids", "attention_mask")})
+        if len(batches) >= count:
+            break
+    return batches
 
 
 def check_student_source(name: str, teacher) -> str | None:
@@ -71,22 +84,30 @@ def check_student_source(name: str, teacher) -> str | None:
             raise ModelError(f"student '{name}' has a vocabulary of {config.vocab_size} tokens, the teacher "
                              f"{teacher.config.vocab_size}", "give a student that uses the teacher's tokenizer")
         return str(path)
-    if decoder_students() is None:
+    decoders = decoder_students()
+    if decoders is None:
         raise ConfigError(f"student preset '{name}' needs the decoder student builder (students.decoders), which "
                           "is not installed here", "pass --student DIR, a causal LM with the teacher's tokenizer")
+    decoders.student_target(name, teacher.config, decoders.parse_layer_selection(_selection(name)))
     return None
 
 
-def build_student(cfg: RunConfig, teacher, calibration=None):
-    """The student: a causal-LM dir loaded as is, or a preset built from the teacher (``students.decoders``)."""
+def _selection(name: str):
+    return "uniform"  # depth cuts keep evenly spread teacher layers (first and last included)
+
+
+def build_student(cfg: RunConfig, teacher, calibration=None) -> tuple[object, dict]:
+    """The student and how it was made: a causal-LM dir loaded as is, or a preset (``half``, ``quarter``,
+    ``half-width``, ``half+half-width``, explicit shapes) cut from the teacher by ``students.decoders``."""
     from transformers import AutoModelForCausalLM
 
     name = cfg.student.name
     path = Path(name).expanduser()
     if path.exists():
-        return AutoModelForCausalLM.from_pretrained(path, dtype="float32", use_safetensors=True)
-    build = decoder_students()
-    return build(teacher, name, layer_selection=cfg.student.layer_selection, calibration=calibration)
+        return AutoModelForCausalLM.from_pretrained(path, dtype="float32", use_safetensors=True), {"source": name}
+    student, report = decoder_students().build_decoder_student(teacher, name, layer_selection=_selection(name),
+                                                               calibration=calibration)
+    return student, report.to_dict()
 
 
 def lm_distill_config(cfg: RunConfig):
@@ -129,11 +150,11 @@ def distil(cfg: RunConfig, student, teacher, loader, *, epochs: float, descripti
 
 def stage_student(cfg: RunConfig, teacher, tokenizer, loader, out: Path) -> LMStage:
     """Build the student, distil it, save it to ``OUTPUT/student`` (plain ``from_pretrained`` layout)."""
-    student = build_student(cfg, teacher, calibration=loader)
+    student, made = build_student(cfg, teacher, calibration=calibration_batches(loader))
     params = sum(p.numel() for p in student.parameters())
     info(f"  student: {student.config.num_hidden_layers} layers, hidden {student.config.hidden_size}, "
          f"{params / 1e6:.1f}M parameters")
-    facts = distil(cfg, student, teacher, loader, epochs=cfg.train.epochs, description="distil")
+    facts = {"built": made, **distil(cfg, student, teacher, loader, epochs=cfg.train.epochs, description="distil")}
     save_model(student, tokenizer, out / "student", device=cfg.train.device)
     return LMStage("student", student, out / "student", facts)
 
@@ -157,8 +178,14 @@ def stage_prune(cfg: RunConfig, student, teacher, tokenizer, loader, out: Path) 
         info("  note: structured pruning of decoders is not installed here (compress.prune.decoder): skipped")
         return None
     plan = cfg.prune.plan()
-    model = prune(copy.deepcopy(student), plan, calibration=loader)
-    facts = {"params": sum(p.numel() for p in model.parameters())}
+    model = copy.deepcopy(student)
+    report = prune(model, plan, calibration_batches(loader))
+    facts = {"params": sum(p.numel() for p in model.parameters()), "notes": list(report.notes),
+             "heads": [report.heads_before, report.heads_after], "ffn": [report.ffn_before, report.ffn_after],
+             "hidden": [report.hidden_before, report.hidden_after]}
+    info(f"  pruned: heads {report.heads_before} → {report.heads_after}, FFN {report.ffn_before} → "
+         f"{report.ffn_after}, hidden {report.hidden_before} → {report.hidden_after}, "
+         f"{facts['params'] / 1e6:.1f}M parameters")
     if cfg.prune.recover_epochs > 0:
         facts["recovery"] = distil(cfg, model, teacher, loader, epochs=cfg.prune.recover_epochs, description="recover")
     save_model(model, tokenizer, out / "pruned", device=cfg.train.device)
