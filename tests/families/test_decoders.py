@@ -113,3 +113,19 @@ def test_keep_blocks_cuts_qwen2_layer_types():
     assert model.config.layer_types == [before[1], before[2]]
     prompt = ids(8, batch=1)
     assert torch.equal(_greedy(model, prompt, 4, cache=True), _greedy(model, prompt, 4, cache=False))
+
+
+def test_mistral_cuts_like_llama(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from distill.core.families.decoder_cut import DecoderKeep, cut_decoder
+
+    model = tiny_decoder("mistral")
+    cut_decoder(model, DecoderKeep(layers=[0, 2], kv_heads=[[1], [0]], ffn=[list(range(48))] * 2,
+                                   hidden=list(range(0, 64, 2))))
+    w = family_of(model).widths(model.config)
+    assert w == Widths(layers=2, hidden=32, heads=2, kv_heads=1, head_dim=16, ffn=48)
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids()).logits, model(ids()).logits, atol=1e-5)
