@@ -212,3 +212,22 @@ def test_gguf_without_the_gguf_package(env, capsys, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
     _check(env, capsys, _lm(teacher="{gguf}"), r"needs the gguf package.*pip install gguf")
+
+
+def test_distill_report_rewrites_a_causal_lm_report_and_checks_gates(tmp_path, capsys):
+    row = {"name": "teacher", "perplexity": 10.0, "perplexity_ratio": 1.0, "retention": 1.0, "agreement": 1.0,
+           "kl": 0.0, "params": 1000, "size_mb": 1.0, "latency_ms": 5.0, "prefill_ms": 5.0,
+           "decode_tokens_per_s": 20.0, "prompt_tokens": 8, "new_tokens": 4, "threads": 1, "runtime": "torch fp32",
+           "path": "teacher"}
+    int8 = {**row, "name": "int8", "perplexity": 20.0, "perplexity_ratio": 2.0, "retention": 0.5, "size_mb": 0.3,
+            "runtime": "onnxruntime-genai"}
+    report = {"kind": "causal-lm", "task": "causal-lm", "teacher": "t", "student": "half", "data": "d",
+              "stages": [row, int8], "perplexity_convention": "sliding window 8", "trivial_perplexity": 50.0,
+              "continuations": {"prompts": ["Hi"], "new_tokens": 4, "stages": {"teacher": [" a|b"], "int8": [" c"]}},
+              "training": {}, "notes": []}
+    (tmp_path / "report.json").write_text(__import__("json").dumps(report))
+    assert main(["report", str(tmp_path)]) == 0
+    md = (tmp_path / "report.md").read_text()
+    assert "| int8 | 20.00 | 2.00 |" in md and "a\\|b" in md
+    assert main(["report", str(tmp_path), "--min-retention", "0.6"]) == 1
+    assert "int8 retention 0.5 < --min-retention 0.6" in capsys.readouterr().err
