@@ -14,7 +14,6 @@ import torch
 
 from distill.cli import main
 
-
 # ---- the kind --------------------------------------------------------------------------------------------------
 
 def test_causal_lm_task_and_kind_are_registered():

@@ -100,11 +100,11 @@ def _loads_without_package(out: Path, family: str) -> None:
 
 
 def test_demo_data_alone_means_causal_lm(tmp_path):
-    """``--data wikitext-2-demo`` without ``--task`` runs the causal-LM pipeline (quantization off: quicker)."""
+    """``--data wikitext-2-demo`` without ``--task`` runs the causal-LM pipeline, here with a preset student cut from
+    the teacher (depth only: its weights are copies of the frozen teacher's and must train); no INT8: quicker."""
     teacher = lm_factories.save_tiny_lm(tmp_path / "teacher", "llama", seed=0)
-    student = lm_factories.save_tiny_lm(tmp_path / "student", "llama", seed=1, num_hidden_layers=1)
     out = tmp_path / "run"
-    code = main(["run", "--teacher", str(teacher), "--student", str(student), "--data", "wikitext-2-demo",
+    code = main(["run", "--teacher", str(teacher), "--student", "half", "--data", "wikitext-2-demo",
                  "--block-size", "32", "--max-train-samples", "8", "--eval-blocks", "4", "--epochs", "1",
                  "--latency-runs", "1", "--no-quantize", "--no-prune", "--output-dir", str(out), "--quiet"])
     assert code == 0
@@ -112,3 +112,12 @@ def test_demo_data_alone_means_causal_lm(tmp_path):
     assert [s["name"] for s in report["stages"]] == ["teacher", "student"]
     assert report["eval"]["windows_scored"] == 4 and report["training"]["student"]["blocks"] == 8
     assert report["trivial_perplexity"] > 1
+    kept = report["training"]["student"]["built"]["kept_layers"]
+    assert len(kept) == 1
+    from transformers import AutoModelForCausalLM
+
+    student = AutoModelForCausalLM.from_pretrained(out / "student")
+    teacher_model = AutoModelForCausalLM.from_pretrained(teacher)
+    assert student.config.num_hidden_layers == 1
+    moved = student.model.layers[0].mlp.up_proj.weight - teacher_model.model.layers[kept[0]].mlp.up_proj.weight
+    assert moved.abs().max() > 0  # distillation changed the copied layer

@@ -106,5 +106,6 @@ def _row(name: str, ppl: float, teacher_ppl: float, top1: float, kl: float, para
             "retention": round(teacher_ppl / ppl, 4), "agreement": round(top1, 4), "kl": round(kl, 4),
             "params": params, "size_mb": round(size / 2**20, 2), "latency_ms": round(measured["prefill_ms"], 2),
             "prefill_ms": round(measured["prefill_ms"], 2),
-            "decode_tokens_per_s": round(measured["decode_tokens_per_s"], 2), "prompt_tokens": measured["prompt_tokens"],
+            "decode_tokens_per_s": round(measured["decode_tokens_per_s"], 2),
+            "prompt_tokens": measured["prompt_tokens"],
             "new_tokens": measured["new_tokens"], "threads": measured["threads"], "runtime": runtime, "path": path}

@@ -136,6 +136,7 @@ def distil(cfg: RunConfig, student, teacher, loader, *, epochs: float, descripti
     """Train ``student`` in place against ``teacher`` on packed blocks; returns the training facts."""
     from distill.train.loop import fit
 
+    student.requires_grad_(True)  # a student cut from the (frozen) teacher starts with frozen copies of its weights
     objective = lm_objective(cfg, student, teacher)
     config = cfg.train.fit_config(lr=cfg.train.lr or 1e-4, epochs=epochs)
     result = fit(student, objective, loader, config, teacher=teacher, description=description)
