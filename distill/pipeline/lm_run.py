@@ -76,6 +76,12 @@ def prepare_lm(cfg: RunConfig) -> LMPrepared:
 
     if cfg.teacher.names:
         raise ConfigError("several teachers are not supported for --task causal-lm yet", "pass one --teacher")
+    unsupported = {"--cache-teacher": cfg.train.cache_teacher, "--augment": cfg.data.augment,
+                   "--qat": cfg.quantize.enabled and cfg.quantize.qat,
+                   "--quantize-mode static": cfg.quantize.enabled and cfg.quantize.mode != "dynamic"}
+    for flag, given in unsupported.items():
+        if given:
+            raise ConfigError(f"{flag} is not supported for --task causal-lm yet", f"drop {flag.split()[0]}")
     if not cfg.teacher.name:
         raise ConfigError("no --teacher given", "pass e.g. --teacher smollm2-135m-pip or --teacher FILE.gguf")
     block = cfg.data.block_size or cfg.data.max_seq_length

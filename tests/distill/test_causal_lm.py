@@ -179,7 +179,9 @@ CASES = {
     "tokenizer-without-eos": (_lm(teacher="{no_eos}"), r"has no EOS token"),
     "block-above-context": (_lm(block_size="4096"), r"block size 4096 is above the model's context of 128"),
     "empty-text-file": (_lm(data="{empty}"), r"text file '.*train.txt' is empty"),
-    "student-other-vocabulary": (_lm(student="{enc}"), r"not a causal language model"),
+    "student-not-a-causal-lm": (_lm(student="{enc}"), r"not a causal language model"),
+    "cache-teacher-unsupported": ([*LM_RUN, "--cache-teacher"], r"--cache-teacher is not supported for --task causal"),
+    "unknown-preset": (_lm(student="halff"), r"unknown decoder student 'halff'"),
 }
 
 
