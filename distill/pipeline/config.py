@@ -101,7 +101,12 @@ class DataSettings:
                                                    "pairs)", flags=("--text-column", "--text-columns"))
     label_column: str | None = setting(None, "label column of a local file")
     max_seq_length: int = setting(128, "truncate inputs to this many tokens (128)")
-    max_train_samples: int | None = setting(None, "use at most N training examples (also caps teacher fine-tuning)")
+    max_train_samples: int | None = setting(None, "use at most N training examples (also caps teacher fine-tuning; "
+                                                  "causal-lm: N packed blocks)")
+    block_size: int | None = setting(None, "causal-lm: tokens per packed training block and perplexity window "
+                                           "(default: --max-seq-length)", metavar="N")
+    eval_blocks: int | None = setting(None, "causal-lm: score every stage on N evenly spaced windows of the dev text "
+                                            "(default: all)", metavar="N")
     augment: int = setting(0, "N masked-LM rewrites of each training example, learned from the teacher's soft "
                               "targets (0)", metavar="N")
     augment_mlm: str | None = setting(None, "masked LM for --augment (default: the teacher checkpoint's own MLM "
@@ -112,6 +117,9 @@ class DataSettings:
             raise ConfigError(f"--max-seq-length {self.max_seq_length} is too short", "use at least 8, e.g. 128")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise ConfigError(f"--max-train-samples {self.max_train_samples} must be ≥ 1", "drop it to use all data")
+        for flag, value in (("--block-size", self.block_size), ("--eval-blocks", self.eval_blocks)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{flag} {value} must be ≥ 1", f"drop {flag} for the default")
         if self.augment < 0:
             raise ConfigError(f"--augment {self.augment} is negative", "use e.g. --augment 4, or 0 for none")
         if self.augment_mlm and not self.augment:

@@ -38,6 +38,10 @@ def run(cfg: RunConfig, resume: bool = False) -> RunReport | None:
     stages are loaded, the interrupted one continues from its newest intact checkpoint). A failed write, a
     non-finite loss or SIGINT/SIGTERM raise ``RunError``/``Interrupted`` naming the command that resumes.
     """
+    from distill.pipeline.lm_run import is_lm_run, run_lm
+
+    if is_lm_run(cfg):  # causal LMs have their own stage order (distill.pipeline.lm_run)
+        return run_lm(cfg, resume=resume)
     begin = time.perf_counter()
     out_dir = Path(cfg.output.dir)
     if resume and finished(out_dir):

@@ -191,6 +191,10 @@ def _gate(row: Mapping, what: str, key: str, limit: float, flag: str, unit: str,
 def render_table(report: Report) -> Any:
     """The terminal table: one row per stage, teacher first."""
     report = as_json(report)
+    if report.get("kind") == "causal-lm":  # a causal-LM run has its own columns (distill.report.lm)
+        from distill.report.lm import render_lm_table
+
+        return render_lm_table(report)
     seq = report.get("latency_seq", 128)
     title = f"{report['task']}: {report['metric_name']} on dev, latency at batch 1 × seq {seq}"
     cols = columns(report)
@@ -389,6 +393,11 @@ def write_report(out_dir: str | Path, report: Report, env: Mapping | None = None
     report.json holds."""
     out_dir = Path(out_dir)
     report = as_json(report)
+    if report.get("kind") == "causal-lm":  # distill.report.lm writes a causal-LM run's report
+        from distill.report.lm import write_lm_report
+
+        write_lm_report(out_dir, report)
+        return dict(report)
     if env is None:
         env = report.get("environment") or read_json(out_dir / "env.json")
     data = enrich(report, env)

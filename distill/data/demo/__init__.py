@@ -50,6 +50,12 @@ register_demo(DemoSet(
     "Socher et al. 2013 (EMNLP), Stanford Sentiment Treebank; Wang et al. 2019 (ICLR), GLUE",
 ))
 
+register_demo(DemoSet(
+    "wikitext-2-demo", "wikitext-2-demo", "causal-lm",
+    "WikiText-2 raw sample: the first 6 articles of wiki.valid.raw (train) and 3 of wiki.test.raw (dev); CC BY-SA 3.0",
+    "Merity et al. 2017 (ICLR), Pointer Sentinel Mixture Models (WikiText)",
+))
+
 
 def _is_bare_name(data: str) -> bool:
     """A word, not a path: no directory separator and no data-file suffix."""

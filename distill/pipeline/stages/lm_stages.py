@@ -1,0 +1,218 @@
+"""The training and export stages of a causal-LM run (``distill.pipeline.lm_run`` orders them): the teacher saved as
+a plain checkpoint, the student built and distilled token by token, decoder pruning + recovery (when the decoder
+pruner is installed), and the INT8 ONNX bundle with a KV cache.
+
+Distillation reuses the training loop (``distill.train.loop.fit``) with the ``lm_kd`` output loss: α·next-token CE
++ (1−α)·T²·KL(teacher ‖ student) per token, masked to real tokens. The hidden-state MSE default of the encoder
+recipe (β = 0.1) is off for decoders unless ``--hidden-weight`` asks for another value: decoder residual streams
+carry a few huge activations that would dominate it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from distill.core.console import info
+from distill.core.errors import ConfigError, ModelError
+from distill.pipeline.config import RunConfig
+from distill.pipeline.context import save_model
+
+ENCODER_HIDDEN_DEFAULT = 0.1
+
+
+@dataclass
+class LMStage:
+    """One trained (or exported) stage: its name, model (torch, or None for ONNX), where it is saved, facts."""
+
+    name: str
+    model: object | None
+    path: Path
+    facts: dict
+
+
+# ---- teacher ---------------------------------------------------------------------------------------------------
+
+def save_teacher(teacher, tokenizer, out: Path, source: str, device: str) -> Path:
+    """A GGUF teacher is written as a plain HF dir (``OUTPUT/teacher``: loads without gguf, feeds the ONNX builder);
+    a local or Hub checkpoint is used where it is."""
+    from teachers.gguf import is_gguf
+
+    if not is_gguf(source):
+        return Path(source)
+    save_model(teacher, tokenizer, out / "teacher", {"source": source, "format": "gguf, dequantized"}, device)
+    return out / "teacher"
+
+
+# ---- student ---------------------------------------------------------------------------------------------------
+
+CALIBRATION_BATCHES = 4  # training batches the importance of layers/widths is measured on (student and pruning)
+
+
+def decoder_students():
+    """The decoder student module (``students.decoders``), or None before it is installed."""
+    try:
+        import students.decoders as decoders
+    except ImportError:
+        return None
+    return decoders
+
+
+def calibration_batches(loader, count: int = CALIBRATION_BATCHES) -> list[dict]:
+    """The first ``count`` training batches (input ids and mask), for activation importance."""
+    batches = []
+    for batch in loader:
+        batches.append({k: batch[k] for k in ("input_ids", "attention_mask")})
+        if len(batches) >= count:
+            break
+    return batches
+
+
+def check_student_source(name: str, teacher) -> str | None:
+    """Fail early on a student that cannot be built: a dir must be a causal LM with the teacher's vocabulary; a
+    preset needs the decoder builder. Returns the dir (None for a preset)."""
+    from teachers.lm import check_causal_lm
+    from teachers.loading import check_model_dir, load_config
+
+    path = Path(name).expanduser()
+    if path.exists():
+        check_model_dir(path)
+        config = load_config(str(path))
+        check_causal_lm(name, config)
+        if config.vocab_size != teacher.config.vocab_size:
+            raise ModelError(f"student '{name}' has a vocabulary of {config.vocab_size} tokens, the teacher "
+                             f"{teacher.config.vocab_size}", "give a student that uses the teacher's tokenizer")
+        return str(path)
+    decoders = decoder_students()
+    if decoders is None:
+        raise ConfigError(f"student preset '{name}' needs the decoder student builder (students.decoders), which "
+                          "is not installed here", "pass --student DIR, a causal LM with the teacher's tokenizer")
+    decoders.student_target(name, teacher.config, decoders.parse_layer_selection(_selection(name)))
+    return None
+
+
+def _selection(name: str):
+    return "uniform"  # depth cuts keep evenly spread teacher layers (first and last included)
+
+
+def build_student(cfg: RunConfig, teacher, calibration=None) -> tuple[object, dict]:
+    """The student and how it was made: a causal-LM dir loaded as is, or a preset (``half``, ``quarter``,
+    ``half-width``, ``half+half-width``, explicit shapes) cut from the teacher by ``students.decoders``."""
+    from transformers import AutoModelForCausalLM
+
+    name = cfg.student.name
+    path = Path(name).expanduser()
+    if path.exists():
+        return AutoModelForCausalLM.from_pretrained(path, dtype="float32", use_safetensors=True), {"source": name}
+    student, report = decoder_students().build_decoder_student(teacher, name, layer_selection=_selection(name),
+                                                               calibration=calibration)
+    return student, report.to_dict()
+
+
+def lm_distill_config(cfg: RunConfig):
+    """The loss settings for a decoder: the encoder default β turned off (module docstring)."""
+    config = copy.copy(cfg.distill)
+    if config.hidden_weight == ENCODER_HIDDEN_DEFAULT:
+        config = replace(config, hidden_weight=0.0)
+    return config
+
+
+def lm_objective(cfg: RunConfig, student, teacher):
+    """``Objective`` with the causal-LM output loss, unsupported feature terms turned off (with a note)."""
+    from distill.objective.objective import Objective, disable_unsupported, supported_losses, uniform_layer_map
+
+    support = supported_losses(student.config, teacher.config, same_tokenizer=True, token=True)
+    config, messages = disable_unsupported(lm_distill_config(cfg), support)
+    for message in messages:
+        info(f"  note: {message}")
+    return Objective(config, kind="lm_kd", student_width=student.config.hidden_size,
+                     teacher_width=teacher.config.hidden_size,
+                     layer_map=uniform_layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers),
+                     student_heads=student.config.num_attention_heads)
+
+
+def distil(cfg: RunConfig, student, teacher, loader, *, epochs: float, description: str) -> dict:
+    """Train ``student`` in place against ``teacher`` on packed blocks; returns the training facts."""
+    from distill.train.loop import fit
+
+    student.requires_grad_(True)  # a student cut from the (frozen) teacher starts with frozen copies of its weights
+    objective = lm_objective(cfg, student, teacher)
+    config = cfg.train.fit_config(lr=cfg.train.lr or 1e-4, epochs=epochs)
+    result = fit(student, objective, loader, config, teacher=teacher, description=description)
+    student.to("cpu").eval()
+    last = result.history[-1] if result.history else {}
+    return {"steps": result.steps, "seconds": round(result.seconds, 1), "lr": config.lr, "epochs": epochs,
+            "blocks": len(loader.dataset), "block_size": len(loader.dataset[0]["input_ids"]),
+            "tokens_per_s": round(result.steps * config.batch_size * config.grad_accum_steps
+                                  * len(loader.dataset[0]["input_ids"]) / max(result.seconds, 1e-9), 1),
+            "loss_last": {k: round(v, 4) for k, v in last.items() if isinstance(v, float)}}
+
+
+def stage_student(cfg: RunConfig, teacher, tokenizer, loader, out: Path) -> LMStage:
+    """Build the student, distil it, save it to ``OUTPUT/student`` (plain ``from_pretrained`` layout)."""
+    student, made = build_student(cfg, teacher, calibration=calibration_batches(loader))
+    params = sum(p.numel() for p in student.parameters())
+    info(f"  student: {student.config.num_hidden_layers} layers, hidden {student.config.hidden_size}, "
+         f"{params / 1e6:.1f}M parameters")
+    facts = {"built": made, **distil(cfg, student, teacher, loader, epochs=cfg.train.epochs, description="distil")}
+    save_model(student, tokenizer, out / "student", device=cfg.train.device)
+    return LMStage("student", student, out / "student", facts)
+
+
+# ---- pruning ---------------------------------------------------------------------------------------------------
+
+def decoder_pruner():
+    """The decoder width pruner (``compress.prune.decoder.prune_decoder``), or None before it is installed."""
+    try:
+        from compress.prune.decoder import prune_decoder
+    except ImportError:
+        return None
+    return prune_decoder
+
+
+def stage_prune(cfg: RunConfig, student, teacher, tokenizer, loader, out: Path) -> LMStage | None:
+    """Width-prune a copy of the student (heads with their KV groups, FFN, hidden) and recover by distillation;
+    None (with a note) when the decoder pruner is not installed."""
+    prune = decoder_pruner()
+    if prune is None:
+        info("  note: structured pruning of decoders is not installed here (compress.prune.decoder): skipped")
+        return None
+    plan = cfg.prune.plan()
+    model = copy.deepcopy(student)
+    report = prune(model, plan, calibration_batches(loader))
+    facts = {"params": sum(p.numel() for p in model.parameters()), "notes": list(report.notes),
+             "heads": [report.heads_before, report.heads_after], "ffn": [report.ffn_before, report.ffn_after],
+             "hidden": [report.hidden_before, report.hidden_after]}
+    info(f"  pruned: heads {report.heads_before} → {report.heads_after}, FFN {report.ffn_before} → "
+         f"{report.ffn_after}, hidden {report.hidden_before} → {report.hidden_after}, "
+         f"{facts['params'] / 1e6:.1f}M parameters")
+    if cfg.prune.recover_epochs > 0:
+        facts["recovery"] = distil(cfg, model, teacher, loader, epochs=cfg.prune.recover_epochs, description="recover")
+    save_model(model, tokenizer, out / "pruned", device=cfg.train.device)
+    return LMStage("pruned", model, out / "pruned", facts)
+
+
+# ---- ONNX with KV cache, INT8 ------------------------------------------------------------------------------------
+
+def stage_quantize(model_dir: Path, out: Path) -> LMStage:
+    """INT8 ONNX with a KV cache in ``OUTPUT/int8``: onnxruntime-genai's builder where it covers the family,
+    else (GPT-2) a ``torch.onnx`` export with past key values + ONNX Runtime dynamic INT8."""
+    from compress.quantize.genai import build_genai, check_builder_support
+    from compress.quantize.onnx_past import build_with_past
+
+    try:
+        check_builder_support(model_dir)
+        covered = True
+    except ModelError as exc:
+        info(f"  note: {exc.args[0] if exc.args else exc}; exporting with torch.onnx + past key values instead")
+        covered = False
+    if covered:
+        bundle = build_genai(model_dir, out / "int8", "int8")
+        facts = {"runtime": "onnxruntime-genai", "builder": "onnxruntime_genai.models.builder -p int8",
+                 "build_s": round(bundle.build_seconds, 1)}
+    else:
+        bundle = build_with_past(model_dir, out / "int8", "int8")
+        facts = {"runtime": "onnxruntime", "builder": "torch.onnx export with past + quantize_dynamic"}
+    facts.update(size_bytes=bundle.size_bytes, architecture=bundle.architecture)
+    return LMStage("int8", None, out / "int8", facts)

@@ -1,0 +1,123 @@
+"""``distill run --task causal-lm`` end to end on tiny random Llama, Qwen2 and GPT-2 teachers: teacher → distilled
+student → INT8 ONNX with KV cache (onnxruntime-genai for Llama/Qwen2, torch.onnx + past for GPT-2) → every stage
+scored; the report (JSON/Markdown/HTML) and every artifact loads without this package."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lm_factories
+import pytest
+
+from distill.cli import main
+
+REPORT_KEYS = {"kind", "task", "teacher", "student", "data", "settings", "stages", "perplexity_convention", "eval",
+               "trivial_predictor", "trivial_perplexity", "training", "continuations", "notes", "stage_seconds",
+               "wall_seconds", "machine", "teacher_source"}
+ROW_KEYS = {"name", "perplexity", "perplexity_ratio", "retention", "agreement", "kl", "params", "size_mb",
+            "latency_ms", "prefill_ms", "decode_tokens_per_s", "prompt_tokens", "new_tokens", "threads", "runtime",
+            "path"}
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("lmtext")
+    lm_factories.write_wikitext_like(root / "train.txt", articles=5, seed=1)
+    lm_factories.write_wikitext_like(root / "dev.txt", articles=2, seed=2)
+    return root
+
+
+def _run(tmp: Path, family: str, text: Path, *extra: str) -> dict:
+    teacher = lm_factories.save_tiny_lm(tmp / "teacher", family, seed=0)
+    student = lm_factories.save_tiny_lm(tmp / "student", family, seed=1,
+                                        **({"n_layer": 1} if family == "gpt2" else {"num_hidden_layers": 1}))
+    out = tmp / "run"
+    code = main(["run", "--teacher", str(teacher), "--student", str(student), "--task", "causal-lm", "--data",
+                 str(text), "--block-size", "16", "--batch-size", "4", "--epochs", "1", "--latency-runs", "1",
+                 "--output-dir", str(out), "--quiet", *extra])
+    assert code == 0
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
+def test_run_end_to_end(tmp_path, text, family):
+    report = _run(tmp_path, family, text)
+    assert set(report) == REPORT_KEYS
+    names = [s["name"] for s in report["stages"]]
+    assert names == ["teacher", "student", "pruned", "int8"]
+    for row in report["stages"]:
+        assert set(row) == ROW_KEYS
+        assert row["perplexity"] > 1 and row["decode_tokens_per_s"] > 0 and row["prefill_ms"] > 0
+    teacher, student, pruned, int8 = report["stages"]
+    assert teacher["perplexity_ratio"] == 1.0 and teacher["agreement"] == 1.0
+    assert pruned["params"] < student["params"] < teacher["params"]
+    assert report["training"]["pruned"]["recovery"]["steps"] > 0
+    # INT8 of the pruned model scores close to it (same greedy argmax on most positions)
+    assert abs(int8["perplexity"] / pruned["perplexity"] - 1) < 0.05
+    assert int8["runtime"] == ("onnxruntime" if family == "gpt2" else "onnxruntime-genai")
+    assert report["training"]["student"]["steps"] > 0
+    cont = report["continuations"]
+    assert set(cont["stages"]) == {"teacher", "student", "pruned", "int8"}
+    assert all(len(texts) == len(cont["prompts"]) for texts in cont["stages"].values())
+    assert "stride 16" in report["perplexity_convention"] and "no BOS" in report["perplexity_convention"]
+    out = tmp_path / "run"
+    md = (out / "report.md").read_text()
+    assert "Greedy continuations" in md and "decode tok/s" in md
+    assert "<table id='stages'>" in (out / "report.html").read_text()
+    _loads_without_package(out, family)
+
+
+LOAD = """
+import sys, numpy as np
+from transformers import AutoModelForCausalLM, AutoTokenizer
+import onnxruntime as ort
+out = sys.argv[1]
+m = AutoModelForCausalLM.from_pretrained(out + "/student")
+p = AutoModelForCausalLM.from_pretrained(out + "/pruned")
+assert p.num_parameters() < m.num_parameters()
+tok = AutoTokenizer.from_pretrained(out + "/int8")
+s = ort.InferenceSession(out + "/int8/model.onnx", providers=["CPUExecutionProvider"])
+names = [i.name for i in s.get_inputs()]
+assert names[:2] == ["input_ids", "attention_mask"], names
+if sys.argv[2] != "gpt2":
+    import onnxruntime_genai as og
+    og.Model(out + "/int8")
+assert not any(k == "distill" or k.startswith(("distill.", "compress", "teachers", "students")) for k in sys.modules)
+print("ok")
+"""
+
+
+def _loads_without_package(out: Path, family: str) -> None:
+    """The student dir and the INT8 bundle load with transformers / ONNX Runtime (/ genai) alone."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", LOAD, str(out), family], capture_output=True, text=True, env=env,
+                         cwd=str(out), timeout=300)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
+
+
+def test_demo_data_alone_means_causal_lm(tmp_path):
+    """``--data wikitext-2-demo`` without ``--task`` runs the causal-LM pipeline, here with a preset student cut from
+    the teacher (depth only: its weights are copies of the frozen teacher's and must train); no INT8: quicker."""
+    teacher = lm_factories.save_tiny_lm(tmp_path / "teacher", "llama", seed=0)
+    out = tmp_path / "run"
+    code = main(["run", "--teacher", str(teacher), "--student", "half", "--data", "wikitext-2-demo",
+                 "--block-size", "32", "--max-train-samples", "8", "--eval-blocks", "4", "--epochs", "1",
+                 "--latency-runs", "1", "--no-quantize", "--no-prune", "--output-dir", str(out), "--quiet"])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [s["name"] for s in report["stages"]] == ["teacher", "student"]
+    assert report["eval"]["windows_scored"] == 4 and report["training"]["student"]["blocks"] == 8
+    assert report["trivial_perplexity"] > 1
+    kept = report["training"]["student"]["built"]["kept_layers"]
+    assert len(kept) == 1
+    from transformers import AutoModelForCausalLM
+
+    student = AutoModelForCausalLM.from_pretrained(out / "student")
+    teacher_model = AutoModelForCausalLM.from_pretrained(teacher)
+    assert student.config.num_hidden_layers == 1
+    moved = student.model.layers[0].mlp.up_proj.weight - teacher_model.model.layers[kept[0]].mlp.up_proj.weight
+    assert moved.abs().max() > 0  # distillation changed the copied layer
