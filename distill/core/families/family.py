@@ -315,6 +315,10 @@ UNSUPPORTED = {
 }
 
 
+def _names(causal: bool) -> list[str]:
+    return sorted(name for name, family in FAMILIES.items() if family.causal == causal)
+
+
 def family_of(model_or_config: Any, purpose: str = "this step") -> Family:
     """The registered family of a model or config; ModelError naming the supported ones when there is none."""
     family = find_family(model_or_config)
@@ -322,7 +326,8 @@ def family_of(model_or_config: Any, purpose: str = "this step") -> Family:
         model_type = _model_type(model_or_config)
         why = f" ({UNSUPPORTED[model_type]})" if model_type in UNSUPPORTED else ""
         raise ModelError(f"{purpose} does not support the '{model_type}' architecture{why}",
-                         f"use a model of type {', '.join(sorted(FAMILIES.names()))}, or register a Family for it "
+                         f"use an encoder of type {', '.join(_names(causal=False))} (or a causal LM of type "
+                         f"{', '.join(_names(causal=True))} with --task causal-lm), or register a Family for it "
                          "in distill/core/families")
     return family
 

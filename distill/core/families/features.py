@@ -50,7 +50,7 @@ def family_notes(family: Family) -> list[str]:
     """How the family differs where it matters to distillation, pruning or export (from its entry)."""
     notes = []
     if family.qkv_fused is not None:
-        notes.append("fused Q/K/V: split in thirds for relations (before rotary); heads cut by slicing")
+        notes.append("fused Q/K/V: split in thirds for relations; heads cut by slicing")
     if family.ffn_glu_fused:
         notes.append("GLU FFN: input and gate rows cut in pairs")
     if family.ffn_gate is not None:
