@@ -130,8 +130,8 @@ class TrainSettings:
     patience: int | None = setting(None, "stop training after N epochs without a better dev score, keeping the best "
                                          "(default: 2 with the step budget, off with --epochs; 0 = never)",
                                    metavar="N")
-    budget_steps: int = setting(300, "without --epochs, train about N optimiser steps: ceil(N / steps per epoch) "
-                                     "epochs, clamped to --min-epochs..--max-epochs (300)", metavar="N")
+    budget_steps: int = setting(4000, "without --epochs, train about N optimiser steps: ceil(N / steps per epoch) "
+                                      "epochs, clamped to --min-epochs..--max-epochs (4000)", metavar="N")
     min_epochs: float = setting(2.0, "fewest epochs of the step budget (2)")
     max_epochs: float = setting(10.0, "most epochs of the step budget (10)")
     batch_size: int = setting(32, "batch size (32)")

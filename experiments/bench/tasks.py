@@ -10,7 +10,8 @@ and the ``collapsed`` flags (a stage no better than the trivial predictor).
     PYTHONPATH=. python experiments/bench/tasks.py --cells stsb:2000:mini,sst2:2000:tiny \\
         --out experiments/results/tasks.json
 
-A cell is ``task:rows:student`` (rows ``all`` for the whole training set). Cells run one at a time, in order; the
+A cell is ``task:rows:student`` (rows ``all`` for the whole training set, ``demo`` for the demo set shipped in the
+package: ``sst2:demo:tiny`` is README.md's main command). Cells run one at a time, in order; the
 JSON is rewritten after each, so an interrupted benchmark keeps what finished. ``--threads`` sets OMP_NUM_THREADS.
 """
 
@@ -39,9 +40,10 @@ def parse_cell(text: str) -> tuple[str, str, str]:
 
 def command(task: str, rows: str, student: str, teacher: str, data_root: Path, out: Path) -> list[str]:
     """The default command for a cell: only the inputs, the size cap and where to write."""
+    data = f"{task}-demo" if rows == "demo" else str(data_root / DATA[task])
     cmd = [sys.executable, "-m", "distill", "run", "--teacher", teacher, "--student", student, "--task", task,
-           "--data", str(data_root / DATA[task]), "--output-dir", str(out), "--overwrite"]
-    return cmd + (["--max-train-samples", rows] if rows != "all" else [])
+           "--data", data, "--output-dir", str(out), "--overwrite"]
+    return cmd + (["--max-train-samples", rows] if rows not in ("all", "demo") else [])
 
 
 def summarise(report: dict) -> dict:

@@ -48,7 +48,7 @@ def _fit(loader, scores, **config):
     return model, evaluate, result
 
 
-@pytest.mark.parametrize(("steps_per_epoch", "epochs"), [(16, 10.0), (63, 5.0), (115, 3.0), (180, 2.0), (2105, 2.0)])
+@pytest.mark.parametrize(("steps_per_epoch", "epochs"), [(16, 10.0), (63, 10.0), (400, 10.0), (439, 10.0), (1250, 4.0), (2105, 2.0)])
 def test_the_budget_gives_small_sets_more_epochs(steps_per_epoch, epochs):
     assert plan_epochs(TrainConfig(epochs=None), steps_per_epoch) == epochs
 
@@ -60,6 +60,7 @@ def test_given_epochs_fix_the_length_and_turn_early_stopping_off():
     assert TrainConfig(epochs=3, patience=1).early_stopping == 1
     assert TrainConfig(epochs=None, patience=0).early_stopping == 0
     assert plan_epochs(TrainConfig(epochs=None, budget_steps=100, min_epochs=1, max_epochs=4), 10) == 4.0
+    assert plan_epochs(TrainConfig(epochs=None, budget_steps=100, min_epochs=1, max_epochs=4), 60) == 2.0
 
 
 @pytest.mark.parametrize("bad", [{"patience": -1}, {"budget_steps": 0}, {"min_epochs": 5, "max_epochs": 2},
