@@ -49,12 +49,10 @@ def command(task: str, rows: str, student: str, teacher: str, data_root: Path, o
 def summarise(report: dict) -> dict:
     """One row of the table from a report.json."""
     stages = {s["name"]: s for s in report["stages"]}
-    row = {"metric_name": report["metric_name"], "trivial_metric": report.get("trivial_metric")}
-    for name in ("teacher", "student", "pruned", "int8"):
-        if name in stages:
-            s = stages[name]
-            row[name] = {"metric": s["metric"], "retention": s.get("retention"), "params": s.get("params"),
-                         "size_mb": s.get("size_mb"), "collapsed": bool(s.get("collapsed", False))}
+    row = {"metric_name": report["metric_name"], "trivial_metric": report.get("trivial_metric"), "stages": {}}
+    for name, s in stages.items():
+        row["stages"][name] = {"metric": s["metric"], "retention": s.get("retention"), "params": s.get("params"),
+                               "size_mb": s.get("size_mb"), "collapsed": bool(s.get("collapsed", False))}
     row["int8_retention"] = stages.get("int8", {}).get("retention")
     row["collapsed"] = [n for n, s in stages.items() if s.get("collapsed")]
     row["stage_seconds"] = report.get("stage_seconds", {})
@@ -72,13 +70,14 @@ def table(rows: list[dict]) -> str:
         if "error" in r:
             lines.append(f"| {r['task']} | {r['rows']} | {r['student']} | failed: {r['error']} |" + " |" * 9)
             continue
-        m = {k: (f"{r[k]['metric']:.3f}" if k in r else "—") for k in ("teacher", "student", "pruned", "int8")}
+        st = r["stages"]
+        m = {k: (f"{st[k]['metric']:.3f}" if k in st else "—") for k in ("teacher", "student", "pruned", "int8")}
         ret = r.get("int8_retention")
         train = r.get("training", {})
         length = " / ".join(f"{t['epochs_run']} of {t['epochs']:g}, best {t['best_epoch']}"
                             + (" (stopped)" if t.get("stopped_early") else "")
                             for k, t in train.items() if k in ("teacher", "distil", "prune")) or "—"
-        params = r.get("int8", r.get("pruned", {})).get("params")
+        params = st.get("int8", st.get("pruned", {})).get("params")
         lines.append(f"| {r['task']} | {r['rows']} | {r['student']} | {r['metric_name']} | {m['teacher']} | "
                      f"{m['student']} | {m['pruned']} | {m['int8']} | "
                      f"{'—' if ret is None else f'{100 * ret:.1f}%'} | {params:,} | {length} | "
@@ -92,12 +91,15 @@ def run_cell(cell: str, args, teachers: dict) -> dict:
     teacher = teachers.get((task, rows), args.teacher)
     cmd = command(task, rows, student, teacher, Path(args.data_root), out)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(args.threads)}
-    start = time.perf_counter()
+    start, code = time.perf_counter(), 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    with (out.parent / f"{out.name}.log").open("w") as log:
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+    if not args.collect:
+        with (out.parent / f"{out.name}.log").open("w") as log:
+            code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
     row = {"task": task, "rows": rows, "student": student, "teacher_source": teacher,
-           "command": " ".join(cmd[1:]).replace(str(ROOT) + "/", ""), "seconds": round(time.perf_counter() - start, 1)}
+           "command": " ".join(["python", *cmd[1:]]).replace(str(ROOT) + "/", "")}
+    if not args.collect:
+        row["seconds"] = round(time.perf_counter() - start, 1)
     if code not in (0, 1):  # 1: a quality gate missed, the report is still written
         return {**row, "error": f"exit {code}, see {out.parent / (out.name + '.log')}"}
     if (out / "teacher").is_dir():
@@ -112,6 +114,8 @@ def main() -> None:
     p.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--work", default="/tmp/distill-bench-tasks")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--collect", action="store_true", help="run nothing: rebuild the JSON and table from the reports "
+                                                          "already in --work")
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "tasks.json"))
     args = p.parse_args()
     cells = [c for c in args.cells.split(",") if c]
