@@ -96,13 +96,14 @@ def _run_parser(sub, name: str, help: str, epilog: str, **defaults) -> None:
 
 
 def _finetune_parser(sub) -> None:
-    defaults = {"lr": 5e-5, "epochs": 3.0, "output_dir": "runs/teacher"}
+    defaults = {"lr": 5e-5, "epochs": None, "output_dir": "runs/teacher"}
     ft = _subparser(sub, "finetune-teacher", "fine-tune a teacher on the task (the run's first stage alone)",
                     EXAMPLE_FT, commands.cmd_finetune_teacher, **defaults)
     add_setting(ft, "teacher", action="store", required=True, help="alias, model dir or Hub id")
     add_settings(ft, DATA, defaults, title="task and data")
     add_settings(ft, TRAIN, defaults, {"lr": {"help": "fine-tuning learning rate (5e-5)"},
-                                       "epochs": {"help": "fine-tuning epochs (3)"}}, title="training")
+                                       "epochs": {"help": "fine-tuning epochs (default: the step budget, "
+                                                          "with early stopping)"}}, title="training")
     add_settings(ft, ("tensorboard", *OUTPUT), defaults)
     _cli_only(ft)
 

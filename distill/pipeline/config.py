@@ -42,7 +42,8 @@ class TeacherSettings:
                                                 "(default: equal)", dest="teacher_weights", type=floats,
                                           metavar="W1,W2")
     lr: float = setting(5e-5, "teacher fine-tuning learning rate (5e-5)", dest="teacher_lr")
-    epochs: float = setting(3.0, "teacher fine-tuning epochs (3)", dest="teacher_epochs")
+    epochs: float | None = setting(None, "teacher fine-tuning epochs (default: the step budget, see --budget-steps, "
+                                         "with early stopping)", dest="teacher_epochs")
 
     def __post_init__(self) -> None:
         if isinstance(self.names, str):
@@ -132,7 +133,15 @@ class TrainSettings:
 
     lr: float | None = setting(None, "distillation learning rate (1e-4 for layers taken from the teacher, else 1e-3 × "
                                      "min(1, 128/hidden size): 1e-3 for tiny, 2.5e-4 for small)")
-    epochs: float = setting(3.0, "distillation epochs (3)")
+    epochs: float | None = setting(None, "distillation epochs; fixes the length and turns early stopping off unless "
+                                         "--patience is given (default: the step budget, see --budget-steps)")
+    patience: int | None = setting(None, "stop training after N epochs without a better dev score, keeping the best "
+                                         "(default: 2 with the step budget, off with --epochs; 0 = never)",
+                                   metavar="N")
+    budget_steps: int = setting(4000, "without --epochs, train about N optimiser steps: ceil(N / steps per epoch) "
+                                      "epochs, clamped to --min-epochs..--max-epochs (4000)", metavar="N")
+    min_epochs: float = setting(2.0, "fewest epochs of the step budget (2)")
+    max_epochs: float = setting(10.0, "most epochs of the step budget (10)")
     batch_size: int = setting(32, "batch size (32)")
     seed: int = setting(42, "random seed (42)")
     device: str = setting("auto", "auto (CUDA when available), cpu or cuda")

@@ -69,6 +69,7 @@ class Context:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
     skipped_nonfinite: dict[str, int] = field(default_factory=dict)  # batches skipped per training stage
     teacher_caches: list[Any] = field(default_factory=list)  # every teacher-output cache used, in order
+    training: dict[str, dict] = field(default_factory=dict)  # FitResult.summary() per training stage (report.json)
     trivial: dict[str, Any] | None = None  # the task's trivial predictor on dev (evaluate.collapse.trivial_baseline)
 
     @property
@@ -109,7 +110,14 @@ class Context:
             shutil.rmtree(self.out / "checkpoints" / name, ignore_errors=True)
 
     def fitted(self, name: str, result) -> None:
-        """Note what a finished training run of stage ``name`` skipped; warn at once when it collapsed."""
+        """Note what a finished training run of stage ``name`` skipped and how long it ran (a repeated name, e.g.
+        recovery after each pruning step, is kept as ``name_2``, ...); warn at once when it collapsed."""
+        key, n = name, 1
+        while key in self.training:
+            n += 1
+            key = f"{name}_{n}"
+        if hasattr(result, "summary"):
+            self.training[key] = result.summary()
         if result.skipped_nonfinite:
             self.skipped_nonfinite[name] = self.skipped_nonfinite.get(name, 0) + result.skipped_nonfinite
         if self.trivial and is_main_process() and (line := collapse.fit_warning(self.task, name, result, self.trivial)):

@@ -215,6 +215,7 @@ class RunReport:
     settings: dict[str, Any] = field(default_factory=dict)  # RunConfig.flat()
     skipped_nonfinite: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
+    training: dict[str, dict] = field(default_factory=dict)  # per training stage: planned/run length, best epoch
 
     @property
     def final(self) -> StageScore:
@@ -244,7 +245,7 @@ class RunReport:
                                            "latency_runs")}
         return {**head, "stage_seconds": self.stage_seconds, "wall_seconds": self.wall_seconds,
                 "history": self.history(), "settings": self.settings, **scores,
-                "skipped_nonfinite": self.skipped_nonfinite, "resumed": self.resumed}
+                "skipped_nonfinite": self.skipped_nonfinite, "resumed": self.resumed, "training": self.training}
 
     @classmethod
     def from_json(cls, data: Mapping) -> RunReport:
@@ -263,4 +264,5 @@ class RunReport:
             QuantizeResult.from_history(history) if "quantize_report" in history else None,
             teacher_caches=history.get("teacher_cache") or [], stage_seconds=data.get("stage_seconds") or {},
             wall_seconds=data.get("wall_seconds", 0.0), settings=settings,
-            skipped_nonfinite=data.get("skipped_nonfinite") or {}, resumed=data.get("resumed", False))
+            skipped_nonfinite=data.get("skipped_nonfinite") or {}, resumed=data.get("resumed", False),
+            training=data.get("training") or {})

@@ -123,6 +123,7 @@ def run_stages(ctx: Context, begin: float) -> RunReport | None:
         report.scores = stage_score(ctx, model, teacher.path, models, outputs)
     report.teacher_caches = [c.summary() for c in ctx.teacher_caches]
     report.stage_seconds, report.skipped_nonfinite = ctx.seconds, ctx.skipped_nonfinite
+    report.training = ctx.training
     report.wall_seconds = round(time.perf_counter() - begin, 2)
     _write(ctx, report)
     return report

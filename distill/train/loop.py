@@ -3,7 +3,8 @@
 AdamW with linear warm-up/decay (``optim``), dynamic padding (done by the loader), gradient accumulation, bf16
 autocast on CUDA, the teachers as ``distill.train.teacher.TeacherSource`` objects (live under
 ``torch.inference_mode``, optionally cast to bf16/fp16 on GPU, sharded, or a ``teachers.CachedTeacher``), optional
-``torch.compile``, evaluation on dev after each epoch with the best epoch's weights kept (``scoring``), and
+``torch.compile``, evaluation on dev after each epoch with the best epoch's weights kept (``scoring``), a length
+fixed in epochs or derived from the data size with early stopping (``config.plan_epochs``, ``patience``), and
 checkpoints with exact resume (``state.LoopState``). Launched with ``accelerate launch`` (more than one process) the
 same loop runs data-parallel through ``accelerate.Accelerator`` (DDP); a single process never builds one, so CPU
 runs stay as they were.
@@ -33,7 +34,7 @@ from distill.data.pairs import teacher_view
 from distill.objective.capture import capture_qkv, eager_attention
 from distill.objective.objective import Objective, ObjectiveBase
 from distill.train.checkpoint import Checkpoints
-from distill.train.config import FitResult, TrainConfig
+from distill.train.config import FitResult, TrainConfig, plan_epochs
 from distill.train.optim import build_optimizer, optimizer_step
 from distill.train.scoring import mean_over_processes, score_epoch
 from distill.train.sharding import shard
@@ -86,14 +87,25 @@ def fit(model: nn.Module, objective: ObjectiveBase, train_loader: DataLoader, co
     state = LoopState(model, objective, run.raw_optimizer, run.scheduler, run.total_steps, description,
                       _usable_checkpoints(checkpoints, run))
     state.restore(announce=run.main)
+    result = state.result
+    result.epochs, result.planned_steps, result.patience = run.epochs, run.total_steps, run.patience
+    result.budget = config.epochs is None
+    if run.main and result.budget and not state.resumed:
+        info(f"  {description}: {run.epochs:g} epochs ({run.total_steps} steps) from the step budget"
+             + (f", stopping after {run.patience} epochs without a better dev score" if run.patience else ""))
     with interrupts.deferred():
         for epoch in range(state.first_epoch, run.n_epochs):
+            if _no_progress(run, result):
+                result.stopped_early = True
+                if run.main:
+                    info(f"  {description}: stopped early after epoch {epoch} ({run.patience} epochs without a "
+                         f"better dev {metric or 'score'}); keeping epoch {result.best_epoch}")
+                break
             stats = _run_epoch(run, state, epoch)
             _end_epoch(run, state, epoch, stats)
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     model.eval()
-    result = state.result
     result.steps, result.seconds = state.step, time.perf_counter() - run.start
     if result.skipped_nonfinite and run.main:
         info(f"  [yellow]warning:[/] {description}: skipped {result.skipped_nonfinite} batches with a non-finite loss")
@@ -121,6 +133,8 @@ class _Run:
     train_loader: Any
     loader: Any  # what is iterated (accelerate's shard of it under accelerate)
     total_steps: int
+    epochs: float  # planned (config.epochs, or the step budget's)
+    patience: int  # evaluations without a new best before stopping (0 = never)
     hidden: bool  # run the models with output_hidden_states
     attentions: bool  # ... and with attention maps
     start: float
@@ -140,7 +154,15 @@ class _Run:
 
     @property
     def n_epochs(self) -> int:
-        return math.ceil(self.config.epochs)
+        return math.ceil(self.epochs)
+
+
+def _no_progress(run: _Run, result: FitResult) -> bool:
+    """Early stopping: the last ``run.patience`` dev evaluations brought no new best (read from the history, so a
+    resumed run decides the same)."""
+    if not run.patience or run.evaluate is None or not result.history or result.best_epoch < 1:
+        return False
+    return result.history[-1]["epoch"] - result.best_epoch >= run.patience
 
 
 def _setup(model: nn.Module, objective: ObjectiveBase, train_loader: DataLoader, config: TrainConfig,
@@ -168,14 +190,16 @@ def _setup(model: nn.Module, objective: ObjectiveBase, train_loader: DataLoader,
         else:
             step_module, optimizer, loader = acc.prepare(step_module, optimizer, train_loader)
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum_steps)
-    total_steps = max(1, math.ceil(steps_per_epoch * config.epochs))
+    epochs = plan_epochs(config, steps_per_epoch)
+    total_steps = max(1, math.ceil(steps_per_epoch * epochs))
     scheduler = get_linear_schedule_with_warmup(raw_optimizer, int(config.warmup_ratio * total_steps), total_steps)
     if acc is not None and config.skip_nonfinite:  # one process skipping a backward would hang the others
         raise ConfigError("--skip-nonfinite works in single-process runs only", "run without `accelerate launch`")
     return _Run(model=model, objective=objective, teachers=teachers, config=config, description=description,
                 evaluate=evaluate, metric=metric, acc=acc, device=device, step_module=step_module,
                 optimizer=optimizer, raw_optimizer=raw_optimizer, scheduler=scheduler, params=params,
-                train_loader=train_loader, loader=loader, total_steps=total_steps,
+                train_loader=train_loader, loader=loader, total_steps=total_steps, epochs=epochs,
+                patience=config.early_stopping,
                 hidden=objective.needs_hidden_states, attentions=objective.needs_attentions and bool(teachers),
                 start=time.perf_counter(), log=tracker() if is_main_process() else Tracker())
 

@@ -12,7 +12,9 @@ from distill.core.runtime import seed_everything
 from distill.evaluate.predict import gathered_evaluator
 from distill.pipeline.context import Context, save_model
 from distill.pipeline.results import DistilResult
+from distill.objective.objective import REGRESSION
 from distill.pipeline.stages.teaching import objective_for, primary, teacher_source
+from distill.train.heads import centre_regression_head
 from distill.train.loop import fit
 
 
@@ -69,6 +71,8 @@ def build(ctx: Context, teacher) -> tuple[object, bool, dict | None]:
                                 layer_selection=settings.layer_selection)
         report = init_from_teacher(student, teacher, settings.init, settings.layer_selection)
         info(f"  student '{settings.name}': {count_params(student):,} params, init {report.strategy}")
+        if ctx.task.kind.output_loss == REGRESSION:  # a preset's head is new (never copied): start at the label mean
+            centre_regression_head(student, ctx.labelled_loader or ctx.train_loader)
         return student, report.strategy == "teacher-layers", None
     student = load_student(resolve_model_source(settings.name, "student", PRESETS), teacher.config,
                            kind=ctx.task.kind)

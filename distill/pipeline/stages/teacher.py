@@ -31,6 +31,15 @@ def _cached_teacher(ctx: Context, key: str, fingerprint: str) -> ReadyTeacher | 
     return ReadyTeacher("", key, key, history, model.eval().requires_grad_(False))
 
 
+def _length_settings(cfg) -> dict:
+    """What decides a budgeted fine-tune's length (part of the fingerprint when ``--teacher-epochs`` is not given)."""
+    t = cfg.train
+    if cfg.teacher.epochs is not None and t.patience is None:
+        return {}
+    return {"patience": t.patience, "budget_steps": t.budget_steps, "min_epochs": t.min_epochs,
+            "max_epochs": t.max_epochs}
+
+
 def stage_teacher(ctx: Context, index: int = 0, force: bool = False) -> ReadyTeacher:
     """Teacher ``index`` ready: as is when its head is trained (unless ``force``); otherwise fine-tuned (or reused).
 
@@ -44,7 +53,8 @@ def stage_teacher(ctx: Context, index: int = 0, force: bool = False) -> ReadyTea
         return ReadyTeacher(name, key, teacher.source, model=teacher.model)
     fp = teacher_fingerprint(source=teacher.source, task=ctx.task.name, data=ctx.splits.source,
                              n_train=len(ctx.splits.train), max_len=cfg.data.max_seq_length, lr=cfg.teacher.lr,
-                             epochs=cfg.teacher.epochs, batch=cfg.train.batch_size, seed=seed)
+                             epochs=cfg.teacher.epochs, batch=cfg.train.batch_size, seed=seed,
+                             **_length_settings(cfg), head="centred")
     reused = _cached_teacher(ctx, key, fp)
     if reused is not None:
         reused.name = name
@@ -56,7 +66,8 @@ def stage_teacher(ctx: Context, index: int = 0, force: bool = False) -> ReadyTea
     config = cfg.train.fit_config(lr=cfg.teacher.lr, epochs=cfg.teacher.epochs, seed=seed, shard_model=ctx.sharded)
     result = finetune_teacher(teacher.model, train, config, kind=ctx.task.kind.output_loss,
                               evaluate=gathered_evaluator(ctx.task, dev, cfg.train.device),
-                              metric=ctx.task.main_metric, checkpoints=ctx.checkpoints(key))
+                              metric=ctx.task.main_metric, checkpoints=ctx.checkpoints(key),
+                              fresh_head=not teacher.head_trained)
     ctx.fitted(key, result)
     model = teacher.model
     if ctx.sharded:  # trained sharded: gather it on the main process to save it, then every process reloads it
