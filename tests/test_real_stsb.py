@@ -13,7 +13,6 @@ import sys
 
 import factories
 import pytest
-
 from test_real_minilm import _minilm_dir
 
 

@@ -109,6 +109,9 @@ def prune_model(
     Config errors (ratios that do not fit the model, a criterion without its loss) leave the model untouched.
     """
     spec = arch_of(model)
+    if spec.causal:
+        raise ModelError(f"prune_model prunes encoders; '{spec.model_type}' is a causal LM",
+                         "prune decoders with compress.prune.prune_decoder (what `distill run --task causal-lm` uses)")
     inputs = _to_device(example_inputs, model)
     batches = list(batches) if batches is not None else None
     check_loss_available(config, inputs, batches, loss_fn)

@@ -153,7 +153,7 @@ def same_token(a: np.ndarray, b: np.ndarray) -> float:
 
 def unigram_log_probs(train_ids, vocab_size: int) -> np.ndarray:
     """Add-one smoothed log-frequencies of the training tokens (labels ≠ -100), shape (vocab_size,)."""
-    ids = np.asarray(train_ids).reshape(-1)
+    ids = np.asarray(train_ids, dtype=np.int64).reshape(-1)
     ids = ids[(ids >= 0) & (ids < vocab_size)]
     counts = np.bincount(ids, minlength=vocab_size).astype(np.float64) + 1.0
     return np.log(counts / counts.sum())

@@ -3,8 +3,9 @@
 A stage that predicts the majority class for every row (or a constant score, or no entity at all) can look fine in a
 table of retentions and agreements. Each stage's main dev metric is compared with what the task kind's trivial
 predictor (``task.kind.trivial``, scored by ``distill.evaluate.baseline``) scores with the same metric; a stage at
-most ``MARGIN`` above it has *collapsed*: the table and reports mark it, one line says the likely cause and the fix,
-and ``--min-retention`` fails on it (a collapsed teacher makes every retention meaningless).
+most ``collapse_margin`` above it (``MARGIN``; wider for correlations on few rows) has *collapsed*: the table
+and reports mark it, one line says the likely cause and the fix, and ``--min-retention`` fails on it (a collapsed
+teacher makes every retention meaningless).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from distill.evaluate.baseline import trivial_metric
 # Absolute margin on the main metric (accuracy, F1, Matthews, Pearson): on SST-2's 872 dev rows one standard error of
 # accuracy is ~1.7 points, so a stage within 2 points of the majority class has not shown that it learned anything.
 MARGIN = 0.02
+# Correlations (Pearson, Spearman, Matthews) of a model that ignores its input scatter around 0 with standard error
+# ~1/sqrt(n-1) on n dev rows (0.026 on STS-B's 1,500): within two of them the stage has shown no signal.
+CORRELATIONS = ("pearson", "spearmanr", "matthews_correlation")
 CONSTANT_STD = 1e-6  # regression predictions this flat are a constant
 
 
@@ -32,14 +36,23 @@ def trivial_baseline(task: Task, train_labels, dev_labels) -> dict:
     """The task kind's trivial predictor scored on dev with the task's main metric (``baseline.trivial_metric``):
     the report's ``trivial_*`` fields. An undefined score (the Pearson r of a constant) counts as 0."""
     found = trivial_metric(task, train_labels, dev_labels)
-    return {"trivial_predictor": found.description, "trivial_metric": round(found.metric, 6), "collapse_margin": MARGIN}
+    return {"trivial_predictor": found.description, "trivial_metric": round(found.metric, 6),
+            "collapse_margin": collapse_margin(task, len(dev_labels))}
 
 
-def is_collapsed(task: Task, metric: float, trivial_metric: float, logits=None) -> bool:
-    """True when ``metric`` is not finite or at most ``MARGIN`` above the trivial predictor's, or when the stage's
+def collapse_margin(task: Task, n_dev: int) -> float:
+    """How far above the trivial predictor a stage must score to count as learned: ``MARGIN`` for accuracy and
+    F1; for a correlation metric also two standard errors of a zero correlation on ``n_dev`` rows."""
+    if task.main_metric not in CORRELATIONS or n_dev < 3:
+        return MARGIN
+    return round(max(MARGIN, 2.0 / math.sqrt(n_dev - 1)), 4)
+
+
+def is_collapsed(task: Task, metric: float, trivial_metric: float, logits=None, margin: float = MARGIN) -> bool:
+    """True when ``metric`` is not finite or at most ``margin`` above the trivial predictor's, or when the stage's
     dev ``logits`` make a constant prediction: one score (regression) or one class for every row (classification;
     it can beat the training majority when dev's majority is the other class, yet it has learned nothing)."""
-    if metric is None or not math.isfinite(metric) or metric <= trivial_metric + MARGIN:
+    if metric is None or not math.isfinite(metric) or metric <= trivial_metric + margin:
         return True
     if logits is None or task.is_token:
         return False
@@ -73,8 +86,9 @@ ADVICE = {
 def _why(report: Mapping, stage: Mapping) -> str:
     """Why ``stage`` counts as collapsed: its score is at the trivial predictor's, or it predicts a constant."""
     metric, name = stage.get("metric", float("nan")), report.get("metric_name", "metric")
-    if not math.isfinite(metric) or metric <= report.get("trivial_metric", 0.0) + MARGIN:
-        return f"dev {name} {metric:.4f} is no better than the {_floor(report)} + {MARGIN}"
+    margin = report.get("collapse_margin", MARGIN)
+    if not math.isfinite(metric) or metric <= report.get("trivial_metric", 0.0) + margin:
+        return f"dev {name} {metric:.4f} is no better than the {_floor(report)} + {margin}"
     return (f"it makes the same prediction for every dev row (its dev {name} {metric:.4f} reflects the dev labels' "
             "balance, not learning)")
 
@@ -120,16 +134,19 @@ def mark(stage: Mapping) -> str | None:
 
 def note(report: Mapping) -> str:
     """The sentence under a table with a collapsed stage."""
-    return (f"COLLAPSED: dev {report.get('metric_name', 'metric')} at most {MARGIN} above the {_floor(report)}, or "
+    margin = report.get("collapse_margin", MARGIN)
+    return (f"COLLAPSED: dev {report.get('metric_name', 'metric')} at most {margin} above the {_floor(report)}, or "
             "the same prediction for every dev row: what a model that ignores its input does.")
 
 
 def fit_warning(task: Task, stage: str, result, trivial: Mapping) -> str | None:
     """Right after a training stage: a line when its best dev score is no better than the trivial predictor's."""
     best = getattr(result, "best_metric", None)
-    if best is None or not math.isfinite(best) or not is_collapsed(task, best, trivial["trivial_metric"]):
+    margin = trivial.get("collapse_margin", MARGIN)
+    if best is None or not math.isfinite(best) or not is_collapsed(task, best, trivial["trivial_metric"],
+                                                                   margin=margin):
         return None
-    return (f"{stage}: best dev {task.main_metric} {best:.4f} is no better than the {_floor(trivial)} + {MARGIN}; "
+    return (f"{stage}: best dev {task.main_metric} {best:.4f} is no better than the {_floor(trivial)} + {margin}; "
             "the report will flag it")
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from distill.data.tasks import Task
 from distill.evaluate.agreement import kl_to_teacher
-from distill.evaluate.collapse import is_collapsed
+from distill.evaluate.collapse import MARGIN, is_collapsed
 from distill.evaluate.predict import compute_metrics
 
 
@@ -45,7 +45,7 @@ def agreement(task: Task, logits: np.ndarray, teacher_logits: np.ndarray, labels
 
 def score_stage(name: str, task: Task, logits: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray,
                 teacher_metric: float | None, *, params: int, size_mb: float, latency_ms: float,
-                path: str, trivial_metric: float | None = None) -> StageScore:
+                path: str, trivial_metric: float | None = None, margin: float = MARGIN) -> StageScore:
     """Build a report row from dev-set logits and the measurements of one artifact; with ``trivial_metric`` (the
     task's trivial predictor on dev) the row says whether the stage collapsed to it."""
     metrics = compute_metrics(task, logits, labels)
@@ -54,6 +54,6 @@ def score_stage(name: str, task: Task, logits: np.ndarray, labels: np.ndarray, t
     retention = value / base if base else 0.0
     scored = task.kind.scored  # token classification: rows (N, L, C) become one row per labelled word
     kl = kl_to_teacher(task, scored(np.asarray(logits), labels), scored(np.asarray(teacher_logits), labels))
-    collapsed = None if trivial_metric is None else is_collapsed(task, value, trivial_metric, logits)
+    collapsed = None if trivial_metric is None else is_collapsed(task, value, trivial_metric, logits, margin)
     return StageScore(name, value, retention, agreement(task, logits, teacher_logits, labels), params,
                       round(size_mb, 3), round(latency_ms, 3), path, metrics, kl, collapsed=collapsed)

@@ -226,10 +226,19 @@ def test_non_numeric_ratio_and_unknown_importance_are_rejected() -> None:
 
 
 def test_unknown_architecture_raises_model_error() -> None:
+    from transformers import GPTNeoXConfig, GPTNeoXModel
+
+    model = GPTNeoXModel(GPTNeoXConfig(hidden_size=32, num_attention_heads=2, num_hidden_layers=1, vocab_size=100,
+                                       intermediate_size=64))
+    with pytest.raises(ModelError, match="gpt_neox"):
+        prune_model(model, PruneConfig(), _inputs())
+
+
+def test_a_decoder_is_sent_to_prune_decoder() -> None:
     from transformers import GPT2Config, GPT2Model
 
     model = GPT2Model(GPT2Config(n_embd=32, n_head=2, n_layer=1, vocab_size=100, n_positions=16))
-    with pytest.raises(ModelError, match="gpt2"):
+    with pytest.raises(ModelError, match="prune_decoder"):
         prune_model(model, PruneConfig(), _inputs())
 
 

@@ -48,7 +48,8 @@ def _fit(loader, scores, **config):
     return model, evaluate, result
 
 
-@pytest.mark.parametrize(("steps_per_epoch", "epochs"), [(16, 10.0), (63, 10.0), (400, 10.0), (439, 10.0), (1250, 4.0), (2105, 2.0)])
+@pytest.mark.parametrize(("steps_per_epoch", "epochs"),
+                         [(16, 10.0), (63, 10.0), (400, 10.0), (439, 10.0), (1250, 4.0), (2105, 2.0)])
 def test_the_budget_gives_small_sets_more_epochs(steps_per_epoch, epochs):
     assert plan_epochs(TrainConfig(epochs=None), steps_per_epoch) == epochs
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from distill.cli import main
-from distill.core.errors import DistillError
 from distill.data.tasks import Task, get_task, trivial_predictor
 from distill.evaluate.collapse import MARGIN, collapse_lines, gate_lines, is_collapsed, split_labels, trivial_baseline
 from distill.report.render import check_gates, render_table, to_markdown
@@ -58,9 +57,9 @@ def test_split_labels_pads_word_tags():
     assert split_labels(get_task("sst2"), rows).tolist() == [0, 1]
 
 
-def test_an_unknown_kind_has_no_trivial_predictor():
-    with pytest.raises(DistillError, match="causal-lm"):
-        trivial_predictor(Task("lm", kind="causal-lm"), [], [])
+def test_the_causal_lm_trivial_predictor_is_a_unigram_model():
+    found = trivial_predictor(Task("lm", kind="causal-lm"), [], [])
+    assert "unigram" in str(found).lower()
 
 
 # ---- the rule ----------------------------------------------------------------------------------------------------
@@ -76,6 +75,18 @@ def test_collapse_rule():
     assert is_collapsed(stsb, 0.5, 0.0, np.full((4, 1), 2.7))  # a constant score
     assert not is_collapsed(stsb, 0.5, 0.0, np.array([[1.0], [2.0], [3.0]]))
     assert is_collapsed(stsb, 0.01, 0.0)
+
+
+def test_a_correlation_needs_two_standard_errors_above_zero():
+    """A Pearson r of 0.037 on STS-B's 1,500 dev rows is noise (SE 0.026): flagged; accuracy keeps MARGIN."""
+    from distill.evaluate.collapse import collapse_margin
+
+    stsb, sst2 = get_task("stsb"), get_task("sst2")
+    margin = collapse_margin(stsb, 1500)
+    assert margin == pytest.approx(2 / np.sqrt(1499), abs=1e-4) and collapse_margin(sst2, 872) == MARGIN
+    varied = np.linspace(0, 5, 10)[:, None]
+    assert is_collapsed(stsb, 0.037, 0.0, varied, margin) and not is_collapsed(stsb, 0.2, 0.0, varied, margin)
+    assert trivial_baseline(stsb, [1.0, 2.0, 4.5], np.linspace(0, 5, 101))["collapse_margin"] == pytest.approx(0.2)
 
 
 def _report(*stages) -> dict:

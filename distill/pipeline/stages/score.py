@@ -71,7 +71,8 @@ def stage_score(ctx: Context, teacher, teacher_path: str, models: dict,
     for name, obj in [("teacher", teacher), *models.items()]:
         logits, params, size, latency, path = _measure(ctx, name, obj, teacher_path, t_logits, vocab)
         row = score_stage(name, task, logits, labels, t_logits, teacher_metric, params=params, size_mb=size,
-                          latency_ms=latency, path=path, trivial_metric=ctx.trivial["trivial_metric"])
+                          latency_ms=latency, path=path, trivial_metric=ctx.trivial["trivial_metric"],
+                          margin=ctx.trivial.get("collapse_margin", collapse.MARGIN))
         row.latencies_ms = {"onnxruntime" if isinstance(obj, Path) else "torch": row.latency_ms}
         predictions[name] = dev_predictions(task, logits, labels)  # token tasks: one tag per word
         teacher_metric = row.metric if teacher_metric is None else teacher_metric

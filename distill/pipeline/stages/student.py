@@ -10,9 +10,9 @@ from distill.core.console import info
 from distill.core.errors import ModelError
 from distill.core.runtime import seed_everything
 from distill.evaluate.predict import gathered_evaluator
+from distill.objective.objective import REGRESSION
 from distill.pipeline.context import Context, save_model
 from distill.pipeline.results import DistilResult
-from distill.objective.objective import REGRESSION
 from distill.pipeline.stages.teaching import objective_for, primary, teacher_source
 from distill.train.heads import centre_regression_head
 from distill.train.loop import fit
