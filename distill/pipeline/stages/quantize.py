@@ -5,6 +5,7 @@ INT8 against FP32 ONNX."""
 from __future__ import annotations
 
 import copy
+import json
 import tempfile
 import warnings
 from pathlib import Path
@@ -13,7 +14,7 @@ from compress.measure import OnnxClassifier
 from distill.core.artifacts import staged_dir
 from distill.core.console import info
 from distill.evaluate.predict import compute_metrics, gathered_evaluator, predict
-from distill.pipeline.context import Context
+from distill.pipeline.context import STAGES_FILE, Context
 from distill.pipeline.results import QuantizeResult, RetentionTarget
 from distill.pipeline.stages.teaching import live_teacher, objective_for
 from distill.train.loop import fit, set_loader_epoch
@@ -81,7 +82,9 @@ def _write_int8(ctx: Context, model, out: Path, qat_model) -> dict:
 def _reference(ctx: Context, model) -> float:
     """The distilled student's dev metric --target-retention is relative to: the prune stage's (it measured the
     student before pruning), else ``model``'s own (no pruning: ``model`` is the student)."""
-    done = (ctx.done("prune") or {}).get("history", {}).get("prune_target") or {}
+    stages = ctx.out / STAGES_FILE  # the prune stage's record, written when it finished (this run or resumed)
+    record = json.loads(stages.read_text()).get("prune") if ctx.cfg.prune.enabled and stages.is_file() else None
+    done = ((record or {}).get("history") or {}).get("prune_target") or {}
     if done.get("reference") is not None:
         return float(done["reference"])
     return gathered_evaluator(ctx.task, ctx.dev_loader, "cpu")(model)[ctx.task.main_metric]
