@@ -189,20 +189,19 @@ class PruneSettings:
                                             "and keeps the smallest recovered model that holds it, INT8 keeps "
                                             "sensitive layers FP32 until it holds; the report says when it cannot",
                                       metavar="R")
-    search: list[float] = setting((0.25, 0.5, 0.75), "the search's cumulative ratios of heads and FFN neurons "
-                                                       "removed, one step each, stopping at the first that misses "
-                                                       "the target (0.25,0.5,0.75)",
-                                  dest="prune_search", type=floats, metavar="R1,R2")
+    search: list[float] | None = setting(None, "the search's cumulative ratios of heads and FFN neurons removed, one "
+                                               "step each, stopping at the first that misses the target (default "
+                                               "0.25,0.5,0.75)", dest="prune_search", type=floats, metavar="R1,R2")
 
     def __post_init__(self) -> None:
-        from compress.prune.search import check_search, check_target
+        from compress.prune.search import SEARCH_RATIOS, check_search, check_target
 
         if self.recover_epochs < 0:
             raise ConfigError(f"--recover-epochs {self.recover_epochs} is negative", "use 0 to skip recovery")
         self.target_retention = check_target(self.target_retention)
         if isinstance(self.search, str):
             self.search = floats(self.search)
-        self.search = check_search(self.search)
+        self.search = check_search(list(SEARCH_RATIOS) if self.search is None else self.search)
         if self.enabled:
             self.plan()
             if self.steps < 1:

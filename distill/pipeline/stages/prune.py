@@ -107,8 +107,9 @@ def search_and_recover(ctx: Context, model, teacher, lr: float | None, reference
     """The retention search: prune ``model`` (the unpruned student, or ``resumed.model`` after the kept steps of an
     interrupted run) along ``--prune-search`` (ratios of ``original``, the student's compress ``Layout``),
     recovering after each step, until a step's recovered dev metric misses ``--target-retention`` of
-    ``reference``; returns every step tried, with ``model`` the last kept one
-    (the unpruned student when none kept it). Only kept steps are checkpointed."""
+    ``reference``; returns every step tried and its recovery epochs, with ``model`` and
+    ``report`` those of the last kept step (the unpruned student and no report when none kept it). Only kept steps
+    are checkpointed (a resumed run tries the step that missed again)."""
     from compress import prune_model
     from compress.prune.layout import measure
     from compress.prune.search import keeps, retention, search_step
@@ -135,11 +136,11 @@ def search_and_recover(ctx: Context, model, teacher, lr: float | None, reference
         record.retention, record.kept = retention(record.metric, reference), keeps(record.metric, reference,
                                                                                    settings.target_retention)
         result.steps.append(record)
+        result.recovery = (result.recovery or []) + recovery if recovery else result.recovery
         info(f"  step {i} (ratio {ratio:g}): {metric} {record.metric:.4f} = "
              f"{_percent(record.retention)} of the student's → {'kept' if record.kept else 'below the target: stop'}")
         if not record.kept:
             break
-        result.recovery = (result.recovery or []) + recovery
         result.model, result.report = trial, report.to_dict()
         if ctx.checkpointing:
             _save_step(ctx, result, i)
