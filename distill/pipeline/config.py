@@ -180,7 +180,8 @@ class PruneSettings:
                                          "heads; 0 = keep it)", dest="prune_hidden")
     layers: int | None = setting(None, "transformer layers kept, a fixed setting (default: all)", dest="prune_layers")
     importance: str = setting("magnitude", "magnitude, taylor or distillation (magnitude)", dest="prune_importance")
-    steps: int = setting(1, "iterative pruning steps for fixed ratios, each with recovery (1)", dest="prune_steps")
+    steps: int = setting(1, "iterative pruning steps towards fixed ratios, each with recovery (1; more than 1 means "
+                            "fixed ratios: 0.5 unless given)", dest="prune_steps")
     importance_batches: int = setting(8, "training batches the importance criterion reads", cli=False)
     recover_epochs: float = setting(1.0, "distillation epochs after pruning (1; the search splits them evenly over "
                                          "its steps)")
@@ -209,8 +210,9 @@ class PruneSettings:
 
     @property
     def fixed(self) -> bool:
-        """Fixed ratios were given (any of heads, ffn, hidden, layers): prune to them, no search."""
-        return any(v is not None for v in (self.heads, self.ffn, self.hidden, self.layers))
+        """Fixed ratios were given (any of heads, ffn, hidden, layers, or several --prune-steps towards them): prune
+        to them, no search."""
+        return self.steps > 1 or any(v is not None for v in (self.heads, self.ffn, self.hidden, self.layers))
 
     def plan(self, ratio: float | None = None) -> PruneConfig:
         """compress's ``PruneConfig`` (the whole target; steps split it) from the same-named settings; unset fixed
