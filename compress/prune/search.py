@@ -22,7 +22,7 @@ from compress.prune.layout import Layout
 from compress.prune.plan import plan_widths
 from distill.core.errors import ConfigError
 
-SEARCH_RATIOS = (0.25, 0.5, 0.75)  # cumulative share of heads (with hidden width) and FFN neurons removed per step
+SEARCH_RATIOS = (0.5, 0.75)  # cumulative share of heads (with hidden width) and FFN neurons removed per step
 TARGET_RANGE = (0.0, 1.5)  # (exclusive, inclusive): > 1 asks compression to improve on the reference
 EPS = 1e-9  # metric differences below this are float noise
 

@@ -183,16 +183,17 @@ class PruneSettings:
     steps: int = setting(1, "iterative pruning steps towards fixed ratios, each with recovery (1; more than 1 means "
                             "fixed ratios: 0.5 unless given)", dest="prune_steps")
     importance_batches: int = setting(8, "training batches the importance criterion reads", cli=False)
-    recover_epochs: float = setting(1.0, "distillation epochs after pruning (1; the search splits them evenly over "
-                                         "its steps)")
+    recover_epochs: float = setting(1.0, "distillation epochs after pruning (1; after each step of the search; "
+                                         "split over the --prune-steps of fixed ratios)")
     target_retention: float = setting(0.97, "share of the distilled STUDENT's dev metric (not the teacher's) that "
                                             "compression must keep (0.97): pruning tries the --prune-search ratios "
                                             "and keeps the smallest recovered model that holds it, INT8 keeps "
                                             "sensitive layers FP32 until it holds; the report says when it cannot",
                                       metavar="R")
     search: list[float] | None = setting(None, "the search's cumulative ratios of heads and FFN neurons removed, one "
-                                               "step each, stopping at the first that misses the target (default "
-                                               "0.25,0.5,0.75)", dest="prune_search", type=floats, metavar="R1,R2")
+                                               "step each with --recover-epochs of recovery, stopping at the first "
+                                               "that misses the target (default 0.5,0.75)", dest="prune_search",
+                                         type=floats, metavar="R1,R2")
 
     def __post_init__(self) -> None:
         from compress.prune.search import SEARCH_RATIOS, check_search, check_target

@@ -2,9 +2,11 @@
 saved to ``OUTPUT/pruned``. Each step's model is checkpointed, so an interrupted run continues after the last one.
 
 By default the stage *searches* (``search_and_recover``): it prunes along ``--prune-search`` (cumulative ratios of
-heads and FFN neurons), recovers after each step with an equal share of ``--recover-epochs`` (the whole search costs
-what one fixed prune's recovery does, plus one dev pass per step), and keeps the smallest model whose recovered dev
-metric keeps ``--target-retention`` of the distilled student's; the first step that falls below ends the search.
+heads and FFN neurons; default 0.5,0.75), recovers after each step for ``--recover-epochs`` (so the first step is
+exactly one fixed prune at 0.5, and the search costs at most one recovery per step, plus one dev pass each), and
+keeps the smallest model whose recovered dev metric keeps ``--target-retention`` of the distilled student's; the
+first step that falls below ends the search. (A first try that split ``--recover-epochs`` over 0.25,0.5,0.75
+rejected 0.5 on the README run, where one full epoch keeps it: experiments/README.md.)
 No step that keeps it: the unpruned student is kept, and the report says so. Fixed ratios (any ``--prune-heads``,
 ``--prune-ffn``, ``--prune-hidden`` or ``--prune-layers``) prune to them as given (``prune_and_recover``), and the
 report still says whether the result keeps the target.
@@ -50,12 +52,13 @@ def _importance_inputs(ctx: Context, plan: PruneConfig, teacher) -> tuple[list[d
     return batches, example, loss_fn
 
 
-def _recover(ctx: Context, model, teacher, i: int, steps: int, lr: float | None, evaluate) -> list[dict]:
-    """Recovery distillation after step ``i``: its share of ``--recover-epochs``; returns its epochs. With
-    ``--cache-teacher`` every step reads the same cached teacher outputs (built once)."""
+def _recover(ctx: Context, model, teacher, i: int, steps: int, lr: float | None, evaluate,
+             epochs: float | None = None) -> list[dict]:
+    """Recovery distillation after step ``i``: ``epochs`` (default: its share of ``--recover-epochs``); returns its
+    epochs. With ``--cache-teacher`` every step reads the same cached teacher outputs (built once)."""
     objective = objective_for(ctx, model, teacher)
-    result = fit(model, objective, ctx.train_loader,
-                 ctx.cfg.train.fit_config(epochs=ctx.cfg.prune.recover_epochs / steps, lr=lr),
+    epochs = ctx.cfg.prune.recover_epochs / steps if epochs is None else epochs
+    result = fit(model, objective, ctx.train_loader, ctx.cfg.train.fit_config(epochs=epochs, lr=lr),
                  teacher=teacher_source(ctx, teacher, objective), evaluate=evaluate, metric=ctx.task.main_metric,
                  description=f"recover {i}/{steps}", checkpoints=ctx.checkpoints(f"recover-{i}"))
     ctx.fitted("prune", result)
@@ -131,7 +134,7 @@ def search_and_recover(ctx: Context, model, teacher, lr: float | None, reference
         record.ratio = ratio
         recovery = []
         if settings.recover_epochs > 0 and teacher is not None:
-            recovery = _recover(ctx, trial, teacher, i, n, lr, evaluate)
+            recovery = _recover(ctx, trial, teacher, i, n, lr, evaluate, epochs=settings.recover_epochs)
         record.metric = evaluate(trial)[metric]
         record.retention, record.kept = retention(record.metric, reference), keeps(record.metric, reference,
                                                                                    settings.target_retention)

@@ -13,7 +13,7 @@ from pathlib import Path
 from compress.measure import OnnxClassifier
 from distill.core.artifacts import staged_dir
 from distill.core.console import info
-from distill.evaluate.predict import compute_metrics, gathered_evaluator, predict
+from distill.evaluate.predict import compute_metrics, evaluator, gathered_evaluator, predict
 from distill.pipeline.context import STAGES_FILE, Context
 from distill.pipeline.results import QuantizeResult, RetentionTarget
 from distill.pipeline.stages.teaching import live_teacher, objective_for
@@ -81,13 +81,14 @@ def _write_int8(ctx: Context, model, out: Path, qat_model) -> dict:
 
 def _reference(ctx: Context, model) -> float:
     """The distilled student's dev metric --target-retention is relative to: the prune stage's (it measured the
-    student before pruning), else ``model``'s own (no pruning: ``model`` is the student)."""
+    student before pruning), else ``model``'s own (no pruning: ``model`` is the student). Main process only, so
+    the evaluation is not gathered across processes."""
     stages = ctx.out / STAGES_FILE  # the prune stage's record, written when it finished (this run or resumed)
     record = json.loads(stages.read_text()).get("prune") if ctx.cfg.prune.enabled and stages.is_file() else None
     done = ((record or {}).get("history") or {}).get("prune_target") or {}
     if done.get("reference") is not None:
         return float(done["reference"])
-    return gathered_evaluator(ctx.task, ctx.dev_loader, "cpu")(model)[ctx.task.main_metric]
+    return evaluator(ctx.task, ctx.dev_loader, "cpu")(model)[ctx.task.main_metric]
 
 
 def _held_to_target(ctx: Context, model, out: Path, report: dict) -> tuple[dict, RetentionTarget]:
@@ -109,7 +110,7 @@ def _held_to_target(ctx: Context, model, out: Path, report: dict) -> tuple[dict,
     if keeps(int8, reference, r):
         return report, held(int8, True, "INT8", f"INT8 keeps {line}: {name} {int8:.4f} "
                                                   f"({_share(retention(int8, reference))})")
-    fp32 = gathered_evaluator(ctx.task, ctx.dev_loader, "cpu")(model)[name]
+    fp32 = evaluator(ctx.task, ctx.dev_loader, "cpu")(model)[name]
     if not keeps(fp32, reference, r):
         return report, held(int8, False, "INT8", f"target not reachable by INT8: the model before INT8 already "
                                                  f"misses {line} ({name} {fp32:.4f}); kept instead: plain INT8 "
