@@ -49,7 +49,7 @@ def check_search(ratios: object, flag: str = "--prune-search") -> list[float]:
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 < float(r) < 1.0:
             raise ConfigError(f"{flag} has {r!r}, outside (0, 1)", "give growing ratios, e.g. 0.25,0.5,0.75")
         out.append(float(r))
-    if any(b <= a for a, b in zip(out, out[1:])):
+    if any(b <= a for a, b in zip(out, out[1:], strict=False)):
         raise ConfigError(f"{flag} {','.join(f'{r:g}' for r in out)} does not grow", "list growing ratios, e.g. "
                           "0.25,0.5,0.75")
     return out
@@ -81,8 +81,8 @@ def search_step(ratio: float, original: Layout, current: Layout, importance: str
     removed (hidden width follows the heads), each layer keeping at least one head and one neuron."""
     if len(original.layers) != len(current.layers):
         raise ConfigError("the pruning search cannot drop layers", "use --prune-layers with fixed --prune-* ratios")
-    heads = [max(1, min(c.heads, round(o.heads * (1 - ratio)))) for o, c in zip(original.layers, current.layers)]
-    ffn = [max(1, min(c.ffn, round(o.ffn * (1 - ratio)))) for o, c in zip(original.layers, current.layers)]
+    heads = [max(1, min(c.heads, round(o.heads * (1 - ratio)))) for o, c in zip(original.layers, current.layers, strict=True)]
+    ffn = [max(1, min(c.ffn, round(o.ffn * (1 - ratio)))) for o, c in zip(original.layers, current.layers, strict=True)]
     return PruneConfig(heads=_per_layer_ratio(heads, [w.heads for w in current.layers]),
                        ffn=_per_layer_ratio(ffn, [w.ffn for w in current.layers]), importance=importance)
 

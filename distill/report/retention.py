@@ -86,7 +86,8 @@ def html_parts(report: Mapping, esc) -> list[str]:
     met = "" if not target else ("met" if target.get("met") else "NOT met")
     parts = ['<h2 id="retention-target">Retention target</h2>']
     if target:
-        parts.append(f'<p class="lead" data-met="{esc(json.dumps(target.get("met")))}">{esc(format(target["target"], ".0%"))} '
+        share = esc(format(target["target"], ".0%"))
+        parts.append(f'<p class="lead" data-met="{esc(json.dumps(target.get("met")))}">{share} '
                      f"of the distilled {esc(target.get('relative_to', 'student'))}'s metric "
                      f"({esc(round(target['reference'], 4))}): {esc(met)}</p>")
     parts += [f'<p class="note"><strong>{esc(line)}</strong></p>' for line in lines]

@@ -141,7 +141,7 @@ def test_fixed_ratios_skip_the_search(inputs, ffn_metric):
 
 
 def test_int8_is_held_to_the_target(inputs, ffn_metric):
-    """Every step keeps 0.2 of the student's metric; INT8 is then held to the same target, against the same reference."""
+    """Every step keeps 0.2 of the student's metric; INT8 is then held to the same target and reference."""
     report = _run(inputs, "int8", "--target-retention", "0.2")
     path = report["history"]["prune_steps"]
     assert [(s["ratio"], s["kept"]) for s in path] == [(0.5, True), (0.75, True)]  # every step of the default search

@@ -84,7 +84,7 @@ def prune_and_recover(ctx: Context, model, teacher, plan: PruneConfig, steps: in
             continue
         model.to("cpu").eval()
         report = prune_model(model, step, example, batches=batches, loss_fn=loss_fn)
-        record = _step_record(f"{i}/{steps}", report)
+        record = _step_record(i, steps, report)
         if ctx.cfg.prune.recover_epochs > 0 and teacher is not None:
             result.recovery = (result.recovery or []) + _recover(ctx, model, teacher, i, steps, lr, evaluate)
         record.metric = evaluate(model)[ctx.task.main_metric]
@@ -95,14 +95,14 @@ def prune_and_recover(ctx: Context, model, teacher, plan: PruneConfig, steps: in
     return result
 
 
-def _step_record(label: str, report) -> PruneStep:
+def _step_record(i: int, steps: int, report) -> PruneStep:
     """Log a step's widths (compress's ``PruneReport``) and return its record (dev metric filled after recovery)."""
     for note in report.notes:
         info(f"  note: {note}")
-    info(f"  step {label}: {report.params_before:,} → {report.params_after:,} params (layers "
+    info(f"  step {i}/{steps}: {report.params_before:,} → {report.params_after:,} params (layers "
          f"{report.layers_before}→{report.layers_after}, heads {report.heads_before}→{report.heads_after}, "
          f"hidden {report.hidden_before}→{report.hidden_after}, FFN {report.ffn_before}→{report.ffn_after})")
-    return PruneStep(int(label.split('/')[0]), report.params_after, report.per_layer)
+    return PruneStep(i, report.params_after, report.per_layer)
 
 
 def search_and_recover(ctx: Context, model, teacher, lr: float | None, reference: float, original,
@@ -130,7 +130,7 @@ def search_and_recover(ctx: Context, model, teacher, lr: float | None, reference
         trial = copy.deepcopy(result.model).to("cpu").eval()
         step = search_step(ratio, original, measure(trial, arch_of(trial)), settings.importance)
         report = prune_model(trial, step, example, batches=batches, loss_fn=loss_fn)
-        record = _step_record(f"{i}/{n}", report)
+        record = _step_record(i, n, report)
         record.ratio = ratio
         recovery = []
         if settings.recover_epochs > 0 and teacher is not None:
