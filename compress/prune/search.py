@@ -81,8 +81,9 @@ def search_step(ratio: float, original: Layout, current: Layout, importance: str
     removed (hidden width follows the heads), each layer keeping at least one head and one neuron."""
     if len(original.layers) != len(current.layers):
         raise ConfigError("the pruning search cannot drop layers", "use --prune-layers with fixed --prune-* ratios")
-    heads = [max(1, min(c.heads, round(o.heads * (1 - ratio)))) for o, c in zip(original.layers, current.layers, strict=True)]
-    ffn = [max(1, min(c.ffn, round(o.ffn * (1 - ratio)))) for o, c in zip(original.layers, current.layers, strict=True)]
+    pairs = list(zip(original.layers, current.layers, strict=True))
+    heads = [max(1, min(c.heads, round(o.heads * (1 - ratio)))) for o, c in pairs]
+    ffn = [max(1, min(c.ffn, round(o.ffn * (1 - ratio)))) for o, c in pairs]
     return PruneConfig(heads=_per_layer_ratio(heads, [w.heads for w in current.layers]),
                        ffn=_per_layer_ratio(ffn, [w.ffn for w in current.layers]), importance=importance)
 
