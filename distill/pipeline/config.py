@@ -188,7 +188,8 @@ class PruneSettings:
     target_retention: float = setting(0.97, "share of the distilled STUDENT's dev metric (not the teacher's) that "
                                             "compression must keep (0.97): pruning tries the --prune-search ratios "
                                             "and keeps the smallest recovered model that holds it, INT8 keeps "
-                                            "sensitive layers FP32 until it holds; the report says when it cannot",
+                                            "sensitive layers FP32 until it holds (unless --max-int8-drop or --qat "
+                                            "is given); the report says when it cannot",
                                       metavar="R")
     search: list[float] | None = setting(None, "the search's cumulative ratios of heads and FFN neurons removed, one "
                                                "step each with --recover-epochs of recovery, stopping at the first "
