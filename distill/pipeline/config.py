@@ -21,6 +21,7 @@ from distill.train.config import TEACHER_DTYPE_NAMES, TrainConfig
 
 if TYPE_CHECKING:
     from compress import PruneConfig, QuantizeConfig
+    from compress.prune.layout import Layout
 
 
 def project(target: type, source: Any, **changes: Any) -> Any:
@@ -183,32 +184,75 @@ class TrainSettings:
 
 @dataclass
 class PruneSettings:
-    """Structured pruning of the student, in steps, each followed by recovery distillation."""
+    """Structured pruning of the student: a search for the smallest model that keeps ``--target-retention`` of the
+    student's metric (default), or fixed ratios (any ``--prune-heads/-ffn/-hidden/-layers`` given: no search)."""
 
     enabled: bool = setting(True, "skip pruning", dest="prune")
-    heads: float = setting(0.5, "fraction of heads (with hidden width) removed (0.5)", dest="prune_heads")
-    ffn: float = setting(0.5, "fraction of FFN neurons removed (0.5)", dest="prune_ffn")
-    hidden: float | None = setting(None, "fraction of hidden width removed on its own (default: with the heads; 0 = "
-                                         "keep it)", dest="prune_hidden")
-    layers: int | None = setting(None, "transformer layers kept (default: all)", dest="prune_layers")
+    heads: float | None = setting(None, "fixed fraction of heads (with hidden width) removed; any fixed ratio turns "
+                                        "the retention search off (default: searched; 0.5 when only another fixed "
+                                        "ratio is given)", dest="prune_heads")
+    ffn: float | None = setting(None, "fixed fraction of FFN neurons removed (default: searched; 0.5 when only "
+                                      "another fixed ratio is given)", dest="prune_ffn")
+    hidden: float | None = setting(None, "fixed fraction of hidden width removed on its own (default: with the "
+                                         "heads; 0 = keep it)", dest="prune_hidden")
+    layers: int | None = setting(None, "transformer layers kept, a fixed setting (default: all)", dest="prune_layers")
     importance: str = setting("magnitude", "magnitude, taylor or distillation (magnitude)", dest="prune_importance")
-    steps: int = setting(1, "iterative pruning steps, each with recovery (1)", dest="prune_steps")
+    steps: int = setting(1, "iterative pruning steps towards fixed ratios, each with recovery (1; more than 1 means "
+                            "fixed ratios: 0.5 unless given)", dest="prune_steps")
     importance_batches: int = setting(8, "training batches the importance criterion reads", cli=False)
-    recover_epochs: float = setting(1.0, "distillation epochs after pruning (1)")
+    recover_epochs: float = setting(1.0, "distillation epochs after pruning (1; after each step of the search; "
+                                         "split over the --prune-steps of fixed ratios)")
+    target_retention: float = setting(0.97, "share of the distilled STUDENT's dev metric (not the teacher's) that "
+                                            "compression must keep (0.97): pruning tries the --prune-search ratios "
+                                            "and keeps the smallest recovered model that holds it, INT8 keeps "
+                                            "sensitive layers FP32 until it holds (unless --max-int8-drop or --qat "
+                                            "is given); the report says when it cannot",
+                                      metavar="R")
+    search: list[float] | None = setting(None, "the search's cumulative ratios of heads and FFN neurons removed, one "
+                                               "step each with --recover-epochs of recovery, stopping at the first "
+                                               "that misses the target (default 0.5,0.75)", dest="prune_search",
+                                         type=floats, metavar="R1,R2")
 
     def __post_init__(self) -> None:
+        from compress.prune.search import SEARCH_RATIOS, check_search, check_target
+
         if self.recover_epochs < 0:
             raise ConfigError(f"--recover-epochs {self.recover_epochs} is negative", "use 0 to skip recovery")
+        self.target_retention = check_target(self.target_retention)
+        if isinstance(self.search, str):
+            self.search = floats(self.search)
+        self.search = check_search(list(SEARCH_RATIOS) if self.search is None else self.search)
         if self.enabled:
             self.plan()
             if self.steps < 1:
                 raise ConfigError(f"--prune-steps {self.steps} must be ≥ 1", "use 1 for one-shot pruning")
 
-    def plan(self) -> PruneConfig:
-        """compress's ``PruneConfig`` (the whole target; steps split it) from the same-named settings."""
+    @property
+    def fixed(self) -> bool:
+        """Fixed ratios were given (any of heads, ffn, hidden, layers, or several --prune-steps towards them): prune
+        to them, no search."""
+        return self.steps > 1 or any(v is not None for v in (self.heads, self.ffn, self.hidden, self.layers))
+
+    def plan(self, ratio: float | None = None) -> PruneConfig:
+        """compress's ``PruneConfig`` (the whole target; steps split it) from the same-named settings; unset fixed
+        ratios are 0.5. In search mode: ``ratio`` (default the schedule's last) of heads and FFN neurons."""
         from compress import PruneConfig
 
-        return project(PruneConfig, self)
+        if not self.fixed:
+            ratio = self.search[-1] if ratio is None else ratio
+            return PruneConfig(heads=ratio, ffn=ratio, importance=self.importance)
+        return project(PruneConfig, self, heads=0.5 if self.heads is None else self.heads,
+                       ffn=0.5 if self.ffn is None else self.ffn)
+
+    def planned(self, layout: Layout) -> list[Layout]:
+        """The widths after each pruning step on a model of ``layout``: a setting that fails at any step fails
+        here, before any training."""
+        from compress.prune.schedule import plan_steps
+        from compress.prune.search import plan_search
+
+        if self.fixed:
+            return plan_steps(self.plan(), self.steps, layout)
+        return plan_search(self.search, layout, self.importance)
 
 
 @dataclass

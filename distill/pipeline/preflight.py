@@ -86,19 +86,19 @@ def _check_pruning(cfg: RunConfig, student, relation_after: bool) -> None:
     """Plan every pruning step on the student's widths; with a relation loss in recovery, its heads must divide
     each pruned hidden width."""
     from compress.prune.layout import LayerWidths, Layout
-    from compress.prune.schedule import plan_steps
 
     heads, hidden = student.num_attention_heads, student.hidden_size
     layer = LayerWidths(heads, hidden // heads, student.intermediate_size or 4 * hidden)
     prune = cfg.prune
-    plans = plan_steps(prune.plan(), prune.steps, Layout(hidden, (layer,) * student.num_hidden_layers))
+    plans = prune.planned(Layout(hidden, (layer,) * student.num_hidden_layers))
     if not relation_after:
         return
     for plan in plans:
         r = cfg.distill.relation_heads or max(w.heads for w in plan.layers)
         if plan.hidden % r:
             flag = (f"--prune-hidden {prune.hidden:g}" if prune.hidden is not None
-                    else f"--prune-heads {prune.heads:g}")
+                    else f"--prune-heads {prune.plan().heads:g}" if prune.fixed
+                    else f"--prune-search {','.join(f'{r:g}' for r in prune.search)}")
             keep = max(r, round(plan.hidden / r) * r)
             raise ConfigError(f"{flag} leaves a hidden width of {plan.hidden}, which --relation-heads {r} (used in "
                               f"recovery) does not divide",

@@ -4,7 +4,8 @@ Each stage returns its result (the live model rides along, never serialised); ``
 in its fixed schema (pinned by tests/distill/test_report_schema.py). Its ``history`` holds, in this order: each
 fine-tuned teacher's epochs (``teacher``, ``teacher_2``, ...), ``teachers`` (several teachers: each one's and the
 ensemble's dev metrics), ``augment``, ``init_pruned``, ``teacher_cache``, ``student``, ``prune_steps``, ``pruned``
-(recovery epochs), ``prune_report``, ``qat``, ``quantize_report`` and ``int8_speed``, each only when it happened.
+(recovery epochs), ``prune_report``, ``prune_target``, ``qat``, ``quantize_report``, ``int8_speed`` and
+``int8_target``, each only when it happened. ``retention_target`` sums up the two ``*_target`` records.
 The same ``history()`` parts are what ``stages.json`` records, so a resumed run reports what the first one did.
 """
 
@@ -113,25 +114,63 @@ class DistilResult:
 
 @dataclass
 class PruneStep:
-    """The model after one pruning step and its recovery: parameters, per-layer widths, dev metric."""
+    """The model after one pruning step and its recovery: parameters, per-layer widths, dev metric; in a retention
+    search also the step's cumulative ratio, its retention of the reference metric and whether it was kept."""
 
     step: int
     params: int
     per_layer: list
     metric: float | None = None
+    ratio: float | None = None  # search: cumulative share of heads and FFN neurons removed
+    retention: float | None = None  # search: metric / the student's metric (None when undefined)
+    kept: bool | None = None  # search: the recovered metric kept the target
 
     def to_json(self) -> dict:
-        return {"step": self.step, "params": self.params, "per_layer": self.per_layer, "metric": self.metric}
+        found = {"step": self.step, "params": self.params, "per_layer": self.per_layer, "metric": self.metric}
+        if self.kept is not None:
+            found.update(ratio=self.ratio, retention=self.retention, kept=self.kept)
+        return found
+
+
+@dataclass
+class RetentionTarget:
+    """How one compression stage met ``--target-retention`` (R of the distilled student's dev metric).
+
+    ``stage``: pruned or int8; ``met``: the kept model holds R; ``kept``: what was kept (e.g. "0.5 ratio",
+    "the unpruned student", "INT8 with 2 layers FP32"); ``note``: the one line the report shows.
+    """
+
+    stage: str
+    target: float
+    reference: float  # the distilled student's dev metric
+    threshold: float  # the lowest metric that keeps the target
+    metric: float | None
+    met: bool
+    kept: str
+    note: str
+    relative_to: str = "student"
+
+    def to_json(self) -> dict:
+        return {"stage": self.stage, "target": self.target, "relative_to": self.relative_to,
+                "reference": self.reference, "threshold": self.threshold, "metric": self.metric, "met": self.met,
+                "kept": self.kept, "note": self.note}
+
+    @classmethod
+    def from_json(cls, data: Mapping | None) -> RetentionTarget | None:
+        return None if not data else cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 @dataclass
 class PruneResult:
-    """Pruning plus recovery: each step, the recovery epochs, and compress's report of the last step."""
+    """Pruning plus recovery: each step, the recovery epochs, compress's report of the kept step, and (search or
+    target) how the result stands against ``--target-retention``."""
 
     steps: list[PruneStep] = field(default_factory=list)
     recovery: list[dict] | None = None  # recovery epochs of every step (None: no recovery)
-    report: dict | None = None  # compress.PruneReport.to_dict() of the last step
+    report: dict | None = None  # compress.PruneReport.to_dict() of the kept step
+    target: RetentionTarget | None = None
     model: Any = field(default=None, repr=False, compare=False)
+    reference: float | None = field(default=None, repr=False, compare=False)  # the student's dev metric (in target)
 
     def history(self) -> dict[str, Any]:
         found: dict[str, Any] = {"prune_steps": [s.to_json() for s in self.steps]}
@@ -139,12 +178,15 @@ class PruneResult:
             found["pruned"] = self.recovery
         if self.report is not None:
             found["prune_report"] = self.report
+        if self.target is not None:
+            found["prune_target"] = self.target.to_json()
         return found
 
     @classmethod
     def from_history(cls, history: Mapping, model: Any = None) -> PruneResult:
         steps = [PruneStep(**s) for s in history.get("prune_steps", [])]
-        return cls(steps, history.get("pruned"), history.get("prune_report"), model=model)
+        return cls(steps, history.get("pruned"), history.get("prune_report"),
+                   RetentionTarget.from_json(history.get("prune_target")), model=model)
 
 
 @dataclass
@@ -155,17 +197,21 @@ class QuantizeResult:
     speed: dict | None = None
     qat: list[dict] | None = None
     path: Path | None = None  # the INT8 model.onnx
+    target: RetentionTarget | None = None  # how INT8 stands against --target-retention
 
     def history(self) -> dict[str, Any]:
         found: dict[str, Any] = {} if self.qat is None else {"qat": self.qat}
         found["quantize_report"] = self.report
         if self.speed is not None:
             found["int8_speed"] = self.speed
+        if self.target is not None:
+            found["int8_target"] = self.target.to_json()
         return found
 
     @classmethod
     def from_history(cls, history: Mapping, path: Path | None = None) -> QuantizeResult:
-        return cls(history["quantize_report"], history.get("int8_speed"), history.get("qat"), path)
+        return cls(history["quantize_report"], history.get("int8_speed"), history.get("qat"), path,
+                   RetentionTarget.from_json(history.get("int8_target")))
 
 
 @dataclass
@@ -238,13 +284,24 @@ class RunReport:
                 found.update(result.history())
         return found
 
+    def retention_target(self) -> dict[str, Any] | None:
+        """report.json's ``retention_target``: --target-retention, what it is relative to, whether every compression
+        stage met it, and one line per stage (None when no stage was held to it)."""
+        held = [r.target for r in (self.prune, self.quantize) if r is not None and r.target is not None]
+        if not held:
+            return None
+        return {"target": held[0].target, "relative_to": held[0].relative_to, "reference": held[0].reference,
+                "met": all(t.met for t in held), "notes": [t.note for t in held]}
+
     def to_json(self) -> dict[str, Any]:
         """report.json (before ``distill.report.render`` adds each stage's speedup and the environment)."""
         scores = self.scores.to_json()
         head = {k: scores.pop(k) for k in ("task", "metric_name", "stages", "latency_seq", "latency_threads",
                                            "latency_runs")}
+        target = self.retention_target()
         return {**head, "stage_seconds": self.stage_seconds, "wall_seconds": self.wall_seconds,
                 "history": self.history(), "settings": self.settings, **scores,
+                **({"retention_target": target} if target else {}),
                 "skipped_nonfinite": self.skipped_nonfinite, "resumed": self.resumed, "training": self.training}
 
     @classmethod

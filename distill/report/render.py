@@ -18,6 +18,7 @@ import numpy as np
 from distill.core.artifacts import atomic_write_text, write_json
 from distill.core.console import table
 from distill.evaluate import collapse
+from distill.report import retention
 
 COLUMNS = (("stage", "name", "{}"), ("metric", "metric", "{:.4f}"), ("retention", "retention", "{:.1%}"),
            ("agreement", "agreement", "{:.1%}"), ("params", "params", "{:,}"), ("size MB", "size_mb", "{:.2f}"),
@@ -200,7 +201,8 @@ def render_table(report: Report) -> Any:
     cols = columns(report)
     right = {header for header, key, _ in cols if key not in ("name", "path")}
     styles = ["bold red" if stage.get("collapsed") else None for stage in report.get("stages", [])]
-    caption = collapse.note(report) if collapse.collapsed_stages(report) else None
+    lines = ([collapse.note(report)] if collapse.collapsed_stages(report) else []) + retention.caption_lines(report)
+    caption = "\n".join(lines) if lines else None
     return table(title, [header for header, _, _ in cols], _rows(report), right, caption=caption, styles=styles)
 
 
@@ -225,6 +227,7 @@ def to_markdown(report: Report, env: Mapping | None = None) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in _rows(report)]
     if collapse.collapsed_stages(report):
         lines += ["", f"**{collapse.note(report)}**", ""] + [f"- {line}" for line in collapse.collapse_lines(report)]
+    lines += retention.markdown_lines(report)
     if report.get("settings"):
         lines += ["", "## Settings", "", "```yaml"]
         lines += [f"{k}: {v}" for k, v in report["settings"].items()]
@@ -349,7 +352,7 @@ def render_html(report: Report, env: Mapping | None = None) -> str:
     body = [f"<h1>{esc(title)}</h1>", f'<p class="lead">{esc(_intro(report) + kl + wall)}</p>',
             "<h2>Stages</h2>", stage_table_html(report),
             *[f'<p class="note"><strong>{esc(line)}</strong></p>' for line in collapse.collapse_lines(report)],
-            *plots_html(report), *_details_html(report)]
+            *retention.html_parts(report, esc), *plots_html(report), *_details_html(report)]
     if report.get("stage_seconds"):
         body += ["<h2>Wall time per stage</h2>", kv_table_html(
             {k: f"{v:.1f} s" for k, v in report["stage_seconds"].items()}, "stage-seconds")]

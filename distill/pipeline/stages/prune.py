@@ -1,6 +1,16 @@
 """The prune stage: structured pruning of a copy of the student in steps, each followed by recovery distillation,
 saved to ``OUTPUT/pruned``. Each step's model is checkpointed, so an interrupted run continues after the last one.
 
+By default the stage *searches* (``search_and_recover``): it prunes along ``--prune-search`` (cumulative ratios of
+heads and FFN neurons; default 0.5,0.75), recovers after each step for ``--recover-epochs`` (so the first step is
+exactly one fixed prune at 0.5, and the search costs at most one recovery per step, plus one dev pass each), and
+keeps the smallest model whose recovered dev metric keeps ``--target-retention`` of the distilled student's; the
+first step that falls below ends the search. (A first try that split ``--recover-epochs`` over 0.25,0.5,0.75
+rejected 0.5 on the README run, where one full epoch keeps it: experiments/README.md.)
+No step that keeps it: the unpruned student is kept, and the report says so. Fixed ratios (any ``--prune-heads``,
+``--prune-ffn``, ``--prune-hidden`` or ``--prune-layers``) prune to them as given (``prune_and_recover``), and the
+report still says whether the result keeps the target.
+
 ``distill prune`` (``commands.prune_only``) runs the same ``prune_and_recover`` on any model dir.
 """
 
@@ -18,7 +28,7 @@ from distill.core.console import info
 from distill.evaluate.predict import gathered_evaluator
 from distill.objective.losses import soft_target_kl
 from distill.pipeline.context import Context, on_main
-from distill.pipeline.results import PruneResult, PruneStep
+from distill.pipeline.results import PruneResult, PruneStep, RetentionTarget
 from distill.pipeline.stages.teaching import objective_for, primary, teacher_source
 from distill.train.loop import fit, set_loader_epoch
 
@@ -42,11 +52,13 @@ def _importance_inputs(ctx: Context, plan: PruneConfig, teacher) -> tuple[list[d
     return batches, example, loss_fn
 
 
-def _recover(ctx: Context, model, teacher, i: int, steps: int, lr: float | None, evaluate) -> list[dict]:
-    """Recovery distillation after step ``i``: its share of ``--recover-epochs``; returns its epochs."""
+def _recover(ctx: Context, model, teacher, i: int, steps: int, lr: float | None, evaluate,
+             epochs: float | None = None) -> list[dict]:
+    """Recovery distillation after step ``i``: ``epochs`` (default: its share of ``--recover-epochs``); returns its
+    epochs. With ``--cache-teacher`` every step reads the same cached teacher outputs (built once)."""
     objective = objective_for(ctx, model, teacher)
-    result = fit(model, objective, ctx.train_loader,
-                 ctx.cfg.train.fit_config(epochs=ctx.cfg.prune.recover_epochs / steps, lr=lr),
+    epochs = ctx.cfg.prune.recover_epochs / steps if epochs is None else epochs
+    result = fit(model, objective, ctx.train_loader, ctx.cfg.train.fit_config(epochs=epochs, lr=lr),
                  teacher=teacher_source(ctx, teacher, objective), evaluate=evaluate, metric=ctx.task.main_metric,
                  description=f"recover {i}/{steps}", checkpoints=ctx.checkpoints(f"recover-{i}"))
     ctx.fitted("prune", result)
@@ -72,12 +84,7 @@ def prune_and_recover(ctx: Context, model, teacher, plan: PruneConfig, steps: in
             continue
         model.to("cpu").eval()
         report = prune_model(model, step, example, batches=batches, loss_fn=loss_fn)
-        for note in report.notes:
-            info(f"  note: {note}")
-        info(f"  step {i}/{steps}: {report.params_before:,} → {report.params_after:,} params (layers "
-             f"{report.layers_before}→{report.layers_after}, heads {report.heads_before}→{report.heads_after}, "
-             f"hidden {report.hidden_before}→{report.hidden_after}, FFN {report.ffn_before}→{report.ffn_after})")
-        record = PruneStep(i, report.params_after, report.per_layer)
+        record = _step_record(i, steps, report)
         if ctx.cfg.prune.recover_epochs > 0 and teacher is not None:
             result.recovery = (result.recovery or []) + _recover(ctx, model, teacher, i, steps, lr, evaluate)
         record.metric = evaluate(model)[ctx.task.main_metric]
@@ -88,6 +95,95 @@ def prune_and_recover(ctx: Context, model, teacher, plan: PruneConfig, steps: in
     return result
 
 
+def _step_record(i: int, steps: int, report) -> PruneStep:
+    """Log a step's widths (compress's ``PruneReport``) and return its record (dev metric filled after recovery)."""
+    for note in report.notes:
+        info(f"  note: {note}")
+    info(f"  step {i}/{steps}: {report.params_before:,} → {report.params_after:,} params (layers "
+         f"{report.layers_before}→{report.layers_after}, heads {report.heads_before}→{report.heads_after}, "
+         f"hidden {report.hidden_before}→{report.hidden_after}, FFN {report.ffn_before}→{report.ffn_after})")
+    return PruneStep(i, report.params_after, report.per_layer)
+
+
+def search_and_recover(ctx: Context, model, teacher, lr: float | None, reference: float, original,
+                       resumed: PruneResult | None = None) -> PruneResult:
+    """The retention search: prune ``model`` (the unpruned student, or ``resumed.model`` after the kept steps of an
+    interrupted run) along ``--prune-search`` (ratios of ``original``, the student's compress ``Layout``),
+    recovering after each step, until a step's recovered dev metric misses ``--target-retention`` of
+    ``reference``; returns every step tried and its recovery epochs, with ``model`` and
+    ``report`` those of the last kept step (the unpruned student and no report when none kept it). Only kept steps
+    are checkpointed (a resumed run tries the step that missed again)."""
+    from compress import prune_model
+    from compress.prune.layout import measure
+    from compress.prune.search import keeps, retention, search_step
+    from distill.core.families import arch_of
+
+    settings, metric = ctx.cfg.prune, ctx.task.main_metric
+    batches, example, loss_fn = _importance_inputs(ctx, settings.plan(), teacher)
+    evaluate = gathered_evaluator(ctx.task, ctx.dev_loader, ctx.cfg.train.device)
+    result = resumed or PruneResult()
+    result.model, result.reference = model, reference
+    n = len(settings.search)
+    for i, ratio in enumerate(settings.search, 1):
+        if i <= len(result.steps):
+            continue
+        trial = copy.deepcopy(result.model).to("cpu").eval()
+        step = search_step(ratio, original, measure(trial, arch_of(trial)), settings.importance)
+        report = prune_model(trial, step, example, batches=batches, loss_fn=loss_fn)
+        record = _step_record(i, n, report)
+        record.ratio = ratio
+        recovery = []
+        if settings.recover_epochs > 0 and teacher is not None:
+            recovery = _recover(ctx, trial, teacher, i, n, lr, evaluate, epochs=settings.recover_epochs)
+        record.metric = evaluate(trial)[metric]
+        record.retention, record.kept = retention(record.metric, reference), keeps(record.metric, reference,
+                                                                                   settings.target_retention)
+        result.steps.append(record)
+        result.recovery = (result.recovery or []) + recovery if recovery else result.recovery
+        info(f"  step {i} (ratio {ratio:g}): {metric} {record.metric:.4f} = "
+             f"{_percent(record.retention)} of the student's → {'kept' if record.kept else 'below the target: stop'}")
+        if not record.kept:
+            break
+        result.model, result.report = trial, report.to_dict()
+        if ctx.checkpointing:
+            _save_step(ctx, result, i)
+    return result
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def prune_target(ctx: Context, result: PruneResult, student_params: int) -> RetentionTarget:
+    """How the pruned result stands against ``--target-retention`` (one line for the report)."""
+    from compress.prune.search import keeps, threshold
+
+    settings, name = ctx.cfg.prune, ctx.task.main_metric
+    r, reference = settings.target_retention, result.reference
+    line = f"{r:.0%} of the student's {name} ({reference:.4f}, ≥ {threshold(reference, r):.4f})"
+    if settings.fixed:
+        last = result.steps[-1].metric if result.steps else reference
+        met = keeps(last, reference, r)
+        note = (f"pruning (fixed ratios, no search) {'keeps' if met else 'misses'} {line}: {name} {last:.4f}"
+                + ("" if met else "; drop the --prune-* ratios to search for a size that keeps it"))
+        return RetentionTarget("pruned", r, reference, threshold(reference, r), last, met, "fixed ratios", note)
+    kept = [s for s in result.steps if s.kept]
+    if not kept:
+        first = result.steps[0] if result.steps else None
+        tried = f" (ratio {first.ratio:g}: {name} {first.metric:.4f})" if first else ""
+        note = (f"target not reachable: no pruning step kept {line}{tried}; kept instead: the unpruned student "
+                f"({student_params:,} params)")
+        return RetentionTarget("pruned", r, reference, threshold(reference, r), reference, False,
+                               "the unpruned student", note)
+    best = kept[-1]
+    stop = "every step kept it" if len(kept) == len(settings.search) else \
+        f"ratio {result.steps[-1].ratio:g} fell to {name} {result.steps[-1].metric:.4f}"
+    note = (f"pruning keeps {line}: kept ratio {best.ratio:g} ({best.params:,} of {student_params:,} params, "
+            f"{name} {best.metric:.4f}); {stop}")
+    return RetentionTarget("pruned", r, reference, threshold(reference, r), best.metric, True,
+                           f"ratio {best.ratio:g}", note)
+
+
 def _save_step(ctx: Context, result: PruneResult, i: int) -> None:
     """The model after pruning step ``i`` and its recovery, with the history so far; older steps are dropped."""
     from compress import save_pruned
@@ -96,7 +192,7 @@ def _save_step(ctx: Context, result: PruneResult, i: int) -> None:
     with staged_dir(root / f"step-{i}") as tmp:
         save_pruned(copy.deepcopy(result.model).to("cpu"), tmp)
         write_json(tmp / "prune_state.json", {"step": i, "skipped_nonfinite": ctx.skipped_nonfinite,
-                                              **result.history()})
+                                              "reference": result.reference, **result.history()})
     for old in root.glob("step-*"):
         if old.name != f"step-{i}":
             shutil.rmtree(old, ignore_errors=True)
@@ -114,11 +210,14 @@ def _resumed_step(ctx: Context) -> PruneResult | None:
     state = json.loads((found[-1] / "prune_state.json").read_text())
     ctx.skipped_nonfinite.update(state.get("skipped_nonfinite", {}))
     info(f"  resuming after pruning step {state['step']} ({found[-1]})")
-    return PruneResult.from_history(state, model=load_pruned(found[-1]).to("cpu").eval())
+    result = PruneResult.from_history(state, model=load_pruned(found[-1]).to("cpu").eval())
+    result.reference = state.get("reference")
+    return result
 
 
 def stage_prune(ctx: Context, student, teacher, lr: float | None) -> PruneResult:
-    """Prune a copy of the student (heads with hidden width and FFN neurons by default), recover at ``lr``, save."""
+    """Prune a copy of the student (a retention search by default, else the fixed ratios), recover at ``lr``, save;
+    the result says how it stands against ``--target-retention``."""
     from compress import load_pruned, save_pruned
 
     done = ctx.done("prune")
@@ -129,8 +228,21 @@ def stage_prune(ctx: Context, student, teacher, lr: float | None) -> PruneResult
     resumed = _resumed_step(ctx)
     model = copy.deepcopy(student).to("cpu").eval() if resumed is None else resumed.model
     settings = ctx.cfg.prune
-    result = prune_and_recover(ctx, model, teacher, settings.plan(), settings.steps, lr=lr, resumed=resumed,
-                               n_layers=student.config.num_hidden_layers)
+    reference = resumed.reference if resumed is not None and resumed.reference is not None else \
+        gathered_evaluator(ctx.task, ctx.dev_loader, ctx.cfg.train.device)(student)[ctx.task.main_metric]
+    if settings.fixed:
+        result = prune_and_recover(ctx, model, teacher, settings.plan(), settings.steps, lr=lr, resumed=resumed,
+                                   n_layers=student.config.num_hidden_layers)
+        result.reference = reference
+    else:
+        info(f"  searching {','.join(f'{r:g}' for r in settings.search)} for the smallest model keeping "
+             f"{settings.target_retention:.0%} of the student's {ctx.task.main_metric} ({reference:.4f})")
+        from compress.prune.layout import measure
+        from distill.core.families import arch_of
+
+        result = search_and_recover(ctx, model, teacher, lr, reference, measure(student, arch_of(student)), resumed)
+    result.target = prune_target(ctx, result, sum(p.numel() for p in student.parameters()))
+    info(f"  {result.target.note}")
 
     def write() -> None:
         with staged_dir(ctx.out / "pruned") as tmp:

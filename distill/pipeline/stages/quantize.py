@@ -5,6 +5,7 @@ INT8 against FP32 ONNX."""
 from __future__ import annotations
 
 import copy
+import json
 import tempfile
 import warnings
 from pathlib import Path
@@ -12,9 +13,9 @@ from pathlib import Path
 from compress.measure import OnnxClassifier
 from distill.core.artifacts import staged_dir
 from distill.core.console import info
-from distill.evaluate.predict import compute_metrics, gathered_evaluator, predict
-from distill.pipeline.context import Context
-from distill.pipeline.results import QuantizeResult
+from distill.evaluate.predict import compute_metrics, evaluator, gathered_evaluator, predict
+from distill.pipeline.context import STAGES_FILE, Context
+from distill.pipeline.results import QuantizeResult, RetentionTarget
 from distill.pipeline.stages.teaching import live_teacher, objective_for
 from distill.train.loop import fit, set_loader_epoch
 
@@ -78,6 +79,60 @@ def _write_int8(ctx: Context, model, out: Path, qat_model) -> dict:
     return report.to_dict()
 
 
+def _reference(ctx: Context, model) -> float:
+    """The distilled student's dev metric --target-retention is relative to: the prune stage's (it measured the
+    student before pruning), else ``model``'s own (no pruning: ``model`` is the student). Main process only, so
+    the evaluation is not gathered across processes."""
+    stages = ctx.out / STAGES_FILE  # the prune stage's record, written when it finished (this run or resumed)
+    record = json.loads(stages.read_text()).get("prune") if ctx.cfg.prune.enabled and stages.is_file() else None
+    done = ((record or {}).get("history") or {}).get("prune_target") or {}
+    if done.get("reference") is not None:
+        return float(done["reference"])
+    return evaluator(ctx.task, ctx.dev_loader, "cpu")(model)[ctx.task.main_metric]
+
+
+def _held_to_target(ctx: Context, model, out: Path, report: dict) -> tuple[dict, RetentionTarget]:
+    """Hold the INT8 model in ``out`` to --target-retention: when it misses and the FP32 model keeps it, quantize
+    again keeping the most sensitive layers FP32 (accuracy-aware INT8, at worst all of them: FP32 kept instead of
+    INT8); when the FP32 model misses too, the plain INT8 stays and the note says so."""
+    from compress.prune.search import keeps, retention, threshold
+    from compress.quantize.tolerance import quantize_with_tolerance
+
+    cfg, name = ctx.cfg, ctx.task.main_metric
+    r, reference = cfg.prune.target_retention, _reference(ctx, model)
+    floor = threshold(reference, r)
+    line = f"{r:.0%} of the student's {name} ({reference:.4f}, ≥ {floor:.4f})"
+
+    def held(metric: float, met: bool, kept: str, note: str) -> RetentionTarget:
+        return RetentionTarget("int8", r, reference, floor, metric, met, kept, note)
+
+    int8 = onnx_metric(ctx)(out / "model.onnx")
+    if keeps(int8, reference, r):
+        return report, held(int8, True, "INT8", f"INT8 keeps {line}: {name} {int8:.4f} "
+                                                  f"({_share(retention(int8, reference))})")
+    fp32 = evaluator(ctx.task, ctx.dev_loader, "cpu")(model)[name]
+    if not keeps(fp32, reference, r):
+        return report, held(int8, False, "INT8", f"target not reachable by INT8: the model before INT8 already "
+                                                 f"misses {line} ({name} {fp32:.4f}); kept instead: plain INT8 "
+                                                 f"({name} {int8:.4f})")
+    plan = cfg.quantize.plan()
+    batches = ctx.train_loader if plan.mode == "static" else None
+    tol = quantize_with_tolerance(model, out, plan, evaluate=onnx_metric(ctx), max_drop=max(0.0, fp32 - floor),
+                                  tokenizer=ctx.tokenizer, max_seq_length=cfg.data.max_seq_length,
+                                  calibration_batches=batches)
+    kept = ("FP32 (every layer kept FP32)" if tol.fp32_layers and len(tol.fp32_layers) == len(tol.sensitivity)
+            else f"INT8 with {len(tol.fp32_layers)} layer(s) FP32 ({', '.join(tol.fp32_layers)})")
+    met = keeps(tol.final_metric, reference, r)
+    note = (f"plain INT8 misses {line} ({name} {int8:.4f}); kept instead: {kept}, {name} {tol.final_metric:.4f}"
+            + ("" if met else " (still below the target)"))
+    info(f"  accuracy-aware INT8 for --target-retention: {len(tol.fp32_nodes)} nodes kept in FP32")
+    return tol.to_dict(), held(tol.final_metric, met, kept, note)
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
 def speed(ctx: Context, model, int8: Path) -> dict:
     """INT8 against FP32 ONNX latency of the same model (a warning when INT8 is not faster)."""
     from compress import export_onnx
@@ -110,8 +165,12 @@ def stage_quantize(ctx: Context, model, teacher, lr: float | None = None,
     if ctx.cfg.quantize.qat and qat is None:
         qat = stage_qat(ctx, model, teacher, lr)
     report = _write_int8(ctx, model, out, qat[0] if qat else None)
+    target = None
+    if not qat and ctx.cfg.quantize.max_drop is None:  # an explicit --max-int8-drop or QAT is the user's choice
+        report, target = _held_to_target(ctx, model, out, report)
+        info(f"  {target.note}")
     result = QuantizeResult(report, speed(ctx, model, out / "model.onnx"), qat[1] if qat else None,
-                            out / "model.onnx")
+                            out / "model.onnx", target)
     ctx.mark_done("quantize", {"history": result.history(), "skipped_nonfinite": ctx.skipped("qat")},
                   checkpoints=("qat",))
     return result

@@ -1,0 +1,102 @@
+"""The ``--target-retention`` part of a report: the pruning search's path (one row per step tried: cumulative ratio,
+params, dev metric, retention of the student's metric, kept or not) and one line per compression stage saying
+whether it kept the target and, when not, what was kept instead. ``distill.report.render`` puts them under the stage
+table (terminal caption), in ``report.md`` and in ``report.html``; report.json carries them as
+``history.prune_steps``, ``history.prune_target``, ``history.int8_target`` and ``retention_target``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+PATH_COLUMNS = (("step", "step", "{}"), ("ratio", "ratio", "{:g}"), ("params", "params", "{:,}"),
+                ("metric", "metric", "{:.4f}"), ("retention", "retention", "{:.1%}"), ("kept", "kept", "{}"))
+MISSING = "—"
+
+
+def search_path(report: Mapping) -> list[Mapping]:
+    """The pruning search's steps (``history.prune_steps`` rows with a ``kept`` flag; empty for fixed ratios)."""
+    steps = (report.get("history") or {}).get("prune_steps") or []
+    return [s for s in steps if isinstance(s, Mapping) and "kept" in s]
+
+
+def target_lines(report: Mapping) -> list[str]:
+    """One line per compression stage held to the target (``retention_target.notes``)."""
+    return list((report.get("retention_target") or {}).get("notes") or [])
+
+
+def _cell(fmt: str, value) -> str:
+    if value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "yes" if value else "no: stop"
+    return fmt.format(value)
+
+
+def path_rows(report: Mapping) -> list[list[str]]:
+    """The search path as formatted strings, one list per step, in ``PATH_COLUMNS`` order."""
+    return [[_cell(fmt, step.get(key)) for _, key, fmt in PATH_COLUMNS] for step in search_path(report)]
+
+
+def path_line(report: Mapping) -> str | None:
+    """The search path in one line for the terminal: ``ratio 0.25: 368,258 params, 0.8512 (98.1%) kept; ...``."""
+    target = report.get("retention_target") or {}
+    path = search_path(report)
+    if not path:
+        return None
+    steps = "; ".join(f"ratio {s.get('ratio'):g}: {s.get('params'):,} params, {_cell('{:.4f}', s.get('metric'))} "
+                      f"({_cell('{:.1%}', s.get('retention'))}) {'kept' if s.get('kept') else 'below: stop'}"
+                      for s in path)
+    goal = f" (target {target['target']:.0%} of the student's)" if target.get("target") is not None else ""
+    return f"pruning search{goal}: {steps}"
+
+
+def caption_lines(report: Mapping) -> list[str]:
+    """What the terminal shows under the stage table: the search path, then each stage's target line."""
+    line = path_line(report)
+    return ([line] if line else []) + target_lines(report)
+
+
+def markdown_lines(report: Mapping) -> list[str]:
+    """The ``## Retention target`` section of report.md (empty when nothing was held to a target)."""
+    lines, path = target_lines(report), search_path(report)
+    if not lines and not path:
+        return []
+    target = report.get("retention_target") or {}
+    out = ["", "## Retention target", ""]
+    if target:
+        met = "met" if target.get("met") else "**not met**"
+        out += [f"Target: {target['target']:.0%} of the distilled {target.get('relative_to', 'student')}'s "
+                f"{report.get('metric_name', 'metric')} ({target['reference']:.4f}): {met}.", ""]
+    out += [f"- {line}" for line in lines]
+    if path:
+        out += ["", "Pruning search path:", "", "| " + " | ".join(h for h, _, _ in PATH_COLUMNS) + " |",
+                "|" + "|".join("---" for _ in PATH_COLUMNS) + "|"]
+        out += ["| " + " | ".join(row) + " |" for row in path_rows(report)]
+    return out
+
+
+def html_parts(report: Mapping, esc) -> list[str]:
+    """The retention section of report.html: each stage's line, and the search path as a table whose cells carry
+    ``data-key`` and the exact JSON ``data-value`` (``esc``: the renderer's HTML escape)."""
+    lines, path = target_lines(report), search_path(report)
+    if not lines and not path:
+        return []
+    target = report.get("retention_target") or {}
+    met = "" if not target else ("met" if target.get("met") else "NOT met")
+    parts = ['<h2 id="retention-target">Retention target</h2>']
+    if target:
+        share = esc(format(target["target"], ".0%"))
+        parts.append(f'<p class="lead" data-met="{esc(json.dumps(target.get("met")))}">{share} '
+                     f"of the distilled {esc(target.get('relative_to', 'student'))}'s metric "
+                     f"({esc(round(target['reference'], 4))}): {esc(met)}</p>")
+    parts += [f'<p class="note"><strong>{esc(line)}</strong></p>' for line in lines]
+    if path:
+        head = "".join(f"<th>{esc(h)}</th>" for h, _, _ in PATH_COLUMNS)
+        body = []
+        for step, row in zip(path, path_rows(report), strict=True):
+            cells = "".join(f'<td data-key="{esc(key)}" data-value="{esc(json.dumps(step.get(key)))}">{esc(text)}</td>'
+                            for (_, key, _), text in zip(PATH_COLUMNS, row, strict=True))
+            body.append(f"<tr>{cells}</tr>")
+        parts.append(f'<table id="prune-path"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
+    return parts

@@ -1,0 +1,160 @@
+"""``--target-retention``: the pruning search keeps the smallest recovered model holding R of the student's metric,
+stops at the first step below it, keeps the unpruned student (and says so) when no step holds it, leaves fixed
+ratios alone, and carries its path into report.json, report.md and report.html; bad values of R are one line, exit 2.
+
+The pipeline tests run tiny models end to end; the prune stage's dev metric is replaced by a known function of the
+model's FFN width (``ffn now / ffn of the student``: 1.0, then 0.75, 0.5, 0.25 at ratios 0.25, 0.5, 0.75),
+so which steps keep the target is known in advance, whatever tiny random models learn.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import factories
+import pytest
+
+from distill.cli import main
+from distill.core.errors import ConfigError
+
+# ---- the pure parts (compress.prune.search) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, 1.6, float("nan"), True, "0.9"])
+def test_bad_targets_are_config_errors(bad):
+    from compress.prune.search import check_target
+
+    with pytest.raises(ConfigError, match="--target-retention"):
+        check_target(bad)
+
+
+@pytest.mark.parametrize("bad", [[0.5, 0.25], [0.0, 0.5], [0.5, 1.0], [], [0.5, 0.5]])
+def test_bad_search_schedules_are_config_errors(bad):
+    from compress.prune.search import check_search
+
+    with pytest.raises(ConfigError, match="--prune-search"):
+        check_search(bad)
+
+
+def test_threshold_allows_the_same_loss_for_negative_metrics():
+    from compress.prune.search import keeps, retention, threshold
+
+    assert threshold(0.8, 0.9) == pytest.approx(0.72)
+    assert threshold(-0.2, 0.9) == pytest.approx(-0.22)  # Pearson/MCC below 0: the bar does not invert
+    assert keeps(0.72, 0.8, 0.9) and not keeps(0.71, 0.8, 0.9)
+    assert retention(0.4, 0.8) == pytest.approx(0.5) and retention(0.4, 0.0) is None
+
+
+def test_search_never_removes_the_last_head():
+    """2 heads: 0.75 of them would be none; the step keeps one instead of failing (hidden follows the heads)."""
+    from compress.prune.layout import LayerWidths, Layout
+    from compress.prune.search import plan_search
+
+    layout = Layout(128, (LayerWidths(2, 64, 512),) * 2)
+    plans = plan_search([0.25, 0.5, 0.75], layout)
+    assert [p.layers[0].heads for p in plans] == [2, 1, 1]
+    assert [p.layers[0].ffn for p in plans] == [384, 256, 128]
+    assert [p.hidden for p in plans] == [128, 64, 64]
+
+
+# ---- the pipeline ----------------------------------------------------------------------------------------
+
+COMMON = ["--student", "tiny", "--task", "sst2", "--epochs", "1", "--batch-size", "16", "--max-seq-length", "16",
+          "--latency-runs", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("retention")
+    return {"teacher": factories.save_teacher(tmp / "teacher", tmp),
+            "data": factories.write_sst2_like(tmp / "data", n_train=32, n_dev=16), "tmp": tmp}
+
+
+@pytest.fixture
+def ffn_metric(monkeypatch):
+    """The prune stage's dev metric: the model's FFN width over the student's (the first model it scores)."""
+    from compress.prune.layout import measure
+    from distill.core.families import arch_of
+    from distill.pipeline.stages import prune
+
+    full: list[int] = []
+
+    def evaluator(task, loader, device="auto"):
+        def run(model) -> dict[str, float]:
+            ffn = measure(model, arch_of(model)).layers[0].ffn
+            full.append(full[0] if full else ffn)
+            return {task.main_metric: ffn / full[0]}
+        return run
+
+    monkeypatch.setattr(prune, "gathered_evaluator", evaluator)
+
+
+def _run(inputs: dict, name: str, *extra: str) -> dict:
+    out = inputs["tmp"] / name
+    assert main(["run", "--teacher", str(inputs["teacher"]), "--data", str(inputs["data"]), *COMMON,
+                 "--output-dir", str(out), *extra]) == 0
+    return json.loads((out / "report.json").read_text()) | {"_dir": str(out)}
+
+
+def _params(report: dict, stage: str) -> int:
+    return next(s["params"] for s in report["stages"] if s["name"] == stage)
+
+
+def test_search_stops_at_the_first_step_below_the_target(inputs, ffn_metric):
+    report = _run(inputs, "stop", "--target-retention", "0.6", "--prune-search", "0.25,0.5,0.75", "--no-quantize")
+    path = report["history"]["prune_steps"]
+    assert [(s["ratio"], s["metric"], s["kept"]) for s in path] == [(0.25, 0.75, True), (0.5, 0.5, False)]
+    assert _params(report, "pruned") == path[0]["params"] < _params(report, "student")
+    target = report["history"]["prune_target"]
+    assert target["met"] and target["kept"] == "ratio 0.25" and target["relative_to"] == "student"
+    assert report["retention_target"]["met"] is True and report["retention_target"]["target"] == 0.6
+    # the path is in every rendering
+    out = Path(report["_dir"])
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert "## Retention target" in md and "| 2 | 0.5 | " in md and "no: stop" in md
+    assert 'id="prune-path"' in page and 'data-key="kept" data-value="false"' in page
+    assert page.count('data-key="ratio"') == 2
+
+
+def test_unreachable_target_keeps_the_unpruned_student_and_says_so(inputs, ffn_metric, capsys):
+    report = _run(inputs, "unreachable", "--target-retention", "0.9", "--no-quantize")
+    path = report["history"]["prune_steps"]
+    assert [(s["ratio"], s["kept"]) for s in path] == [(0.5, False)]  # the default search starts at 0.5
+    assert _params(report, "pruned") == _params(report, "student")
+    target = report["retention_target"]
+    assert target["met"] is False
+    assert "target not reachable" in target["notes"][0] and "unpruned student" in target["notes"][0]
+    assert report["history"]["prune_target"]["kept"] == "the unpruned student"
+    from distill.report.render import render_table
+
+    assert "unpruned student" in str(render_table(report).caption)
+
+
+def test_fixed_ratios_skip_the_search(inputs, ffn_metric):
+    report = _run(inputs, "fixed", "--prune-ffn", "0.5", "--target-retention", "0.9", "--no-quantize")
+    path = report["history"]["prune_steps"]
+    assert len(path) == 1 and "kept" not in path[0] and path[0]["metric"] == 0.5  # 0.5 of the FFN: no search
+    target = report["history"]["prune_target"]
+    assert target["kept"] == "fixed ratios" and target["met"] is False and "fixed ratios" in target["note"]
+    assert 'id="prune-path"' not in (Path(report["_dir"]) / "report.html").read_text()
+
+
+def test_int8_is_held_to_the_target(inputs, ffn_metric):
+    """Every step keeps 0.2 of the student's metric; INT8 is then held to the same target and reference."""
+    report = _run(inputs, "int8", "--target-retention", "0.2")
+    path = report["history"]["prune_steps"]
+    assert [(s["ratio"], s["kept"]) for s in path] == [(0.5, True), (0.75, True)]  # every step of the default search
+    int8 = report["history"]["int8_target"]
+    assert int8["stage"] == "int8" and int8["reference"] == 1.0  # the student's metric, from the prune stage
+    assert report["retention_target"]["notes"][1] == int8["note"]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.6", "nan"])
+def test_bad_target_retention_is_one_line_exit_2(inputs, capsys, value):
+    out = inputs["tmp"] / f"bad-{value}"
+    assert main(["run", "--teacher", str(inputs["teacher"]), "--data", str(inputs["data"]), *COMMON,
+                 "--output-dir", str(out), "--target-retention", value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--target-retention" in err and "Traceback" not in err
+    assert not out.exists()
