@@ -11,6 +11,7 @@ A deliberate schema change updates ``report_schema.json`` in the same commit:
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def shape(value, path: str = "") -> dict[str, list[str]]:
     found: dict[str, set[str]] = {}
 
     def walk(v, p: str) -> None:
+        p = re.sub(r"^training\.(\w+?)_\d+", r"training.\1", p)  # a repeated stage (recovery per step): name_2, ...
         if p:
             found.setdefault(p, set()).add(json_type(v))
         if p in OPAQUE:
