@@ -69,13 +69,13 @@ class Run:
 def run_family(tmp: Path, family: str, task: str) -> Run:
     """``distill run`` (the CLI) for a tiny ``family`` teacher on ``task`` (sst2 or conll2003), keeping the
     RunReport ``distill.pipeline.run`` returned."""
-    import distill.pipeline.runner as runner
+    import distill.pipeline as pipeline  # the CLI reads ``distill.pipeline.run``
 
     token = task == "conll2003"
     teacher = save_tiny_teacher(family, tmp / "teacher", head="", hidden=128, heads=2, ffn=512)  # fine-tuned first
     data = write_conll_like(tmp / "data") if token else factories.write_sst2_like(tmp / "data", n_train=32, n_dev=16)
     out, kept = tmp / "run", []
-    real_run = runner.run
+    real_run = pipeline.run
 
     def keep(*args, **kwargs):
         kept.append(real_run(*args, **kwargs))
@@ -83,7 +83,7 @@ def run_family(tmp: Path, family: str, task: str) -> Run:
 
     start = time.perf_counter()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runner, "run", keep)
+        patch.setattr(pipeline, "run", keep)
         code = main(["run", "--teacher", str(teacher), "--student", "tiny", "--task", task, "--data", str(data),
                      "--output-dir", str(out), *TERMS, *PRUNE, *FAST])
     seconds = time.perf_counter() - start
