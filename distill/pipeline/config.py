@@ -91,7 +91,7 @@ class StudentSettings:
     general_epochs: float | None = setting(None, "passes over the general text instead of --general-steps")
     general_lr: float | None = setting(None, "general distillation learning rate (default: as --lr's default for "
                                              "this student)")
-    general_terms: list[str] = setting(("hidden", "relation"), "feature terms of general distillation, each at "
+    general_terms: str | list[str] = setting("hidden,relation", "feature terms of general distillation, each at "
                                                                "weight 1: hidden, attention, relation, embedding "
                                                                "(hidden,relation)", type=names, metavar="A,B")
 
