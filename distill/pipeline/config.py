@@ -88,9 +88,10 @@ class StudentSettings:
                                              "training texts; saved to OUTPUT/general-student (off)",
                                        metavar="PATH|task", path=True)
     general_steps: int = setting(1000, "optimiser steps of general distillation (1000)", metavar="N")
-    general_epochs: float | None = setting(None, "passes over the general text instead of --general-steps")
+    general_epochs: float | None = setting(None, "passes over the general text instead of --general-steps",
+                                           metavar="E")
     general_lr: float | None = setting(None, "general distillation learning rate (default: as --lr's default for "
-                                             "this student)")
+                                             "this student)", metavar="LR")
     general_terms: str | list[str] = setting("hidden,relation", "feature terms of general distillation, each at "
                                                                "weight 1: hidden, attention, relation, embedding "
                                                                "(hidden,relation)", type=names, metavar="A,B")

@@ -164,3 +164,28 @@ def test_general_objective_has_only_the_chosen_feature_terms():
     total, terms = objective.loss(s_out, torch.zeros(3), [t_out], mask)
     assert set(terms) == {"hidden", "attention"} and total.item() == pytest.approx(sum(terms.values()), rel=1e-5)
     assert total.requires_grad
+
+
+def test_wikitext_gives_one_passage_per_paragraph_without_headings(tmp_path):
+    from distill.pipeline.general_text import read_passages
+
+    (tmp_path / "wiki.valid.raw").write_text(" \n = Film = \n \n The film was good . \n \n = = Plot = = \n \n"
+                                             " It is a story . \n")
+    (tmp_path / "wiki.test.raw").write_text(" = Actor = \n \n The actor was sad . \n")
+    (tmp_path / "notes.csv").write_text("ignored,file\n")
+    # no train file: every text file, in name order (wiki.test.raw, wiki.valid.raw)
+    assert read_passages(tmp_path) == ["The actor was sad .", "The film was good .", "It is a story ."]
+    (tmp_path / "train.txt").write_text("first paragraph here\n\nsecond one\n")
+    assert read_passages(tmp_path) == ["first paragraph here", "second one"]  # a train file wins
+
+
+def test_long_passages_are_cut_into_rows_that_fit(tmp_path):
+    from distill.pipeline.stages.general import passage_dataset
+
+    tok = factories.tiny_tokenizer(tmp_path)
+    words = " ".join(factories.WORDS[i % len(factories.WORDS)] for i in range(50))
+    rows = passage_dataset([words, "good"], tok, 16)
+    ids = rows["input_ids"]
+    assert len(ids) == 4  # 50 word pieces in pieces of 14; "good" alone is too short to teach anything
+    assert all(len(r) <= 16 and r[0] == tok.cls_token_id and r[-1] == tok.sep_token_id for r in ids)
+    assert sum(len(r) - 2 for r in ids) == 50 and rows["labels"] == [0] * 4
