@@ -91,7 +91,7 @@ def probe_loss(objective: GeneralObjective, student, teacher, loader, device) ->
                                           teacher_qkv=[t_qkv[t_layer]] if t_qkv else None)
             for name, value in {**terms, "total": float(total)}.items():
                 sums[name] = sums.get(name, 0.0) + value * len(batch["labels"])
-    n = max(1, sum(1 for _ in loader.dataset))
+    n = max(1, len(loader.dataset))
     return {k: round(v / n, 6) for k, v in sums.items()}
 
 
