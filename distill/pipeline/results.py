@@ -3,8 +3,9 @@
 Each stage returns its result (the live model rides along, never serialised); ``RunReport.to_json()`` is report.json
 in its fixed schema (pinned by tests/distill/test_report_schema.py). Its ``history`` holds, in this order: each
 fine-tuned teacher's epochs (``teacher``, ``teacher_2``, ...), ``teachers`` (several teachers: each one's and the
-ensemble's dev metrics), ``augment``, ``general``, ``init_pruned``, ``teacher_cache``, ``student``, ``prune_steps``, ``pruned``
-(recovery epochs), ``prune_report``, ``qat``, ``quantize_report`` and ``int8_speed``, each only when it happened.
+ensemble's dev metrics), ``augment``, ``general``, ``init_pruned``, ``teacher_cache``, ``student``, ``prune_steps``,
+``pruned`` (recovery epochs), ``prune_report``, ``qat``, ``quantize_report`` and ``int8_speed``, each only when it
+happened.
 The same ``history()`` parts are what ``stages.json`` records, so a resumed run reports what the first one did.
 """
 

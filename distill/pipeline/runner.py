@@ -1,7 +1,7 @@
 """``distill run`` and ``distill finetune-teacher``: the only place that orders the stages.
 
-teacher(s) → [augment] → [general] → distil → [prune + recover] → [QAT] → [INT8] → score → report. Training stages run on every
-process of a multi-process launch; INT8, scoring and the report on the main one.
+teacher(s) → [augment] → [general] → distil → [prune + recover] → [QAT] → [INT8] → score → report. Training stages
+run on every process of a multi-process launch; INT8, scoring and the report on the main one.
 """
 
 from __future__ import annotations
