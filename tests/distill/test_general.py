@@ -189,3 +189,22 @@ def test_long_passages_are_cut_into_rows_that_fit(tmp_path):
     assert len(ids) == 4  # 50 word pieces in pieces of 14; "good" alone is too short to teach anything
     assert all(len(r) <= 16 and r[0] == tok.cls_token_id and r[-1] == tok.sep_token_id for r in ids)
     assert sum(len(r) - 2 for r in ids) == 50 and rows["labels"] == [0] * 4
+
+
+def test_resume_after_the_general_stage_reuses_the_saved_body(general_run: Path, tmp_path):
+    """A run stopped after the general stage resumes from ``general-student``: no second general training, the same
+    record in the report, and task distillation starts from the saved body."""
+    import shutil
+
+    out = tmp_path / "resumed"
+    shutil.copytree(general_run, out)
+    stages = json.loads((out / "stages.json").read_text())
+    (out / "stages.json").write_text(json.dumps({k: stages[k] for k in ("teacher", "general")}))
+    for name in ("report.json", "report.md", "report.html"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "student")
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+    first = json.loads((general_run / "report.json").read_text())
+    again = json.loads((out / "report.json").read_text())
+    assert again["history"]["general"] == first["history"]["general"]
+    assert again["stages"][1]["metric"] == pytest.approx(first["stages"][1]["metric"], abs=1e-6)
