@@ -12,6 +12,7 @@ from distill.core.errors import ConfigError, UnknownNameError
 from distill.objective.schedules import SCHEDULES
 
 ATTENTION_LOSS_CHOICES = ("kl", "mse")  # the attention term's losses: losses.attention_kl, losses.attention_mse
+GENERAL_TERMS = ("hidden", "attention", "relation", "embedding")  # feature terms general distillation may use
 
 
 def flag(name: str) -> str:

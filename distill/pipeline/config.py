@@ -84,11 +84,48 @@ class StudentSettings:
                    "an explicit 0-based list (uniform)", metavar="uniform|first-k|last-k|0,2,5")
     family: str | None = setting(None, "model family of a preset student (default: the teacher's; bert reads any "
                                        "tokenizer's ids)", dest="student_family", metavar="FAMILY")
+    general_data: str | None = setting(None, "general distillation before the task: the student's encoder learns the "
+                                             "teacher's hidden states and self-attention relations on unlabelled "
+                                             "text, a .txt/.raw/.jsonl file or folder, or 'task' for the task's own "
+                                             "training texts; saved to OUTPUT/general-student (off)",
+                                       metavar="PATH|task", path=True)
+    general_steps: int = setting(1000, "optimiser steps of general distillation (1000)", metavar="N")
+    general_epochs: float | None = setting(None, "passes over the general text instead of --general-steps",
+                                           metavar="E")
+    general_lr: float | None = setting(None, "general distillation learning rate (default: as --lr's default for "
+                                             "this student)", metavar="LR")
+    general_terms: str | list[str] = setting("hidden,relation", "feature terms of general distillation, each at "
+                                                               "weight 1: hidden, attention, relation, embedding "
+                                                               "(hidden,relation)", type=names, metavar="A,B")
 
     def __post_init__(self) -> None:
         from students.init import parse_layer_selection
 
         parse_layer_selection(self.layer_selection)
+        self._check_general()
+
+    def _check_general(self) -> None:
+        from distill.objective.config import GENERAL_TERMS
+
+        terms = self.general_terms
+        self.general_terms = names(terms) if isinstance(terms, str) else list(terms)
+        if not self.general_terms or any(t not in GENERAL_TERMS for t in self.general_terms):
+            raise ConfigError(f"--general-terms {','.join(self.general_terms) or '(none)'} is not a list of feature "
+                              "terms", f"use some of: {','.join(GENERAL_TERMS)}")
+        if self.general_steps < 1:
+            raise ConfigError(f"--general-steps {self.general_steps} must be ≥ 1", "use e.g. --general-steps 1000")
+        if self.general_epochs is not None and not self.general_epochs > 0:
+            raise ConfigError(f"--general-epochs {self.general_epochs} must be > 0", "use e.g. --general-epochs 1")
+        if self.general_lr is not None and not self.general_lr > 0:
+            raise ConfigError(f"--general-lr {self.general_lr} must be > 0", "use e.g. --general-lr 1e-4")
+        if self.general_data is None:
+            if self.general_epochs is not None or self.general_lr is not None:
+                raise ConfigError("--general-epochs/--general-lr are given without --general-data",
+                                  "add --general-data PATH (unlabelled text) or --general-data task")
+        elif self.general_data != "task":
+            from distill.pipeline.general_text import check_general_data
+
+            check_general_data(self.general_data)
 
 
 @dataclass

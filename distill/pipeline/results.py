@@ -3,8 +3,8 @@
 Each stage returns its result (the live model rides along, never serialised); ``RunReport.to_json()`` is report.json
 in its fixed schema (pinned by tests/distill/test_report_schema.py). Its ``history`` holds, in this order: each
 fine-tuned teacher's epochs (``teacher``, ``teacher_2``, ...), ``teachers`` (several teachers: each one's and the
-ensemble's dev metrics), ``augment``, ``init_pruned``, ``teacher_cache``, ``student``, ``prune_steps``, ``pruned``
-(recovery epochs), ``prune_report``, ``prune_target``, ``qat``, ``quantize_report``, ``int8_speed`` and
+ensemble's dev metrics), ``augment``, ``general``, ``init_pruned``, ``teacher_cache``, ``student``, ``prune_steps``,
+``pruned`` (recovery epochs), ``prune_report``, ``prune_target``, ``qat``, ``quantize_report``, ``int8_speed`` and
 ``int8_target``, each only when it happened. ``retention_target`` sums up the two ``*_target`` records.
 The same ``history()`` parts are what ``stages.json`` records, so a resumed run reports what the first one did.
 """
@@ -92,6 +92,36 @@ class AugmentResult:
 
     def to_json(self) -> dict:
         return {"per_example": self.per_example, "rows": self.rows, "mlm": self.mlm}
+
+
+@dataclass
+class GeneralResult:
+    """``--general-data``: the student body distilled from the teacher's on unlabelled text before the task.
+
+    ``loss_before``/``loss_after``: the general objective's terms and ``total`` on a probe no step trained on;
+    ``history``: the training loop's epoch rows; ``path``: the saved body, relative to the output dir."""
+
+    data: str  # the text's path, or "task"
+    rows: int
+    steps: int
+    seconds: float
+    lr: float
+    terms: list[str]
+    loss_before: dict[str, float]
+    loss_after: dict[str, float]
+    history: list[dict]
+    path: str = "general-student"
+    built: Any = field(default=None, repr=False, compare=False)  # (student, pretrained, init_pruned) for distil
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in ("data", "rows", "steps", "seconds", "lr", "terms", "loss_before",
+                                               "loss_after", "history", "path")}
+
+    @classmethod
+    def from_json(cls, data: Mapping, built: Any = None) -> GeneralResult:
+        return cls(**{k: data[k] for k in ("data", "rows", "steps", "seconds", "lr", "terms", "loss_before",
+                                           "loss_after", "history")}, path=data.get("path", "general-student"),
+                   built=built)
 
 
 @dataclass
@@ -262,6 +292,7 @@ class RunReport:
     skipped_nonfinite: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
     training: dict[str, dict] = field(default_factory=dict)  # per training stage: planned/run length, best epoch
+    general: GeneralResult | None = None
 
     @property
     def final(self) -> StageScore:
@@ -273,6 +304,8 @@ class RunReport:
         found: dict[str, Any] = self.teacher.history() if self.teacher else {}
         if self.augment:
             found["augment"] = self.augment.to_json()
+        if self.general:
+            found["general"] = self.general.to_json()
         if self.distil and self.distil.init_pruned is not None:
             found["init_pruned"] = self.distil.init_pruned
         if self.teacher_caches:
@@ -322,4 +355,5 @@ class RunReport:
             teacher_caches=history.get("teacher_cache") or [], stage_seconds=data.get("stage_seconds") or {},
             wall_seconds=data.get("wall_seconds", 0.0), settings=settings,
             skipped_nonfinite=data.get("skipped_nonfinite") or {}, resumed=data.get("resumed", False),
-            training=data.get("training") or {})
+            training=data.get("training") or {},
+            general=GeneralResult.from_json(history["general"]) if "general" in history else None)

@@ -1,7 +1,7 @@
 """``distill run`` and ``distill finetune-teacher``: the only place that orders the stages.
 
-teacher(s) → [augment] → distil → [prune + recover] → [QAT] → [INT8] → score → report. Training stages run on every
-process of a multi-process launch; INT8, scoring and the report on the main one.
+teacher(s) → [augment] → [general] → distil → [prune + recover] → [QAT] → [INT8] → score → report. Training stages
+run on every process of a multi-process launch; INT8, scoring and the report on the main one.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from distill.pipeline.config import RunConfig
 from distill.pipeline.context import STAGES_FILE, Context, timed
 from distill.pipeline.prepare import start
 from distill.pipeline.results import RunReport
+from distill.pipeline.stages.general import stage_general
 from distill.pipeline.stages.prune import stage_prune
 from distill.pipeline.stages.quantize import stage_qat, stage_quantize
 from distill.pipeline.stages.score import score_sharded_teacher, stage_score
@@ -83,8 +84,11 @@ def _train(ctx: Context, report: RunReport) -> object | None:
     if cfg.data.augment:
         with timed(ctx, "augment"):
             report.augment = stage_augment(ctx)
+    if cfg.student.general_data:
+        with timed(ctx, "general"):
+            report.general = stage_general(ctx, teachers)
     with timed(ctx, "distil"):
-        report.distil = stage_student(ctx, teachers)
+        report.distil = stage_student(ctx, teachers, report.general.built if report.general else None)
     if cfg.prune.enabled:
         with timed(ctx, "prune"):
             report.prune = stage_prune(ctx, report.distil.model, teachers, report.distil.lr)

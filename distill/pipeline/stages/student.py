@@ -88,14 +88,15 @@ def _finished(ctx: Context, done: dict) -> DistilResult:
     return DistilResult.from_record(done, model)
 
 
-def stage_student(ctx: Context, teacher) -> DistilResult:
-    """Build (or load) the student, initialise it, distil it from ``teacher`` (a model or a list) and save it."""
+def stage_student(ctx: Context, teacher, built: tuple | None = None) -> DistilResult:
+    """Build (or load) the student, initialise it, distil it from ``teacher`` (a model or a list) and save it;
+    ``built`` is ``build``'s result when an earlier stage (general distillation) built and trained it."""
     cfg = ctx.cfg
     done = ctx.done("distil")
     if done is not None and (ctx.out / "student").is_dir():
         return _finished(ctx, done)
     seed_everything(cfg.train.seed)
-    student, pretrained, cut = build(ctx, primary(teacher))
+    student, pretrained, cut = built or build(ctx, primary(teacher))
     lr = cfg.train.lr or default_student_lr(pretrained, student.config.hidden_size)
     objective = objective_for(ctx, student, teacher)
     result = fit(student, objective, ctx.train_loader, cfg.train.fit_config(lr=lr),
