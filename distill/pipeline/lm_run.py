@@ -77,6 +77,7 @@ def prepare_lm(cfg: RunConfig) -> LMPrepared:
     if cfg.teacher.names:
         raise ConfigError("several teachers are not supported for --task causal-lm yet", "pass one --teacher")
     unsupported = {"--cache-teacher": cfg.train.cache_teacher, "--augment": cfg.data.augment,
+                   "--general-data": bool(cfg.student.general_data),
                    "--qat": cfg.quantize.enabled and cfg.quantize.qat,
                    "--quantize-mode static": cfg.quantize.enabled and cfg.quantize.mode != "dynamic"}
     for flag, given in unsupported.items():
