@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill.core.artifacts import write_json, write_yaml
-from distill.core.console import info, out
+from distill.core.console import console, info, out
 from distill.core.errors import ConfigError
 from distill.core.runtime import environment_info, seed_everything
 from distill.pipeline.config import RunConfig
@@ -179,8 +179,23 @@ def run_lm(cfg: RunConfig, resume: bool = False) -> dict:
         "stage_seconds": seconds, "wall_seconds": round(time.perf_counter() - begin, 2),
         "machine": platform.processor() or platform.machine(),
     }
+    mark_collapsed(data)
     _write(out_dir, data)
     return data
+
+
+def mark_collapsed(data: dict) -> None:
+    """Every stage no better than the unigram model of the training text (its perplexity at or above
+    ``trivial_perplexity``) gets ``"collapsed": true`` and one line saying why and what to change."""
+    floor = data["trivial_perplexity"]
+    for row in data["stages"]:
+        row["collapsed"] = bool(row["perplexity"] is not None and row["perplexity"] >= floor)
+        if row["collapsed"]:
+            line = (f"{row['name']} has COLLAPSED: perplexity {row['perplexity']:,.1f} is no better than the unigram "
+                    f"model of the training text ({floor:,.1f}); train longer (more --max-train-samples or --epochs, "
+                    "on a GPU for real models) or keep more of the teacher (a larger --student)")
+            data["notes"].append(line)
+            console.print(line, style="yellow", highlight=False, markup=False, soft_wrap=True)  # also under --quiet
 
 
 def _write(out_dir: Path, data: dict) -> None:

@@ -38,7 +38,11 @@ def _cell(value: Any, fmt: str) -> str:
 
 def rows(report: Mapping) -> list[list[str]]:
     """The table's cells, one list per stage."""
-    return [[_cell(stage.get(key), fmt) for _, key, fmt in COLUMNS] for stage in report.get("stages", [])]
+    found = [[_cell(stage.get(key), fmt) for _, key, fmt in COLUMNS] for stage in report.get("stages", [])]
+    for cells, stage in zip(found, report.get("stages", []), strict=True):
+        if stage.get("collapsed"):
+            cells[0] += " COLLAPSED"  # no better than the unigram model of the training text
+    return found
 
 
 def caption(report: Mapping) -> str:

@@ -181,7 +181,7 @@ CASES = {
     "empty-text-file": (_lm(data="{empty}"), r"text file '.*train.txt' is empty"),
     "student-not-a-causal-lm": (_lm(student="{enc}"), r"not a causal language model"),
     "cache-teacher-unsupported": ([*LM_RUN, "--cache-teacher"], r"--cache-teacher is not supported for --task causal"),
-    "general-data-unsupported": ([*LM_RUN, "--general-data", "{sst2}"], r"--general-data is not supported for --task"),
+    "general-data-unsupported": ([*LM_RUN, "--general-data", "{text}"], r"--general-data is not supported for --task"),
     "unknown-preset": (_lm(student="halff"), r"unknown decoder student 'halff'"),
 }
 

@@ -20,7 +20,7 @@ REPORT_KEYS = {"kind", "task", "teacher", "student", "data", "settings", "stages
                "wall_seconds", "machine", "teacher_source"}
 ROW_KEYS = {"name", "perplexity", "perplexity_ratio", "retention", "agreement", "kl", "params", "size_mb",
             "latency_ms", "prefill_ms", "decode_tokens_per_s", "prompt_tokens", "new_tokens", "threads", "runtime",
-            "path"}
+            "path", "collapsed"}
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +121,24 @@ def test_demo_data_alone_means_causal_lm(tmp_path):
     assert student.config.num_hidden_layers == 1
     moved = student.model.layers[0].mlp.up_proj.weight - teacher_model.model.layers[kept[0]].mlp.up_proj.weight
     assert moved.abs().max() > 0  # distillation changed the copied layer
+
+
+def test_a_stage_no_better_than_the_unigram_model_is_marked_collapsed(capsys):
+    """The flag follows the numbers: at or above the unigram perplexity a stage is collapsed (row, note, table,
+    one line on stderr even under --quiet), below it not."""
+    from distill.core.console import set_quiet
+    from distill.pipeline.lm_run import mark_collapsed
+    from distill.report.lm import rows
+
+    data = {"trivial_perplexity": 100.0, "notes": [],
+            "stages": [{"name": "teacher", "perplexity": 20.0}, {"name": "student", "perplexity": 100.0},
+                       {"name": "pruned", "perplexity": 99.9}]}
+    set_quiet(True)
+    try:
+        mark_collapsed(data)
+    finally:
+        set_quiet(False)
+    assert [row["collapsed"] for row in data["stages"]] == [False, True, False]
+    assert len(data["notes"]) == 1 and "student has COLLAPSED" in data["notes"][0]
+    assert "student has COLLAPSED" in capsys.readouterr().err.replace("\n", " ")
+    assert [r[0] for r in rows(data)] == ["teacher", "student COLLAPSED", "pruned"]

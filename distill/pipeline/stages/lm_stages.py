@@ -145,7 +145,8 @@ def distil(cfg: RunConfig, student, teacher, loader, *, epochs: float, descripti
     result = fit(student, objective, loader, config, teacher=teacher, description=description)
     student.to("cpu").eval()
     last = result.history[-1] if result.history else {}
-    return {"steps": result.steps, "seconds": round(result.seconds, 1), "lr": config.lr, "epochs": epochs,
+    return {"steps": result.steps, "seconds": round(result.seconds, 1), "lr": config.lr,
+            "epochs": epochs if epochs is not None else len(result.history),  # None: the step budget's
             "blocks": len(loader.dataset), "block_size": len(loader.dataset[0]["input_ids"]),
             "tokens_per_s": round(result.steps * config.batch_size * config.grad_accum_steps
                                   * len(loader.dataset[0]["input_ids"]) / max(result.seconds, 1e-9), 1),
