@@ -311,7 +311,9 @@ def resolve_auto(preset, teacher_config, layer_selection: str | list[int] = "uni
     Measured on SST-2 with all-MiniLM-L6 (experiments/README.md): ``mini`` (H256 of 384) cut from the teacher
     matched it (0.838 vs 0.837 after 2 epochs on 67k rows) where projected embeddings gave 0.672 after one epoch;
     ``tiny`` (H128) cut from it lost to projected embeddings (0.742 vs 0.774, 4,000 rows): a cut to a third of
-    the width destroys more than it keeps.
+    the width destroys more than it keeps. The cut itself keeps ``students.presets.MIN_CUT_HIDDEN`` channels of a
+    teacher that wide (``pruned_shape``): on STS-B (2,000 rows) ``mini`` cut to H256 reached Pearson 0.21, cut with
+    H384 kept 0.76 of the teacher's 0.80.
     """
     try:
         teacher_family = find_family(teacher_config)
