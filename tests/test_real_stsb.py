@@ -43,8 +43,17 @@ def test_the_teacher_and_student_learn_the_regression(report):
 
 @pytest.mark.slow
 @factories.needs_shared("STS-B")
-@pytest.mark.xfail(reason="issue 15 target not reached yet: INT8 mini keeps well under 90% of the teacher's Pearson "
-                          "at 2,000 rows (experiments/README.md, 'Regression'); strict=False so a fix shows as XPASS",
-                   strict=False)
+def test_the_student_keeps_90_percent_of_the_teacher(report):
+    """``mini`` cut from the teacher keeps its H384 (students.presets.MIN_CUT_HIDDEN): 98.9% measured (0.796 of
+    0.805, experiments/results/stsb_student_probe.json); cut to H256 it kept 26%."""
+    stages = {s["name"]: s for s in report["stages"]}
+    assert stages["student"]["retention"] >= 0.90
+
+
+@pytest.mark.slow
+@factories.needs_shared("STS-B")
+@pytest.mark.xfail(reason="issue 15 target not reached yet: the prune stage's default cut (heads with hidden width, "
+                          "384 -> 192) collapses the student (5% measured) and INT8 inherits it (experiments/README.md, "
+                          "'Keep the teacher's width'); strict=False so a fix shows as XPASS", strict=False)
 def test_int8_keeps_90_percent_of_the_teacher(report):
     assert report["stages"][-1]["retention"] >= 0.90

@@ -19,15 +19,16 @@ def student_shape(cfg: RunConfig, teacher_config) -> SimpleNamespace:
     student = cfg.student
     if student_source_is_preset(student.name):
         p = PRESETS.get(student.name)
-        heads = p.heads
-        if student.init == "teacher-pruned":  # heads keep the teacher's head size
+        heads, hidden = p.heads, p.hidden
+        if student.init == "teacher-pruned":  # heads keep the teacher's head size; the cut may keep more width
             from students.init import pruned_shape
 
-            heads = pruned_shape(p, teacher_config, student.layer_selection).heads
+            shape = pruned_shape(p, teacher_config, student.layer_selection)
+            heads, hidden = shape.heads, shape.hidden
         from students.build import student_config
 
         model_type = student_config(p, teacher_config, family=student.family).model_type  # refuses a bad family
-        return SimpleNamespace(num_hidden_layers=p.layers, hidden_size=p.hidden, num_attention_heads=heads,
+        return SimpleNamespace(num_hidden_layers=p.layers, hidden_size=hidden, num_attention_heads=heads,
                                intermediate_size=p.ffn, num_labels=labels, model_type=model_type, preset=True)
     from teachers import resolve_model_source
     from teachers.loading import load_config

@@ -13,7 +13,7 @@ MINILM = BertConfig(num_hidden_layers=6, hidden_size=384, num_attention_heads=12
 
 
 @pytest.mark.parametrize("preset, teacher, expected", [
-    (PRESETS.get("mini"), MINILM, "teacher-pruned"),  # H256 = 8 heads of 32, FFN 1024, 4 of 6 layers
+    (PRESETS.get("mini"), MINILM, "teacher-pruned"),  # 4 of 6 layers, FFN 1024, the teacher's H384 kept
     (PRESETS.get("tiny"), MINILM, "teacher-embeddings"),  # H128 is under half the teacher's 384: cut too deep
     (StudentPreset(3, 384, 12, 1536), MINILM, "teacher-layers"),  # the teacher's widths: copy layers
     (StudentPreset(8, 384, 12, 1536), MINILM, "teacher-embeddings"),  # deeper than the teacher: cannot copy or cut

@@ -30,7 +30,8 @@ def default_student_lr(pretrained: bool, hidden_size: int) -> float:
 
 def pruned_student(ctx: Context, teacher) -> tuple[object, dict]:
     """``--init teacher-pruned``: a copy of the teacher cut to the preset's layers (chosen by --layer-selection),
-    hidden and FFN widths by structured pruning (magnitude; the head size is kept, so heads = hidden / head size).
+    hidden and FFN widths by structured pruning (magnitude; the head size is kept, so heads = hidden / head size;
+    the hidden width is never cut under ``students.presets.MIN_CUT_HIDDEN`` of a teacher that wide).
     Returns the student and what was cut (report history ``init_pruned``)."""
     from compress import PruneConfig, prune_model
     from distill.core.families import family_of
@@ -64,7 +65,8 @@ def build(ctx: Context, teacher) -> tuple[object, bool, dict | None]:
     if settings.init == "teacher-pruned":
         student, cut = pruned_student(ctx, teacher)
         info(f"  student '{settings.name}' pruned from the teacher: {count_params(student):,} params, teacher "
-             f"layers {cut['teacher_layers']}, {student.config.num_attention_heads} heads")
+             f"layers {cut['teacher_layers']}, hidden {student.config.hidden_size}, "
+             f"{student.config.num_attention_heads} heads")
         return student, True, cut
     if student_source_is_preset(settings.name):
         student = build_student(settings.name, teacher.config, kind=ctx.task.kind, family=settings.family,
