@@ -13,7 +13,7 @@ from pathlib import Path
 from distill.core.errors import ModelError
 from distill.core.runtime import load_policy
 from teachers.gguf import is_gguf, load_gguf
-from teachers.loading import LoadedTeacher, load_config, resolve_model_source
+from teachers.loading import LoadedTeacher, load_config, load_failed, resolve_model_source
 from teachers.registry import TEACHERS
 
 
@@ -61,7 +61,5 @@ def load_lm_teacher(name: str) -> LoadedTeacher:
     except ModelError:
         raise
     except Exception as exc:
-        raise ModelError(f"cannot load teacher '{name}' ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})",
-                         "check that the checkpoint is a complete Hugging Face causal LM with safetensors weights",
-                         ) from None
+        raise load_failed(name, exc, "causal LM") from None
     return LoadedTeacher(model.eval().requires_grad_(False), tokenizer, source, head_trained=True)

@@ -135,10 +135,16 @@ def load_teacher(name: str, task: Task) -> LoadedTeacher:
     except ModelError:
         raise
     except Exception as exc:
-        raise ModelError(f"cannot load teacher '{name}' ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})",
-                         "check that the checkpoint is a complete Hugging Face model with safetensors weights",
-                         ) from None
+        raise load_failed(name, exc, "model") from None
     prefix = model.base_model_prefix
     head_missing = any(not k.startswith(prefix + ".") for k in info["missing_keys"])
     model.eval().requires_grad_(False)
     return LoadedTeacher(model, tokenizer, source, head_trained=not head_missing)
+
+
+def load_failed(name: str, exc: Exception, what: str) -> ModelError:
+    """The one-line error for a teacher checkpoint ``from_pretrained`` could not load (``what``: "model",
+    "causal LM"): the exception's class and first line, and what a loadable checkpoint needs."""
+    first = str(exc).splitlines()[0][:120] if str(exc) else ""
+    return ModelError(f"cannot load teacher '{name}' ({exc.__class__.__name__}: {first})",
+                      f"check that the checkpoint is a complete Hugging Face {what} with safetensors weights")
