@@ -56,6 +56,8 @@ def test_run_end_to_end(tmp_path, text, family):
     assert teacher["perplexity_ratio"] == 1.0 and teacher["agreement"] == 1.0
     assert pruned["params"] < student["params"] < teacher["params"]
     assert report["training"]["pruned"]["recovery"]["steps"] > 0
+    ffn = report["training"]["pruned"]["ffn"]
+    assert ffn[1] == ffn[0] // 2  # no search for decoders: the search's first (mildest) ratio, 0.5
     # INT8 of the pruned model scores close to it (same greedy argmax on most positions)
     assert abs(int8["perplexity"] / pruned["perplexity"] - 1) < 0.05
     assert int8["runtime"] == ("onnxruntime" if family == "gpt2" else "onnxruntime-genai")
