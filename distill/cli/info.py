@@ -41,6 +41,25 @@ def _student_table():
                  ("name", "layers", "hidden", "heads", "FFN", "params (30,522-token vocab)"), rows)
 
 
+def _decoder_table():
+    """The causal-LM student presets (relative to the teacher), when the decoder builder is installed."""
+    from fractions import Fraction
+
+    from distill.core.console import table
+
+    try:
+        from students.decoders import DECODER_PRESETS
+    except ImportError:
+        return []
+    def share(x: float) -> str:
+        return "all" if x == 1 else f"{Fraction(x).limit_denominator(8)} of the teacher's"
+
+    rows = [(name, share(depth), share(width)) for name, (depth, width) in DECODER_PRESETS.items()]
+    rows.append(("A+B (e.g. half+half-width)", "A's × B's", "A's × B's"))
+    return [table("causal-LM student presets (--task causal-lm; cut from the teacher: layers by block influence, "
+                  "widths by activation importance)", ("name", "layers", "hidden, heads, FFN"), rows)]
+
+
 def _family_table():
     from distill.core.console import table
     from distill.core.families import FEATURE_COLUMNS, feature_rows
@@ -60,7 +79,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
     tasks = table("tasks", ("name", "text columns", "labels", "metrics"), [
         (name, ", ".join(t.text_columns), "regression" if t.is_regression else str(t.num_labels),
          ", ".join(t.metrics)) for name, t in TASKS.items()])
-    for one in (_student_table(), _family_table(), teachers, tasks, _demo_table(), *_target_tables()):
+    for one in (_student_table(), *_decoder_table(), _family_table(), teachers, tasks, _demo_table(),
+                *_target_tables()):
         out.print(one)
     return 0
 

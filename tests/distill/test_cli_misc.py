@@ -14,7 +14,8 @@ from distill.cli import build_parser, main
 def test_presets_and_env(capsys):
     assert main(["presets"]) == 0
     text = capsys.readouterr().out
-    for word in ("tiny", "medium", "bert-large", "minilm-pip", "stsb", "avx512_vnni"):
+    for word in ("tiny", "medium", "bert-large", "minilm-pip", "stsb", "avx512_vnni", "half-width",
+                 "1/3 of the teacher"):
         assert word in text
     assert main(["env"]) == 0
     info = json.loads(capsys.readouterr().out)
