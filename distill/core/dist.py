@@ -49,3 +49,16 @@ def wait_for_everyone(device: str = "auto") -> None:
     acc = get_accelerator(device)
     if acc is not None:
         acc.wait_for_everyone()
+
+
+def leave_process_group() -> None:
+    """Leave the process group once this process is done (a no-op in a single process).
+
+    The secondary processes of a launched run stop after training while the main one exports, quantizes and
+    scores; left to interpreter exit, gloo's worker threads were torn down mid-way and aborted one of them
+    ("terminate called without an active exception", exit -6, seen under CI load), and the launcher then killed
+    the main process. Called after a process's last collective operation, so leaving needs no barrier."""
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from distill.core import interrupts
 from distill.core.console import info, out
-from distill.core.dist import is_main_process
+from distill.core.dist import is_main_process, leave_process_group
 from distill.core.errors import NonFiniteLoss, RunError
 from distill.evaluate import collapse
 from distill.pipeline.config import RunConfig
@@ -53,7 +53,9 @@ def run(cfg: RunConfig, resume: bool = False) -> RunReport | None:
     ctx = start(cfg, resume=resume, checkpointing=True)
     command = f"distill run --resume {out_dir}"
     try:
-        return run_stages(ctx, begin)
+        report = run_stages(ctx, begin)
+        leave_process_group()  # every collective is behind us (main: after its report)
+        return report
     except RunError as exc:
         exc.resume = exc.resume or command + (" --skip-nonfinite" if isinstance(exc, NonFiniteLoss) else "")
         raise
