@@ -263,13 +263,13 @@ def _open_manifest(path: Path) -> dict:
     return json.loads((Path(path) / MANIFEST).read_text())
 
 
-def _remove_cache(path: Path) -> None:
-    """Delete a stale cache dir, refusing a directory holding files a cache never writes."""
+def _remove_cache(path: Path, files: Sequence[str] = FILES) -> None:
+    """Delete a stale cache dir, refusing a directory holding files a cache (of ``files``) never writes."""
     if not path.exists():
         return
     if not path.is_dir():
         raise ConfigError(f"teacher cache path '{path}' is a file", "choose a directory for --cache-teacher")
-    foreign = [p.name for p in path.iterdir() if p.name not in (*FILES, MANIFEST)]
+    foreign = [p.name for p in path.iterdir() if p.name not in (*files, MANIFEST)]
     if foreign:
         raise ConfigError(f"'{path}' exists and is not a teacher cache (it holds {', '.join(sorted(foreign)[:3])})",
                           "choose an empty or new directory for --cache-teacher")
@@ -295,6 +295,20 @@ def _dataset_of(data):
             raise ConfigError("the dataset's 'idx' column is not its row positions (rows were reordered or "
                               "selected after tokenizing)", "select rows first, then tokenize(..., index=True)")
     return dataset
+
+
+def seal_cache(tmp: Path, path: Path, facts: dict, files: Sequence[str] = FILES) -> dict:
+    """Finish a cache written into ``tmp``: checksum its files, write the manifest (``facts`` + format, files,
+    bytes, created) and move it to ``path`` in one ``os.replace`` (a stale cache there, holding only ``files``, is
+    removed first). Returns the manifest."""
+    meta = {f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(tmp.iterdir())}
+    manifest = {"format": FORMAT_VERSION, **facts, "files": meta, "bytes": sum(m["bytes"] for m in meta.values()),
+                "created": time.time()}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    _remove_cache(path, files)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, path)
+    return manifest
 
 
 class _PadOf:
@@ -396,16 +410,10 @@ def _build(teacher, dataset, path: Path, fp: str, *, top_k: int, layers: list[in
             if array is not None:
                 array.flush()
         del values, ids, hidden
-        files = {f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(tmp.iterdir())}
-        manifest = {"format": FORMAT_VERSION, "fingerprint": fp, "rows": n, "tokens": int(offsets[-1]),
-                    "num_labels": num_labels, "top_k": k, "sparse_logits": sparse, "hidden_layers": layers,
-                    "n_states": teacher.config.num_hidden_layers + 1, "hidden_size": width,
-                    "dtype": np.dtype(dtype).name, "teacher_seconds": teacher_seconds, "files": files,
-                    "bytes": sum(m["bytes"] for m in files.values()), "created": time.time()}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        _remove_cache(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, path)
+        seal_cache(tmp, path, {"fingerprint": fp, "rows": n, "tokens": int(offsets[-1]), "num_labels": num_labels,
+                               "top_k": k, "sparse_logits": sparse, "hidden_layers": layers,
+                               "n_states": teacher.config.num_hidden_layers + 1, "hidden_size": width,
+                               "dtype": np.dtype(dtype).name, "teacher_seconds": teacher_seconds})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

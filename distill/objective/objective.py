@@ -72,7 +72,9 @@ OUTPUT_LOSSES.register(REGRESSION, OutputLoss(logits_mse, _score_mse, mixes_scor
 OUTPUT_LOSSES.register(TOKEN, OutputLoss(token_ce, _token_kl))
 
 # causal LMs (``distill.data.lm_kind``): the hard term is next-token CE (logits at i against the label at i + 1), the
-# soft term T²·KL(teacher ‖ student) per token over the vocabulary (``lm_losses``), both masked to real tokens
+# soft term T²·KL(teacher ‖ student) per token over the vocabulary (``lm_losses``), both masked to real tokens; a
+# truncated teacher (``lm_losses.TopKTeacher``, what the causal-LM teacher cache serves as ``logits``) is scored with
+# the tail-bucket divergence ``lm_kd_loss_topk`` instead
 LM = "lm_kd"
 LM_DIVERGENCES = {LM: "forward_kl", "lm_reverse_kl": "reverse_kl", "lm_jsd": "jsd", "lm_tv": "tv"}
 
@@ -84,9 +86,10 @@ def next_token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def _lm_soft(divergence: str) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]:
     def soft(logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
-        from distill.objective.lm_losses import lm_kd_loss
+        from distill.objective.lm_losses import TopKTeacher, lm_kd_loss, lm_kd_loss_topk
 
-        return lm_kd_loss(logits, target, labels != IGNORE_INDEX, kind=divergence, temperature=temperature)
+        loss = lm_kd_loss_topk if isinstance(target, TopKTeacher) else lm_kd_loss
+        return loss(logits, target, labels != IGNORE_INDEX, kind=divergence, temperature=temperature)
 
     return soft
 

@@ -194,7 +194,8 @@ class TrainSettings:
     cache_teacher: bool = setting(False, "run the teacher once over the training set and reuse its outputs from disk "
                                          "(OUTPUT/teacher_cache; later epochs, recovery and later runs skip the "
                                          "teacher)")
-    cache_top_k: int = setting(20, "logits kept per row in the cache (20)")
+    cache_top_k: int = setting(20, "logits kept per row in the cache (20; per token for --task causal-lm, with "
+                                   "the rest of the probability mass as one tail value)")
     checkpoint_every: int = setting(500, "write a training checkpoint every N optimiser steps, besides each epoch end "
                                          "(500; 0 = epoch ends only); Ctrl-C/SIGTERM also write one after the current "
                                          "step", metavar="N", resume=True)
@@ -211,6 +212,8 @@ class TrainSettings:
                               "use 0 for epoch ends only, or e.g. 500")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"--keep-checkpoints {self.keep_checkpoints} must be ≥ 1", "use e.g. 2")
+        if self.cache_top_k < 1:
+            raise ConfigError(f"--cache-top-k {self.cache_top_k} must be ≥ 1", "use e.g. --cache-top-k 20")
         self.fit_config()
         resolve_shard(self.teacher_shard, 1)  # the choice is checked here; the process count at run time
 

@@ -6,7 +6,10 @@ teacher that is a causal LM (GGUF files through ``teachers.gguf``), its tokenize
 boundaries), a block size within the model's context, the student source, the output dir. Data: train blocks
 packed from the train documents (``--block-size``, default ``--max-seq-length``; ``--max-train-samples`` caps the
 blocks), the dev text as one token stream without EOS or BOS (raw text as the file has it) scored in windows of
-the block size (``--eval-blocks N``: N evenly spaced windows).
+the block size (``--eval-blocks N``: N evenly spaced windows). ``--cache-teacher``: the teacher's top-k
+next-token log-probabilities (``--cache-top-k``) over the train blocks are computed once into
+``OUTPUT/teacher_cache`` (kept by ``--overwrite``, reused while its fingerprint matches) and distillation and
+recovery read them (``lm_stages.teacher_cache``); the training facts record the cache.
 """
 
 from __future__ import annotations
@@ -70,13 +73,13 @@ def prepare_lm(cfg: RunConfig) -> LMPrepared:
     from distill.data.lm_kind import HUB_WIKITEXT, LM_TASK, load_lm_text, tokenize_lm
     from distill.data.load import load_splits
     from distill.pipeline.checks import check_output_dir
-    from distill.pipeline.stages.lm_stages import check_student_source
+    from distill.pipeline.stages.lm_stages import check_cache_objective, check_student_source
     from distill.train.checkpoint import check_writable
     from teachers.lm import load_lm_teacher
 
     if cfg.teacher.names:
         raise ConfigError("several teachers are not supported for --task causal-lm yet", "pass one --teacher")
-    unsupported = {"--cache-teacher": cfg.train.cache_teacher, "--augment": cfg.data.augment,
+    unsupported = {"--augment": cfg.data.augment,
                    "--general-data": bool(cfg.student.general_data),
                    "--qat": cfg.quantize.enabled and cfg.quantize.qat,
                    "--quantize-mode static": cfg.quantize.enabled and cfg.quantize.mode != "dynamic"}
@@ -96,6 +99,9 @@ def prepare_lm(cfg: RunConfig) -> LMPrepared:
     train = tokenize_lm(splits.train, teacher.tokenizer, block)
     if cfg.data.max_train_samples and cfg.data.max_train_samples < len(train):
         train = train.shuffle(seed=cfg.train.seed).select(range(cfg.data.max_train_samples))
+    if cfg.train.cache_teacher:  # after selecting: the cache looks blocks up by row number
+        check_cache_objective(cfg)
+        train = train.add_column("idx", list(range(len(train))))
     dev_ids = token_stream(list(splits.dev["text"]), teacher.tokenizer, eos=False)
     eval_ids, total = sampled_windows(dev_ids, block, cfg.data.eval_blocks)
     if len(eval_ids) < block:
@@ -109,13 +115,15 @@ def prepare_lm(cfg: RunConfig) -> LMPrepared:
 
 
 def _start(cfg: RunConfig) -> Path:
-    """Clear (``--overwrite``) and create the output dir, then write config.yaml and env.json."""
+    """Clear (``--overwrite``; a teacher cache is kept: its fingerprint decides whether it is reused) and create the
+    output dir, then write config.yaml and env.json."""
     from distill.pipeline.checks import clear_output_dir
+    from distill.pipeline.context import cache_dir
     from distill.pipeline.recipe import dump_recipe
 
     out_dir = Path(cfg.output.dir)
     if cfg.output.overwrite:
-        clear_output_dir(out_dir, keep=())
+        clear_output_dir(out_dir, keep=(cache_dir(0),) if cfg.train.cache_teacher else ())
     out_dir.mkdir(parents=True, exist_ok=True)
     write_yaml(out_dir / "config.yaml", dump_recipe(cfg))
     write_json(out_dir / "env.json", environment_info(cfg.train.seed, cfg.train.device))
@@ -149,10 +157,14 @@ def run_lm(cfg: RunConfig, resume: bool = False) -> dict:
                          kind=CAUSAL_LM_KIND)
     teacher_path = _timed(seconds, "teacher", lm_stages.save_teacher, teacher, tokenizer, out_dir, prep.teacher.source,
                           cfg.train.device)
-    stages = [_timed(seconds, "distil", lm_stages.stage_student, cfg, teacher, tokenizer, loader, out_dir)]
+    teaching = teacher
+    if cfg.train.cache_teacher:
+        teaching = _timed(seconds, "teacher cache", lm_stages.teacher_cache, cfg, teacher, prep.train, out_dir)
+    stages = [_timed(seconds, "distil", lm_stages.stage_student, cfg, teacher, tokenizer, loader, out_dir,
+                     teaching=teaching)]
     if cfg.prune.enabled:
         pruned = _timed(seconds, "prune", lm_stages.stage_prune, cfg, stages[0].model, teacher, tokenizer, loader,
-                        out_dir)
+                        out_dir, teaching=teaching)
         if pruned is None:
             notes.append("structured pruning of decoders is not installed here: the pruned stage is skipped")
         else:

@@ -180,7 +180,11 @@ CASES = {
     "block-above-context": (_lm(block_size="4096"), r"block size 4096 is above the model's context of 128"),
     "empty-text-file": (_lm(data="{empty}"), r"text file '.*train.txt' is empty"),
     "student-not-a-causal-lm": (_lm(student="{enc}"), r"not a causal language model"),
-    "cache-teacher-unsupported": ([*LM_RUN, "--cache-teacher"], r"--cache-teacher is not supported for --task causal"),
+    "cache-top-k-zero": ([*LM_RUN, "--cache-teacher", "--cache-top-k", "0"], r"--cache-top-k 0 must be ≥ 1"),
+    "cache-teacher-with-hidden-loss": ([*LM_RUN, "--cache-teacher", "--hidden-weight", "0.5"],
+                                       r"top-k log-probabilities only.*--hidden-weight.*;.*--hidden-weight 0"),
+    "cache-teacher-with-temperature-schedule": ([*LM_RUN, "--cache-teacher", "--temperature-schedule", "linear",
+                                                 "--temperature-end", "1"], r"--temperature-schedule linear changes T"),
     "general-data-unsupported": ([*LM_RUN, "--general-data", "{text}"], r"--general-data is not supported for --task"),
     "unknown-preset": (_lm(student="halff"), r"unknown decoder student 'halff'"),
 }

@@ -73,6 +73,26 @@ def test_run_end_to_end(tmp_path, text, family):
     _loads_without_package(out, family)
 
 
+def test_cache_teacher_end_to_end_and_reused_by_the_next_run(tmp_path, text):
+    """``--cache-teacher``: the teacher's top-k runs once into OUTPUT/teacher_cache; distillation and recovery read
+    it (recorded in the training facts); a second run (``--overwrite``) keeps and reuses it."""
+    extra = ("--cache-teacher", "--cache-top-k", "8", "--no-quantize")
+    report = _run(tmp_path, "llama", text, *extra)
+    cache = tmp_path / "run" / "teacher_cache"
+    manifest = json.loads((cache / "manifest.json").read_text())
+    student, recovery = report["training"]["student"], report["training"]["pruned"]["recovery"]
+    facts = student["teacher_cache"]
+    assert facts["top_k"] == 8 == manifest["top_k"] and facts["built"] and facts["teacher_seconds"] > 0
+    assert facts["size_bytes"] == manifest["bytes"] > 0 and facts["rows"] == student["blocks"]
+    assert facts["passes_served"] >= 1  # distillation read the cache
+    assert recovery["teacher_cache"]["top_k"] == 8 and recovery["steps"] > 0
+    assert "teacher cache" in report["stage_seconds"]
+    assert "teacher_cache" in (tmp_path / "run" / "report.md").read_text()
+    again = _run(tmp_path, "llama", text, *extra, "--overwrite")
+    assert not again["training"]["student"]["teacher_cache"]["built"]
+    assert json.loads((cache / "manifest.json").read_text())["created"] == manifest["created"]
+
+
 LOAD = """
 import sys, numpy as np
 from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -6,6 +6,11 @@ Distillation reuses the training loop (``distill.train.loop.fit``) with the ``lm
 + (1−α)·T²·KL(teacher ‖ student) per token, masked to real tokens. The hidden-state MSE default of the encoder
 recipe (β = 0.1) is off for decoders unless ``--hidden-weight`` asks for another value: decoder residual streams
 carry a few huge activations that would dominate it.
+
+With ``--cache-teacher`` the teacher runs once over the training blocks (``teachers.lm_cache``: top-k
+log-probabilities + tail mass per token at the run's temperature, memory-mapped in ``OUTPUT/teacher_cache``) and
+distillation and pruning recovery read it instead of running the teacher; the output loss is then the tail-bucket
+divergence ``lm_kd_loss_topk``. The cache holds no hidden states, so feature-loss weights are refused with it.
 """
 
 from __future__ import annotations
@@ -135,17 +140,57 @@ def lm_objective(cfg: RunConfig, student, teacher):
                      student_heads=student.config.num_attention_heads)
 
 
-def distil(cfg: RunConfig, student, teacher, loader, *, epochs: float, description: str) -> dict:
-    """Train ``student`` in place against ``teacher`` on packed blocks; returns the training facts."""
+# ---- teacher cache ---------------------------------------------------------------------------------------------
+
+def check_cache_objective(cfg: RunConfig) -> None:
+    """Before anything is written: the causal-LM teacher cache serves the output distribution at one temperature
+    only, so feature-loss weights and a temperature schedule are refused with ``--cache-teacher``."""
+    from distill.objective.config import flag, weight_fields
+    from teachers.lm_cache import check_constant_temperature
+
+    config = lm_distill_config(cfg)
+    features = [flag(name) for name in weight_fields() if getattr(config, name) > 0]
+    if features:
+        raise ConfigError(f"--cache-teacher for --task causal-lm keeps the teacher's top-k log-probabilities only, "
+                          f"not the hidden states or attention that {', '.join(features)} need",
+                          f"drop --cache-teacher, or set {' and '.join(f'{f} 0' for f in features)}")
+    check_constant_temperature(config)
+
+
+def teacher_cache(cfg: RunConfig, teacher, blocks, out: Path):
+    """The teacher's top-k outputs over the training blocks, built once in ``OUTPUT/teacher_cache`` (reused while
+    its fingerprint matches): a ``teachers.lm_cache.CachedLMTeacher``."""
+    from distill.pipeline.context import cache_dir
+    from teachers.lm_cache import cache_lm_teacher
+
+    cache = cache_lm_teacher(teacher, blocks, out / cache_dir(0), top_k=cfg.train.cache_top_k,
+                             temperature=lm_distill_config(cfg).temperature, batch_size=cfg.train.batch_size,
+                             device=cfg.train.device)
+    facts = cache.summary()
+    info(f"  teacher cache: top {facts['top_k']} of {cache.manifest['vocab_size']} tokens per position, "
+         f"{facts['size_bytes'] / 1e6:.1f} MB" + (f", built in {facts['build_seconds']:.1f} s" if facts["built"]
+                                                 else ", reused"))
+    return cache
+
+
+# ---- distillation ------------------------------------------------------------------------------------------------
+
+def distil(cfg: RunConfig, student, teacher, loader, *, epochs: float, description: str, teaching=None) -> dict:
+    """Train ``student`` in place against ``teacher`` on packed blocks; returns the training facts.
+
+    ``teaching``: what ``fit`` learns from instead of running ``teacher`` (a ``CachedLMTeacher``), recorded in the
+    facts as ``teacher_cache``; ``teacher`` still gives the shapes the objective is built for."""
     from distill.train.loop import fit
 
     student.requires_grad_(True)  # a student cut from the (frozen) teacher starts with frozen copies of its weights
     objective = lm_objective(cfg, student, teacher)
     config = cfg.train.fit_config(lr=cfg.train.lr or 1e-4, epochs=epochs)
-    result = fit(student, objective, loader, config, teacher=teacher, description=description)
+    source = teacher if teaching is None else teaching
+    result = fit(student, objective, loader, config, teacher=source, description=description)
     student.to("cpu").eval()
     last = result.history[-1] if result.history else {}
-    return {"steps": result.steps, "seconds": round(result.seconds, 1), "lr": config.lr,
+    cached = {"teacher_cache": source.summary()} if source is not teacher else {}
+    return {**cached, "steps": result.steps, "seconds": round(result.seconds, 1), "lr": config.lr,
             "epochs": epochs if epochs is not None else len(result.history),  # None: the step budget's
             "blocks": len(loader.dataset), "block_size": len(loader.dataset[0]["input_ids"]),
             "tokens_per_s": round(result.steps * config.batch_size * config.grad_accum_steps
@@ -153,13 +198,15 @@ def distil(cfg: RunConfig, student, teacher, loader, *, epochs: float, descripti
             "loss_last": {k: round(v, 4) for k, v in last.items() if isinstance(v, float)}}
 
 
-def stage_student(cfg: RunConfig, teacher, tokenizer, loader, out: Path) -> LMStage:
-    """Build the student, distil it, save it to ``OUTPUT/student`` (plain ``from_pretrained`` layout)."""
+def stage_student(cfg: RunConfig, teacher, tokenizer, loader, out: Path, *, teaching=None) -> LMStage:
+    """Build the student, distil it (from ``teaching`` when given: the teacher cache), save it to
+    ``OUTPUT/student`` (plain ``from_pretrained`` layout)."""
     student, made = build_student(cfg, teacher, calibration=calibration_batches(loader))
     params = sum(p.numel() for p in student.parameters())
     info(f"  student: {student.config.num_hidden_layers} layers, hidden {student.config.hidden_size}, "
          f"{params / 1e6:.1f}M parameters")
-    facts = {"built": made, **distil(cfg, student, teacher, loader, epochs=cfg.train.epochs, description="distil")}
+    facts = {"built": made, **distil(cfg, student, teacher, loader, epochs=cfg.train.epochs, description="distil",
+                                             teaching=teaching)}
     save_model(student, tokenizer, out / "student", device=cfg.train.device)
     return LMStage("student", student, out / "student", facts)
 
@@ -175,7 +222,8 @@ def decoder_pruner():
     return prune_decoder
 
 
-def stage_prune(cfg: RunConfig, student, teacher, tokenizer, loader, out: Path) -> LMStage | None:
+def stage_prune(cfg: RunConfig, student, teacher, tokenizer, loader, out: Path, *,
+                teaching=None) -> LMStage | None:
     """Width-prune a copy of the student (heads with their KV groups, FFN, hidden: fixed ``--prune-*`` ratios, else
     the first ``--prune-search`` ratio) and recover by distillation; None (with a note) when the decoder pruner is
     not installed."""
@@ -195,7 +243,8 @@ def stage_prune(cfg: RunConfig, student, teacher, tokenizer, loader, out: Path) 
          f"{report.ffn_after}, hidden {report.hidden_before} → {report.hidden_after}, "
          f"{facts['params'] / 1e6:.1f}M parameters")
     if cfg.prune.recover_epochs > 0:
-        facts["recovery"] = distil(cfg, model, teacher, loader, epochs=cfg.prune.recover_epochs, description="recover")
+        facts["recovery"] = distil(cfg, model, teacher, loader, epochs=cfg.prune.recover_epochs, description="recover",
+                                   teaching=teaching)
     save_model(model, tokenizer, out / "pruned", device=cfg.train.device)
     return LMStage("pruned", model, out / "pruned", facts)
 
