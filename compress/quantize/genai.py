@@ -2,8 +2,11 @@
 
 ``python -m onnxruntime_genai.models.builder -i DIR -o OUT -p int8|int4|fp32 -e cpu`` turns a Hugging Face dir
 into ``model.onnx`` (+ ``model.onnx.data``) with GroupQueryAttention and a KV cache, ``genai_config.json`` and the
-tokenizer files; ``-p int8``/``int4`` quantizes the MatMul weights (MatMulNBits, block size 32, symmetric; the
-embedding stays FP32). It runs offline on a local dir (about 10 s for SmolLM2-135M on 2 cores). We run it as a
+tokenizer files; ``-p int8``/``int4`` quantizes the MatMul weights (MatMulNBits, block size 32, symmetric). The
+embedding: with int8 it stays FP32 (the builder's quantized Gather is 4-bit only); with int4 a tied embedding is
+shared 4-bit with the LM head (GatherBlockQuantized), an untied one stays FP32 unless ``INT4_OPTIONS`` ask for it
+(``op_types_to_quantize=MatMul/Gather``: a tiny untied Llama, hidden 256, vocab 300, 1.13 MB -> 0.87 MB; a tied
+one is 0.83 MB either way). It runs offline on a local dir (about 10 s for SmolLM2-135M on 2 cores). We run it as a
 subprocess (its ``-h`` crashes on a help-string bug; its options are in ``onnxruntime_genai/models/builder.py``).
 
 Coverage is the builder's: ``BUILDER_ARCHITECTURES`` lists the ``config.architectures[0]`` values it dispatches on
@@ -40,6 +43,9 @@ NOT_COVERED_FIX = {
     "GPT2LMHeadModel": "export GPT-2 with torch.onnx (past key values) and quantize it with onnxruntime.quantization",
 }
 ONNX_FILES = ("model.onnx", "model.onnx.data", "genai_config.json")
+INT4_OPTIONS = {"op_types_to_quantize": "MatMul/Gather"}  # every weight 4-bit, the embedding table too
+PRECISION_TEXT = {"int8": "INT8 (weight MatMuls)", "int4": "INT4 weight-only (MatMuls and embedding)",
+                  "fp32": "FP32"}
 
 GENERATE_SNIPPET = '''\
 import onnxruntime_genai as og
@@ -139,7 +145,8 @@ def build_genai(model_dir: Path | str, out_dir: Path | str, precision: str = "in
 
 def bundle_readme(architecture: str, precision: str) -> str:
     """The bundle's README: what it is and a generation snippet that needs only onnxruntime-genai."""
-    return (f"# {architecture}, {precision.upper()} ONNX with KV cache (onnxruntime-genai)\n\n"
+    return (f"# {architecture}, {PRECISION_TEXT.get(precision, precision)} ONNX with KV cache (onnxruntime-genai)"
+            f"\n\nPrecision: {precision}. "
             "Built by onnxruntime-genai's model builder for the CPU execution provider. "
             "`model.onnx` (+ `model.onnx.data`) takes `input_ids`, `attention_mask` and the past keys/values, "
             "`genai_config.json` describes it, and the tokenizer files sit beside it.\n\n"

@@ -295,9 +295,22 @@ class PruneSettings:
         return plan_search(self.search, layout, self.importance)
 
 
+LM_PRECISIONS = ("int8", "int4")  # the causal-LM ONNX bundles, in the order they are built and reported
+
+
+def check_lm_precision(value: str | list[str]) -> list[str]:
+    """``--lm-precision`` as a list of distinct names from ``LM_PRECISIONS`` (a one-line ConfigError otherwise)."""
+    given = names(value) if isinstance(value, str) else [str(v).strip() for v in value]
+    if not given or len(set(given)) != len(given) or any(p not in LM_PRECISIONS for p in given):
+        raise ConfigError(f"--lm-precision {','.join(given) or '(empty)'} is not int8, int4 or int8,int4",
+                          "use --lm-precision int8 (default), int4, or int8,int4 for both bundles")
+    return [p for p in LM_PRECISIONS if p in given]
+
+
 @dataclass
 class QuantizeSettings:
-    """INT8 through ONNX Runtime: dynamic, static (calibrated), accuracy-aware, or quantization-aware training."""
+    """INT8 through ONNX Runtime: dynamic, static (calibrated), accuracy-aware, or quantization-aware training; for
+    causal LMs, INT8 and/or INT4 weight-only ONNX bundles with a KV cache (``lm_precision``)."""
 
     enabled: bool = setting(True, "skip INT8 quantization", dest="quantize")
     mode: str = setting("dynamic", "dynamic INT8, or static INT8 (QDQ) calibrated on training batches (dynamic)",
@@ -311,8 +324,14 @@ class QuantizeSettings:
                                            "this (e.g. 0.01)", dest="max_int8_drop",
                                      flags=("--max-int8-drop", "--max-drop"))
     qat: bool = setting(False, "quantization-aware distillation instead of post-training")
+    lm_precision: str | list[str] = setting("int8", "causal-lm: weight precision of the ONNX bundle with KV cache, "
+                                                    "int8, int4 (weight-only, about a third of the size, faster "
+                                                    "decode, worse text) or int8,int4 for both, each saved to "
+                                                    "OUTPUT/<precision> (int8)", type=names,
+                                            metavar="int8|int4|int8,int4")
 
     def __post_init__(self) -> None:
+        self.lm_precision = check_lm_precision(self.lm_precision)
         if self.enabled:
             self.plan()
             if self.max_drop is not None and not 0 <= self.max_drop < 1:

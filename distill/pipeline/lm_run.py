@@ -1,5 +1,6 @@
 """``distill run --task causal-lm``: teacher (scored as is, no fine-tuning) → student distilled token by token →
-[width-pruned + recovered] → INT8 ONNX with KV cache → every stage scored against the teacher → report.
+[width-pruned + recovered] → INT8 and/or INT4 weight-only ONNX with KV cache (``--lm-precision``) → every stage
+scored against the teacher → report.
 
 Everything is checked before anything is written (``prepare_lm``): the task and data (an empty file, no text), a
 teacher that is a causal LM (GGUF files through ``teachers.gguf``), its tokenizer's EOS (it marks document
@@ -170,11 +171,7 @@ def run_lm(cfg: RunConfig, resume: bool = False) -> dict:
         else:
             stages.append(pruned)
     if cfg.quantize.enabled:
-        final = stages[-1]
-        int8 = _timed(seconds, "quantize", lm_stages.stage_quantize, final.path, out_dir)
-        int8.facts["params"] = sum(p.numel() for p in final.model.parameters())
-        int8.facts["from"] = final.name
-        stages.append(int8)
+        stages += _quantized(cfg, stages[-1], out_dir, seconds)
     report = cfg.report
     rows, texts = _timed(seconds, "score", stage_rows, teacher, teacher_path, stages, tokenizer, prep.eval_ids,
                          prep.block_size, threads=report.latency_threads, runs=max(1, min(3, report.latency_runs)))
@@ -194,6 +191,21 @@ def run_lm(cfg: RunConfig, resume: bool = False) -> dict:
     mark_collapsed(data)
     _write(out_dir, data)
     return data
+
+
+def _quantized(cfg: RunConfig, final, out_dir: Path, seconds: dict) -> list:
+    """One ONNX bundle per ``--lm-precision`` (int8, int4), each exported from the same final torch stage; the
+    stage time of int8 is ``quantize`` (as before int4 existed), of int4 ``quantize-int4``."""
+    from distill.pipeline.stages import lm_stages
+
+    bundles = []
+    for precision in cfg.quantize.lm_precision:
+        name = "quantize" if precision == "int8" else f"quantize-{precision}"
+        stage = _timed(seconds, name, lm_stages.stage_quantize, final.path, out_dir, precision)
+        stage.facts["params"] = sum(p.numel() for p in final.model.parameters())
+        stage.facts["from"] = final.name
+        bundles.append(stage)
+    return bundles
 
 
 def mark_collapsed(data: dict) -> None:

@@ -64,6 +64,19 @@ def test_int8_export_is_smaller_and_runs(llama_dir, fp32_bundle, tmp_path):
     assert close.shape == (1, 20, 300)
 
 
+def test_int4_options_make_an_untied_embedding_4_bit_too(tmp_path):
+    """The builder keeps an untied embedding FP32 at int4 unless ``INT4_OPTIONS`` (MatMul/Gather) ask for it."""
+    import onnx
+
+    untied = save_tiny_lm(tmp_path / "untied", "llama", seed=2, tie_word_embeddings=False)
+    int4 = genai.build_genai(untied, tmp_path / "int4", "int4", extra_options=genai.INT4_OPTIONS)
+    ops = {n.op_type for n in onnx.load(str(int4.path / "model.onnx"), load_external_data=False).graph.node}
+    assert "GatherBlockQuantized" in ops and "MatMulNBits" in ops
+    assert "INT4 weight-only" in (int4.path / "README.md").read_text()
+    speed = genai_decode_speed(int4.path, fixed_prompt(300, 8), new_tokens=4, threads=1, runs=1, warmup=0)
+    assert len(speed.tokens) == 4
+
+
 def test_onnx_logits_equal_torch_logits_for_the_fp32_export(llama_dir, fp32_bundle):
     from transformers import AutoModelForCausalLM
 

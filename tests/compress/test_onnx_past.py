@@ -50,6 +50,25 @@ def test_int8_gpt2_is_smaller_and_its_cache_agrees_with_recomputing(gpt2_dir, tm
     assert seq[len(prompt):] == cached
 
 
+def test_int4_gpt2_is_4_bit_weight_only_smaller_than_int8_and_its_cache_agrees(gpt2_dir, tmp_path):
+    """Every weight product (the exporter's Gemms, the tied LM head) becomes MatMulNBits, the embeddings 4-bit."""
+    import onnx
+
+    int8 = build_with_past(gpt2_dir, tmp_path / "int8", "int8")
+    int4 = build_with_past(gpt2_dir, tmp_path / "int4", "int4")
+    assert int4.size_bytes < int8.size_bytes
+    ops = [n.op_type for n in onnx.load(str(int4.path / "model.onnx")).graph.node]
+    assert ops.count("MatMulNBits") == 9 and "Gemm" not in ops and "GatherBlockQuantized" in ops  # 4 per layer + head
+    assert "INT4" in (int4.path / "README.md").read_text()
+    lm = OnnxCausalLM(int4.path, threads=1)
+    prompt = fixed_prompt(300, 8, seed=3)
+    cached = onnx_decode_speed(int4.path, prompt, new_tokens=6, threads=1, runs=1, warmup=0).tokens
+    seq = list(prompt)
+    for _ in range(6):
+        seq.append(int(lm(torch.tensor([seq]))[0, -1].argmax()))
+    assert seq[len(prompt):] == cached
+
+
 def test_readme_snippet_runs_without_our_package(gpt2_dir, tmp_path):
     bundle = build_with_past(gpt2_dir, tmp_path / "int8", "int8")
     code = (bundle.path / "README.md").read_text().split("```python\n")[1].split("```")[0]
@@ -61,4 +80,4 @@ def test_readme_snippet_runs_without_our_package(gpt2_dir, tmp_path):
 
 def test_unknown_precision_is_one_line(gpt2_dir, tmp_path):
     with pytest.raises(ConfigError, match="precision"):
-        build_with_past(gpt2_dir, tmp_path / "out", "int4")
+        build_with_past(gpt2_dir, tmp_path / "out", "int2")

@@ -121,6 +121,74 @@ def _loads_without_package(out: Path, family: str) -> None:
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
 
 
+GENERATE = """
+import sys
+import onnxruntime_genai as og
+model = og.Model(sys.argv[1])
+params = og.GeneratorParams(model)
+params.set_search_options(max_length=12, do_sample=False)
+generator = og.Generator(model, params)
+generator.append_tokens([5, 6, 7, 8])
+while not generator.is_done():
+    generator.generate_next_token()
+print(len(generator.get_sequence(0)))
+"""
+
+
+def test_int8_and_int4_bundles_both_come_from_the_final_torch_stage(tmp_path, text):
+    """``--lm-precision int8,int4``: two rows scored like each other, two bundles; the INT4 one is smaller, says
+    INT4 in its README, and onnxruntime-genai loads and generates with it."""
+    report = _run(tmp_path, "llama", text, "--no-prune", "--lm-precision", "int8,int4")
+    assert [s["name"] for s in report["stages"]] == ["teacher", "student", "int8", "int4"]
+    rows = {row["name"]: row for row in report["stages"]}
+    assert all(set(row) == ROW_KEYS for row in rows.values())
+    assert rows["int4"]["size_mb"] < rows["int8"]["size_mb"] and rows["int4"]["runtime"] == "onnxruntime-genai"
+    assert rows["int4"]["perplexity"] > 1 and rows["int4"]["decode_tokens_per_s"] > 0
+    training = report["training"]
+    assert training["int8"]["from"] == training["int4"]["from"] == "student"
+    assert "MatMul/Gather" in training["int4"]["builder"] and training["int4"]["precision"] == "int4"
+    assert {"quantize", "quantize-int4"} <= set(report["stage_seconds"])
+    assert set(report["continuations"]["stages"]) == {"teacher", "student", "int8", "int4"}
+    assert report["settings"]["lm_precision"] == ["int8", "int4"]
+    bundle = tmp_path / "run" / "int4"
+    assert "INT4" in (bundle / "README.md").read_text()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", GENERATE, str(bundle)], capture_output=True, text=True, env=env,
+                         cwd=str(bundle), timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "12", res.stderr[-1000:]
+
+
+def test_gpt2_int4_goes_through_matmul_nbits(tmp_path, text):
+    """GPT-2, outside the genai builder: ``--lm-precision int4`` alone gives an ``int4`` row through plain ONNX
+    Runtime (4-bit MatMulNBits on the torch.onnx export) and no INT8 bundle."""
+    report = _run(tmp_path, "gpt2", text, "--no-prune", "--lm-precision", "int4")
+    assert [s["name"] for s in report["stages"]] == ["teacher", "student", "int4"]
+    int4 = report["stages"][-1]
+    assert int4["runtime"] == "onnxruntime" and int4["perplexity"] > 1
+    assert "MatMulNBits" in report["training"]["int4"]["builder"]
+    assert (tmp_path / "run" / "int4" / "model.onnx").is_file() and not (tmp_path / "run" / "int8").exists()
+
+
+@pytest.mark.parametrize("value", ["int2", "int8,int8", ""])
+def test_a_bad_lm_precision_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, value):
+    out = tmp_path / "run"
+    code = main(["run", "--teacher", str(tmp_path / "absent"), "--task", "causal-lm", "--lm-precision", value,
+                 "--output-dir", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--lm-precision" in err and "int8,int4" in err, err
+    assert not out.exists()
+
+
+def test_lm_precision_round_trips_through_a_recipe():
+    from distill.pipeline.config import RunConfig
+    from distill.pipeline.recipe import dump_recipe
+
+    cfg = RunConfig(teacher="t", lm_precision="int4,int8")
+    assert cfg.quantize.lm_precision == ["int8", "int4"]  # built and reported in this order
+    assert dump_recipe(cfg)["quantize"]["lm_precision"] == ["int8", "int4"]
+    assert RunConfig(teacher="t", quantize={"lm_precision": ["int4"]}).quantize.lm_precision == ["int4"]
+
+
 def test_demo_data_alone_means_causal_lm(tmp_path):
     """``--data wikitext-2-demo`` without ``--task`` runs the causal-LM pipeline, here with a preset student cut from
     the teacher (depth only: its weights are copies of the frozen teacher's and must train); no INT8: quicker."""

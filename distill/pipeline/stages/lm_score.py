@@ -4,8 +4,9 @@ Per stage: perplexity on the dev text (``distill.evaluate.lm``: non-overlapping 
 window, no BOS, no template; every stage on the same windows), its ratio to the teacher's, top-1 next-token
 agreement and mean per-token KL(teacher ‖ stage) at T = 1, parameters, size on disk, prefill latency (batch 1,
 a fixed prompt of up to 128 tokens) and greedy decode tokens/s with the KV cache (64 new tokens), in torch (fp32)
-for torch stages and in ONNX Runtime (genai, or plain ORT for the GPT-2 fallback) for the INT8 bundle; and greedy
-continuations of a few fixed prompts, side by side.
+for torch stages and in ONNX Runtime (genai, or plain ORT for the GPT-2 fallback) for the ONNX bundles (int8,
+int4: any stage without a torch model is scored through its bundle); and greedy continuations of a few fixed
+prompts, side by side.
 """
 
 from __future__ import annotations

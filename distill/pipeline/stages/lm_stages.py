@@ -1,6 +1,6 @@
 """The training and export stages of a causal-LM run (``distill.pipeline.lm_run`` orders them): the teacher saved as
 a plain checkpoint, the student built and distilled token by token, decoder pruning + recovery (when the decoder
-pruner is installed), and the INT8 ONNX bundle with a KV cache.
+pruner is installed), and the INT8 and/or INT4 (``--lm-precision``) ONNX bundles with a KV cache.
 
 Distillation reuses the training loop (``distill.train.loop.fit``) with the ``lm_kd`` output loss: α·next-token CE
 + (1−α)·T²·KL(teacher ‖ student) per token, masked to real tokens. The hidden-state MSE default of the encoder
@@ -249,12 +249,13 @@ def stage_prune(cfg: RunConfig, student, teacher, tokenizer, loader, out: Path, 
     return LMStage("pruned", model, out / "pruned", facts)
 
 
-# ---- ONNX with KV cache, INT8 ------------------------------------------------------------------------------------
+# ---- ONNX with KV cache, INT8 / INT4 ------------------------------------------------------------------------------
 
-def stage_quantize(model_dir: Path, out: Path) -> LMStage:
-    """INT8 ONNX with a KV cache in ``OUTPUT/int8``: onnxruntime-genai's builder where it covers the family,
-    else (GPT-2) a ``torch.onnx`` export with past key values + ONNX Runtime dynamic INT8."""
-    from compress.quantize.genai import build_genai, check_builder_support
+def stage_quantize(model_dir: Path, out: Path, precision: str = "int8") -> LMStage:
+    """The ``precision`` (int8, or int4 weight-only) ONNX bundle with a KV cache in ``OUTPUT/<precision>``:
+    onnxruntime-genai's builder where it covers the family (int4 with the embedding table 4-bit too), else (GPT-2)
+    a ``torch.onnx`` export with past key values + ONNX Runtime quantization (dynamic INT8 / MatMulNBits)."""
+    from compress.quantize.genai import INT4_OPTIONS, build_genai, check_builder_support
     from compress.quantize.onnx_past import build_with_past
 
     try:
@@ -264,11 +265,14 @@ def stage_quantize(model_dir: Path, out: Path) -> LMStage:
         info(f"  note: {exc.args[0] if exc.args else exc}; exporting with torch.onnx + past key values instead")
         covered = False
     if covered:
-        bundle = build_genai(model_dir, out / "int8", "int8")
-        facts = {"runtime": "onnxruntime-genai", "builder": "onnxruntime_genai.models.builder -p int8",
+        options = INT4_OPTIONS if precision == "int4" else None
+        bundle = build_genai(model_dir, out / precision, precision, extra_options=options)
+        extra = "".join(f" --extra_options {k}={v}" for k, v in (options or {}).items())
+        facts = {"runtime": "onnxruntime-genai", "builder": f"onnxruntime_genai.models.builder -p {precision}{extra}",
                  "build_s": round(bundle.build_seconds, 1)}
     else:
-        bundle = build_with_past(model_dir, out / "int8", "int8")
-        facts = {"runtime": "onnxruntime", "builder": "torch.onnx export with past + quantize_dynamic"}
-    facts.update(size_bytes=bundle.size_bytes, architecture=bundle.architecture)
-    return LMStage("int8", None, out / "int8", facts)
+        bundle = build_with_past(model_dir, out / precision, precision)
+        how = "quantize_dynamic" if precision == "int8" else "MatMulNBitsQuantizer (4 bits, block 32)"
+        facts = {"runtime": "onnxruntime", "builder": f"torch.onnx export with past + {how}"}
+    facts.update(precision=precision, size_bytes=bundle.size_bytes, architecture=bundle.architecture)
+    return LMStage(precision, None, out / precision, facts)
