@@ -125,7 +125,7 @@ def _scale(kind: str, temperature: float) -> float:
 
 def _rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """(B, L, ...) -> (N, ...) of the selected positions only, so padding costs no vocabulary-sized work."""
-    if mask is None:
+    if mask is None or bool(mask.all()):  # packed blocks: a view, not a (B·L, V) copy and its backward scatter
         return x.reshape(-1, *x.shape[2:])
     return x[mask.to(device=x.device).bool()]
 
@@ -140,9 +140,29 @@ def lm_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask:
     s, tl = _rows(student_logits, mask), _rows(teacher_logits, mask)
     if s.shape[0] == 0:
         return student_logits.float().sum() * 0.0
-    log_q = F.log_softmax(s.float() / t, dim=-1)
-    log_p = F.log_softmax(tl.detach().float() / t, dim=-1)
-    return divergence(log_p, log_q, kind, beta).mean() * _scale(kind, t)
+    log_q = F.log_softmax(_soften(s, t), dim=-1)
+    log_p = F.log_softmax(_soften(tl.detach(), t), dim=-1)
+    per_token = _forward_kl_dense(log_p, log_q) if kind == "forward_kl" else divergence(log_p, log_q, kind, beta)
+    return per_token.mean() * _scale(kind, t)
+
+
+def _soften(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """float32 logits / T, without a (N, V) copy when T = 1."""
+    logits = logits.float()
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def _forward_kl_dense(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) = Σ p log p − Σ p log q for a fixed teacher p over the full vocabulary, (N, V) -> (N).
+
+    Equal to ``_kl(log_p, log_q)`` (tested) with fewer (N, V) temporaries: the teacher's Σ p log p is a constant
+    computed without grad (``xlogy``: 0·log 0 = 0), the student sees only Σ p log q, whose gradient is q − p through
+    the log-softmax. For finite student logits only (a −inf student log-probability where p = 0 would give NaN; the
+    truncated-teacher path with its −inf tail keeps ``_kl``)."""
+    with torch.no_grad():
+        p = log_p.exp()
+        neg_entropy = torch.special.xlogy(p, p).sum(-1)
+    return neg_entropy - (p * log_q).sum(-1)
 
 
 def forward_kl(student_logits, teacher_logits, mask=None, temperature: float = 1.0) -> torch.Tensor:

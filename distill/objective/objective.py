@@ -8,6 +8,7 @@ widths differ; they train with the student and are dropped afterwards. ``MultiTe
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -228,11 +229,15 @@ class ObjectiveBase(nn.Module):
         inputs = TermInputs(student_out, labels, mask=mask, student_qkv=student_qkv, target=target,
                             output=output_loss(head.kind, student_out.logits), temperature=scale.temperature)
         total, logged = None, {}
-        for t in head.terms.values():
-            if not t.per_teacher and (present or not t.needs_teacher):
+        terms = [t for t in head.terms.values() if not t.per_teacher and (present or not t.needs_teacher)]
+        weights = [t.weight(self.config, scale) for t in terms]
+        for t, weight in zip(terms, weights, strict=True):
+            # a term weighted 0 (e.g. ce at α = 0) is only logged: no graph, so no (B·L, V) backward for nothing
+            frozen = weight == 0 and any(w != 0 for w in weights)
+            with torch.no_grad() if frozen else contextlib.nullcontext():
                 logged[t.name] = value = t.compute(inputs)
-                weighted = t.weight(self.config, scale) * value
-                total = weighted if total is None else total + weighted
+            weighted = weight * value
+            total = weighted if total is None else total + weighted
         if not present:
             return total, {k: float(v.detach()) for k, v in logged.items()}
         mixed: dict[str, torch.Tensor] = {}

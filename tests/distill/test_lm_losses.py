@@ -208,3 +208,22 @@ def test_topk_accepts_compact_cache_dtypes_and_masks():
     b = lm_kd_loss_topk(s, compact, mask).item()
     assert b == pytest.approx(a, rel=1e-2)
     assert lm_kd_loss_topk(s, top, torch.zeros(2, 5)).item() == 0.0
+
+
+@pytest.mark.parametrize("mask", [None, "full", "partial"])
+def test_dense_forward_kl_has_the_general_value_and_gradient(mask):
+    """The fast full-vocabulary forward KL (teacher entropy without grad, views for a full mask) against the general
+    ``divergence``: same value, same gradient (q − p per token / N), also for a teacher with −inf logits."""
+    s, te = _logits(4), _logits(5)
+    te[0, 0, 3] = float("-inf")  # a token the teacher rules out: 0·log 0 = 0
+    m = {None: None, "full": torch.ones(2, 5), "partial": torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])}[mask]
+    fast = s.clone().requires_grad_(True)
+    got = lm_kd_loss(fast, te, m, kind="forward_kl", temperature=2.0)
+    got.backward()
+    slow = s.clone().requires_grad_(True)
+    keep = torch.ones(2, 5, dtype=torch.bool) if m is None else m.bool()
+    log_q, log_p = F.log_softmax(slow[keep] / 2.0, -1), F.log_softmax(te[keep] / 2.0, -1)
+    want = divergence(log_p, log_q, "forward_kl").mean() * 4.0
+    want.backward()
+    assert torch.isfinite(got) and got.item() == pytest.approx(want.item(), rel=1e-5)
+    torch.testing.assert_close(fast.grad, slow.grad, rtol=1e-4, atol=1e-7)

@@ -64,3 +64,24 @@ def test_equal_widths_use_identity():
 def test_bad_settings(kw):
     with pytest.raises(ConfigError):
         DistillConfig(**kw)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_a_term_weighted_zero_is_logged_but_adds_no_gradient(alpha):
+    """α = 0: ce is logged but computed without a graph (no (B·L, V) backward for nothing); α = 1 the same for kd.
+    The gradient is exactly the live term's."""
+    from distill.objective.lm_losses import lm_kd_loss
+    from distill.objective.objective import next_token_ce
+
+    gen = torch.Generator().manual_seed(0)
+    s, t = torch.randn(2, 6, 13, generator=gen), torch.randn(2, 6, 13, generator=gen)
+    labels = torch.randint(0, 13, (2, 6), generator=gen)
+    mask = torch.ones(2, 6, dtype=torch.long)
+    got = s.clone().requires_grad_(True)
+    objective = Objective(DistillConfig(alpha=alpha, temperature=1.0, hidden_weight=0.0), kind="lm_kd")
+    total, logged = objective.loss(SimpleNamespace(logits=got), labels, [SimpleNamespace(logits=t)], mask)
+    total.backward()
+    want = s.clone().requires_grad_(True)
+    (lm_kd_loss(want, t, mask) if alpha == 0 else next_token_ce(want, labels)).backward()
+    assert set(logged) >= {"ce", "kd"} and logged["ce"] > 0 and logged["kd"] > 0
+    torch.testing.assert_close(got.grad, want.grad)
