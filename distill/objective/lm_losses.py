@@ -156,12 +156,13 @@ def _forward_kl_dense(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """KL(p ‖ q) = Σ p log p − Σ p log q for a fixed teacher p over the full vocabulary, (N, V) -> (N).
 
     Equal to ``_kl(log_p, log_q)`` (tested) with fewer (N, V) temporaries: the teacher's Σ p log p is a constant
-    computed without grad (``xlogy``: 0·log 0 = 0), the student sees only Σ p log q, whose gradient is q − p through
-    the log-softmax. For finite student logits only (a −inf student log-probability where p = 0 would give NaN; the
-    truncated-teacher path with its −inf tail keeps ``_kl``)."""
+    computed without grad (``nansum``: 0·log 0 = 0·(−inf) = NaN is dropped; ``xlogy`` took 130 ms a step at
+    (1024, 49k)), the student sees only Σ p log q, whose gradient is q − p through the log-softmax. For finite
+    student logits only (a −inf student log-probability where p = 0 would give NaN; the truncated-teacher path
+    with its −inf tail keeps ``_kl``)."""
     with torch.no_grad():
         p = log_p.exp()
-        neg_entropy = torch.special.xlogy(p, p).sum(-1)
+        neg_entropy = (p * log_p).nansum(-1)
     return neg_entropy - (p * log_q).sum(-1)
 
 

@@ -39,7 +39,8 @@ VARIANTS = {
     "trainer": "transformers.Trainer subclass, forward KL in compute_loss, teacher every step",
     "gkd": "trl.experimental.gkd.GKDTrainer, lmbda=0, beta=0 (off-policy forward KL), teacher every step",
     "engine": "distill.fit (lm_kd, alpha 0), teacher every step",
-    "engine+cache": "distill.fit (lm_kd, alpha 0), top-k teacher cache built in the timed run (--cache-teacher)",
+    "engine+cache": "distill.fit (lm_kd, alpha 0), top-20 teacher cache built in the timed run (--cache-teacher)",
+    "engine+cache-k100": "as engine+cache with --cache-top-k 100",
 }
 
 
@@ -143,7 +144,7 @@ def run_gkd(args, teacher, student, blocks, tok) -> None:
     trainer.train()
 
 
-def run_engine(args, teacher, student, blocks, tok, cache: bool = False) -> None:
+def run_engine(args, teacher, student, blocks, tok, cache: bool = False, top_k: int = 20) -> None:
     from distill.data import make_loader
     from distill.data.lm_kind import CAUSAL_LM_KIND
     from distill.pipeline.config import RunConfig
@@ -151,6 +152,7 @@ def run_engine(args, teacher, student, blocks, tok, cache: bool = False) -> None
 
     cfg = RunConfig(teacher=str(args.work_dir / "teacher"), student="bench", task="causal-lm", alpha=0.0,
                     temperature=1.0, lr=1e-4, batch_size=args.batch, seed=args.seed, cache_teacher=cache,
+                    cache_top_k=top_k,
                     device="cuda" if args.gpu else "cpu", output_dir=str(args.work_dir / f"engine-{cache}"))
     shutil.rmtree(cfg.output.dir, ignore_errors=True)  # a cache from an earlier run would skip the teacher
     data = blocks.add_column("idx", list(range(len(blocks)))) if cache else blocks
@@ -160,7 +162,8 @@ def run_engine(args, teacher, student, blocks, tok, cache: bool = False) -> None
 
 
 RECIPES = {"trainer": run_trainer, "gkd": run_gkd, "engine": run_engine,
-           "engine+cache": lambda *a: run_engine(*a, cache=True)}
+           "engine+cache": lambda *a: run_engine(*a, cache=True),
+           "engine+cache-k100": lambda *a: run_engine(*a, cache=True, top_k=100)}
 
 
 def run_variant(args) -> dict:
@@ -252,13 +255,13 @@ def main(argv=None) -> dict:
 def print_table(result: dict) -> None:
     rows = [r for r in result["rows"] if "error" not in r]
     base = next((r["tokens_per_s"] for r in rows if r["variant"] == "trainer"), None)
-    print(f"\n{'recipe':<14}{'tokens/s':>10}{'vs Trainer':>12}{'seconds':>10}{'perplexity':>12}")
+    print(f"\n{'recipe':<18}{'tokens/s':>10}{'vs Trainer':>12}{'seconds':>10}{'perplexity':>12}")
     for r in rows:
         ratio = f"{r['tokens_per_s'] / base:.2f}×" if base else "-"
-        print(f"{r['variant']:<14}{r['tokens_per_s']:>10.1f}{ratio:>12}{r['seconds']:>10.1f}{r['perplexity']:>12.2f}")
+        print(f"{r['variant']:<18}{r['tokens_per_s']:>10.1f}{ratio:>12}{r['seconds']:>10.1f}{r['perplexity']:>12.2f}")
     for r in result["rows"]:
         if "error" in r:
-            print(f"{r['variant']:<14} failed: {r['error']}")
+            print(f"{r['variant']:<18} failed: {r['error']}")
 
 
 if __name__ == "__main__":
