@@ -272,3 +272,14 @@ def load_lm_splits(source: Path | str, tokenizer, block_size: int, *, config=Non
     stats = {f"{split}_documents": len(d) for split, d in docs.items()}
     stats.update({f"{split}_blocks": len(ds) for split, ds in data.items()})
     return LMSplits(train=data["train"], dev=data["dev"], files=files, block_size=block_size, note=note, stats=stats)
+
+
+def sampled_windows(ids: list[int], window: int, count: int | None) -> tuple[list[int], int]:
+    """``count`` evenly spaced non-overlapping windows of ``ids`` concatenated (all when None), and how many the
+    stream holds."""
+    total = len(ids) // window
+    if not count or count >= total:
+        return ids, total
+    step = total / count
+    starts = [int(i * step) * window for i in range(count)]
+    return [t for s in starts for t in ids[s:s + window]], total

@@ -2,6 +2,10 @@
 [width-pruned + recovered] → INT8 and/or INT4 weight-only ONNX with KV cache (``--lm-precision``) → every stage
 scored against the teacher → report.
 
+Pruning searches ``--prune-search`` for the smallest decoder whose recovered dev perplexity keeps
+``--target-retention`` of the distilled student's (retention = student perplexity / stage perplexity), unless fixed
+``--prune-*`` ratios are given (``stages.lm_prune``); report.json carries the path as ``prune_search``.
+
 Everything is checked before anything is written (``prepare_lm``): the task and data (an empty file, no text), a
 teacher that is a causal LM (GGUF files through ``teachers.gguf``), its tokenizer's EOS (it marks document
 boundaries), a block size within the model's context, the student source, the output dir. Data: train blocks
@@ -24,6 +28,7 @@ from distill.core.artifacts import write_json, write_yaml
 from distill.core.console import console, info, out
 from distill.core.errors import ConfigError
 from distill.core.runtime import environment_info, seed_everything
+from distill.data.lm import sampled_windows
 from distill.pipeline.config import RunConfig
 from distill.pipeline.context import STAGES_FILE
 
@@ -55,17 +60,6 @@ def is_lm_run(cfg: RunConfig) -> bool:
     if demo is not None:
         return get_task(demo.task).kind == CAUSAL_LM
     return bool(data.path) and kind_for_data(data.path) == CAUSAL_LM
-
-
-def sampled_windows(ids: list[int], window: int, count: int | None) -> tuple[list[int], int]:
-    """``count`` evenly spaced non-overlapping windows of ``ids`` concatenated (all when None), and how many the
-    stream holds."""
-    total = len(ids) // window
-    if not count or count >= total:
-        return ids, total
-    step = total / count
-    starts = [int(i * step) * window for i in range(count)]
-    return [t for s in starts for t in ids[s:s + window]], total
 
 
 def prepare_lm(cfg: RunConfig) -> LMPrepared:
@@ -144,7 +138,7 @@ def run_lm(cfg: RunConfig, resume: bool = False) -> dict:
     """Run every causal-LM stage and write report.json/.md/.html; returns report.json's content."""
     from distill.data import make_loader
     from distill.data.lm_kind import CAUSAL_LM_KIND, unigram_perplexity
-    from distill.pipeline.stages import lm_stages
+    from distill.pipeline.stages import lm_prune, lm_stages
     from distill.pipeline.stages.lm_score import stage_rows
 
     if resume:
@@ -164,8 +158,8 @@ def run_lm(cfg: RunConfig, resume: bool = False) -> dict:
     stages = [_timed(seconds, "distil", lm_stages.stage_student, cfg, teacher, tokenizer, loader, out_dir,
                      teaching=teaching)]
     if cfg.prune.enabled:
-        pruned = _timed(seconds, "prune", lm_stages.stage_prune, cfg, stages[0].model, teacher, tokenizer, loader,
-                        out_dir, teaching=teaching)
+        pruned = _timed(seconds, "prune", lm_prune.stage_prune, cfg, stages[0].model, teacher, tokenizer, loader,
+                        out_dir, eval_ids=prep.eval_ids, block_size=prep.block_size, teaching=teaching)
         if pruned is None:
             notes.append("structured pruning of decoders is not installed here: the pruned stage is skipped")
         else:
@@ -188,9 +182,23 @@ def run_lm(cfg: RunConfig, resume: bool = False) -> dict:
         "stage_seconds": seconds, "wall_seconds": round(time.perf_counter() - begin, 2),
         "machine": platform.processor() or platform.machine(),
     }
+    data.update(retention_parts(stages))
     mark_collapsed(data)
     _write(out_dir, data)
     return data
+
+
+def retention_parts(stages: list) -> dict:
+    """report.json's ``prune_search`` (the pruned stage's search path and target line) and ``retention_target``
+    (the encoder report's summary of it), or nothing when no prune stage ran."""
+    search = next((s.search for s in stages if s.search), None)
+    if search is None:
+        return {}
+    target = search["prune_target"]
+    return {"prune_search": search, "retention_target": {
+        "target": target["target"], "relative_to": target["relative_to"], "reference": target["reference"],
+        "met": target["met"], "notes": [target["note"]], "metric_name": search["metric_name"],
+        "convention": search["convention"]}}
 
 
 def _quantized(cfg: RunConfig, final, out_dir: Path, seconds: dict) -> list:

@@ -3,7 +3,10 @@
 One row per stage (teacher first): perplexity on the dev text and its ratio to the teacher's, top-1 next-token
 agreement, mean per-token KL(teacher ‖ stage), parameters, size, prefill latency and decode tokens/s with the
 runtime that gave them; then the greedy continuations of the fixed prompts from every stage side by side, the
-perplexity convention, the unigram baseline and what each training stage did.
+perplexity convention, the unigram baseline and what each training stage did. A run that pruned adds the
+retention search (``prune_search``: each step's ratio, params, perplexity, retention, kept or not, and the target
+line, with "target not reachable" and what was kept instead when no step kept it), rendered by
+``distill.report.retention`` as for encoders; for perplexity, retention = student perplexity / stage perplexity.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 from distill.core.artifacts import atomic_write_text, write_json
 from distill.core.console import table
+from distill.report import retention
 
 COLUMNS = (("stage", "name", "s"), ("perplexity", "perplexity", ".2f"), ("× teacher", "perplexity_ratio", ".2f"),
            ("top-1 agree", "agreement", ".3f"), ("KL", "kl", ".3f"), ("params (M)", "params", "M"),
@@ -51,11 +55,37 @@ def caption(report: Mapping) -> str:
             f"{report.get('trivial_perplexity')}")
 
 
+def retention_view(report: Mapping) -> dict:
+    """The pruning search in the shape ``distill.report.retention`` renders (the encoder report's keys); empty
+    when the run did not prune."""
+    search = report.get("prune_search")
+    if not search:
+        return {}
+    metric = search.get("metric_name")
+    return {"history": {"prune_steps": search.get("prune_steps") or []}, "path_metric": metric,
+            "metric_name": f"{metric} (as retention = student {metric} / stage {metric})",
+            "retention_target": report.get("retention_target") or {}}
+
+
+def convention_line(report: Mapping) -> list[str]:
+    """The retention convention for perplexity, and how many dev windows the search scored."""
+    search = report.get("prune_search") or {}
+    if not search:
+        return []
+    return [f"Retention of perplexity: {search.get('convention')}; the search scored {search.get('windows')} dev "
+            "windows."]
+
+
+def table_caption(report: Mapping) -> str:
+    """The terminal caption: ``caption``, then the search path and the target line."""
+    return "\n".join([caption(report), *retention.caption_lines(retention_view(report))])
+
+
 def render_lm_table(report: Mapping) -> Any:
     """The terminal table."""
     title = f"causal-lm: {report.get('teacher')} → {report.get('student')} on {Path(str(report.get('data'))).name}"
     headers = [h for h, _, _ in COLUMNS]
-    return table(title, headers, rows(report), set(headers[1:-1]), caption=caption(report))
+    return table(title, headers, rows(report), set(headers[1:-1]), caption=table_caption(report))
 
 
 def _md_cell(text: str) -> str:
@@ -83,6 +113,9 @@ def to_markdown(report: Mapping) -> str:
     lines += ["", "Prefill: batch 1, the stated prompt length; decode: greedy with the KV cache, "
                   f"{(report.get('stages') or [{}])[0].get('new_tokens')} new tokens, "
                   f"{(report.get('stages') or [{}])[0].get('threads')} threads.", ""]
+    view = retention_view(report)
+    if view:
+        lines += retention.markdown_lines(view)[1:] + ["", *convention_line(report), ""]
     lines += _continuations_md(report)
     for note in report.get("notes") or []:
         lines.append(f"- note: {note}")
@@ -98,7 +131,12 @@ def render_html(report: Mapping) -> str:
     cont = report.get("continuations") or {}
     parts = [f"<h1>Causal-LM compression report: {esc(str(report.get('teacher')))} → "
              f"{esc(str(report.get('student')))}</h1>", f"<p>{esc(caption(report))}</p>",
-             f"<table id='stages'><tr>{head}</tr>{body}</table>", "<h2>Greedy continuations</h2>"]
+             f"<table id='stages'><tr>{head}</tr>{body}</table>"]
+    view = retention_view(report)
+    if view:
+        parts += retention.html_parts(view, lambda v: esc(str(v)))
+        parts += [f"<p>{esc(line)}</p>" for line in convention_line(report)]
+    parts.append("<h2>Greedy continuations</h2>")
     for i, prompt in enumerate(cont.get("prompts", [])):
         cells = "".join(f"<tr><td>{esc(name)}</td><td>{esc(texts[i])}</td></tr>"
                         for name, texts in (cont.get("stages") or {}).items())

@@ -2,7 +2,9 @@
 params, dev metric, retention of the student's metric, kept or not) and one line per compression stage saying
 whether it kept the target and, when not, what was kept instead. ``distill.report.render`` puts them under the stage
 table (terminal caption), in ``report.md`` and in ``report.html``; report.json carries them as
-``history.prune_steps``, ``history.prune_target``, ``history.int8_target`` and ``retention_target``."""
+``history.prune_steps``, ``history.prune_target``, ``history.int8_target`` and ``retention_target``. A causal-LM
+report keeps its search under ``prune_search`` (perplexity as ``metric``) and ``distill.report.lm.retention_view``
+hands it here in that shape."""
 
 from __future__ import annotations
 
@@ -23,6 +25,11 @@ def search_path(report: Mapping) -> list[Mapping]:
 def target_lines(report: Mapping) -> list[str]:
     """One line per compression stage held to the target (``retention_target.notes``)."""
     return list((report.get("retention_target") or {}).get("notes") or [])
+
+
+def headers(report: Mapping) -> list[str]:
+    """The path table's column names; ``path_metric`` (e.g. ``perplexity``) names the metric column when given."""
+    return [report.get("path_metric") or h if key == "metric" else h for h, key, _ in PATH_COLUMNS]
 
 
 def _cell(fmt: str, value) -> str:
@@ -70,7 +77,7 @@ def markdown_lines(report: Mapping) -> list[str]:
                 f"{report.get('metric_name', 'metric')} ({target['reference']:.4f}): {met}.", ""]
     out += [f"- {line}" for line in lines]
     if path:
-        out += ["", "Pruning search path:", "", "| " + " | ".join(h for h, _, _ in PATH_COLUMNS) + " |",
+        out += ["", "Pruning search path:", "", "| " + " | ".join(headers(report)) + " |",
                 "|" + "|".join("---" for _ in PATH_COLUMNS) + "|"]
         out += ["| " + " | ".join(row) + " |" for row in path_rows(report)]
     return out
@@ -92,7 +99,7 @@ def html_parts(report: Mapping, esc) -> list[str]:
                      f"({esc(round(target['reference'], 4))}): {esc(met)}</p>")
     parts += [f'<p class="note"><strong>{esc(line)}</strong></p>' for line in lines]
     if path:
-        head = "".join(f"<th>{esc(h)}</th>" for h, _, _ in PATH_COLUMNS)
+        head = "".join(f"<th>{esc(h)}</th>" for h in headers(report))
         body = []
         for step, row in zip(path, path_rows(report), strict=True):
             cells = "".join(f'<td data-key="{esc(key)}" data-value="{esc(json.dumps(step.get(key)))}">{esc(text)}</td>'

@@ -43,10 +43,13 @@ def _run(tmp: Path, family: str, text: Path, *extra: str) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
+SEARCH_ONE = ("--prune-search", "0.5", "--target-retention", "0.01")  # one search step, kept: always pruned
+
+
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
 def test_run_end_to_end(tmp_path, text, family):
-    report = _run(tmp_path, family, text)
-    assert set(report) == REPORT_KEYS
+    report = _run(tmp_path, family, text, *SEARCH_ONE)
+    assert set(report) == REPORT_KEYS | {"prune_search", "retention_target"}
     names = [s["name"] for s in report["stages"]]
     assert names == ["teacher", "student", "pruned", "int8"]
     for row in report["stages"]:
@@ -57,7 +60,8 @@ def test_run_end_to_end(tmp_path, text, family):
     assert pruned["params"] < student["params"] < teacher["params"]
     assert report["training"]["pruned"]["recovery"]["steps"] > 0
     ffn = report["training"]["pruned"]["ffn"]
-    assert ffn[1] == ffn[0] // 2  # no search for decoders: the search's first (mildest) ratio, 0.5
+    assert ffn[1] == ffn[0] // 2  # the search's one ratio, 0.5, kept
+    assert [s["kept"] for s in report["prune_search"]["prune_steps"]] == [True]
     # INT8 of the pruned model scores close to it (same greedy argmax on most positions)
     assert abs(int8["perplexity"] / pruned["perplexity"] - 1) < 0.05
     assert int8["runtime"] == ("onnxruntime" if family == "gpt2" else "onnxruntime-genai")
@@ -76,7 +80,7 @@ def test_run_end_to_end(tmp_path, text, family):
 def test_cache_teacher_end_to_end_and_reused_by_the_next_run(tmp_path, text):
     """``--cache-teacher``: the teacher's top-k runs once into OUTPUT/teacher_cache; distillation and recovery read
     it (recorded in the training facts); a second run (``--overwrite``) keeps and reuses it."""
-    extra = ("--cache-teacher", "--cache-top-k", "8", "--no-quantize")
+    extra = ("--cache-teacher", "--cache-top-k", "8", "--no-quantize", *SEARCH_ONE)
     report = _run(tmp_path, "llama", text, *extra)
     cache = tmp_path / "run" / "teacher_cache"
     manifest = json.loads((cache / "manifest.json").read_text())

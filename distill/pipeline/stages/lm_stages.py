@@ -1,6 +1,7 @@
 """The training and export stages of a causal-LM run (``distill.pipeline.lm_run`` orders them): the teacher saved as
-a plain checkpoint, the student built and distilled token by token, decoder pruning + recovery (when the decoder
-pruner is installed), and the INT8 and/or INT4 (``--lm-precision``) ONNX bundles with a KV cache.
+a plain checkpoint, the student built and distilled token by token, the decoder pruner and calibration batches
+the prune stage (``lm_prune``: retention search or fixed ratios, with recovery) uses, and the INT8 and/or INT4
+(``--lm-precision``) ONNX bundles with a KV cache.
 
 Distillation reuses the training loop (``distill.train.loop.fit``) with the ``lm_kd`` output loss: α·next-token CE
 + (1−α)·T²·KL(teacher ‖ student) per token, masked to real tokens. The hidden-state MSE default of the encoder
@@ -29,12 +30,14 @@ ENCODER_HIDDEN_DEFAULT = 0.1
 
 @dataclass
 class LMStage:
-    """One trained (or exported) stage: its name, model (torch, or None for ONNX), where it is saved, facts."""
+    """One trained (or exported) stage: its name, model (torch, or None for ONNX), where it is saved, facts; the
+    pruned stage also carries its retention search record (report.json's ``prune_search``)."""
 
     name: str
     model: object | None
     path: Path
     facts: dict
+    search: dict | None = None
 
 
 # ---- teacher ---------------------------------------------------------------------------------------------------
@@ -220,33 +223,6 @@ def decoder_pruner():
     except ImportError:
         return None
     return prune_decoder
-
-
-def stage_prune(cfg: RunConfig, student, teacher, tokenizer, loader, out: Path, *,
-                teaching=None) -> LMStage | None:
-    """Width-prune a copy of the student (heads with their KV groups, FFN, hidden: fixed ``--prune-*`` ratios, else
-    the first ``--prune-search`` ratio) and recover by distillation; None (with a note) when the decoder pruner is
-    not installed."""
-    prune = decoder_pruner()
-    if prune is None:
-        info("  note: structured pruning of decoders is not installed here (compress.prune.decoder): skipped")
-        return None
-    # No retention search for decoders yet: without fixed --prune-* ratios, the search's first (mildest) step
-    # (0.5 of heads and FFN by default); its last (0.75) took SmolLM2 `half` from perplexity 977 to 11,716.
-    plan = cfg.prune.plan() if cfg.prune.fixed else cfg.prune.plan(cfg.prune.search[0])
-    model = copy.deepcopy(student)
-    report = prune(model, plan, calibration_batches(loader))
-    facts = {"params": sum(p.numel() for p in model.parameters()), "notes": list(report.notes),
-             "heads": [report.heads_before, report.heads_after], "ffn": [report.ffn_before, report.ffn_after],
-             "hidden": [report.hidden_before, report.hidden_after]}
-    info(f"  pruned: heads {report.heads_before} → {report.heads_after}, FFN {report.ffn_before} → "
-         f"{report.ffn_after}, hidden {report.hidden_before} → {report.hidden_after}, "
-         f"{facts['params'] / 1e6:.1f}M parameters")
-    if cfg.prune.recover_epochs > 0:
-        facts["recovery"] = distil(cfg, model, teacher, loader, epochs=cfg.prune.recover_epochs, description="recover",
-                                   teaching=teaching)
-    save_model(model, tokenizer, out / "pruned", device=cfg.train.device)
-    return LMStage("pruned", model, out / "pruned", facts)
 
 
 # ---- ONNX with KV cache, INT8 / INT4 ------------------------------------------------------------------------------
