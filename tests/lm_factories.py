@@ -73,3 +73,10 @@ def write_wikitext_like(path: Path, articles: int = 3, paragraphs: int = 3, seed
             lines += [" " + " ".join(sentences(3, seed=rng.randrange(10**6))) + " ", " "]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def write_lm_folder(root: Path, train_articles: int = 5, dev_articles: int = 2) -> Path:
+    """A ``train.txt``/``dev.txt`` folder of WikiText-like articles, the layout ``--data DIR`` reads."""
+    write_wikitext_like(root / "train.txt", articles=train_articles, seed=1)
+    write_wikitext_like(root / "dev.txt", articles=dev_articles, seed=2)
+    return root

@@ -85,10 +85,7 @@ def test_report_renders_the_path_and_the_unreachable_target():
 
 @pytest.fixture(scope="module")
 def text(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("lmtext")
-    lm_factories.write_wikitext_like(root / "train.txt", articles=5, seed=1)
-    lm_factories.write_wikitext_like(root / "dev.txt", articles=2, seed=2)
-    return root
+    return lm_factories.write_lm_folder(tmp_path_factory.mktemp("lmtext"))
 
 
 @pytest.fixture(scope="module")
