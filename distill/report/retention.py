@@ -40,9 +40,16 @@ def _cell(fmt: str, value) -> str:
     return fmt.format(value)
 
 
+def metric_format(report: Mapping) -> str:
+    """How the path prints its metric: 4 decimals for task metrics (0..1), 2 for a perplexity (``path_metric``)."""
+    return "{:,.2f}" if report.get("path_metric") == "perplexity" else "{:.4f}"
+
+
 def path_rows(report: Mapping) -> list[list[str]]:
     """The search path as formatted strings, one list per step, in ``PATH_COLUMNS`` order."""
-    return [[_cell(fmt, step.get(key)) for _, key, fmt in PATH_COLUMNS] for step in search_path(report)]
+    formats = [metric_format(report) if key == "metric" else fmt for _, key, fmt in PATH_COLUMNS]
+    return [[_cell(fmt, step.get(key)) for (_, key, _), fmt in zip(PATH_COLUMNS, formats, strict=True)]
+            for step in search_path(report)]
 
 
 def path_line(report: Mapping) -> str | None:
@@ -51,7 +58,8 @@ def path_line(report: Mapping) -> str | None:
     path = search_path(report)
     if not path:
         return None
-    steps = "; ".join(f"ratio {s.get('ratio'):g}: {s.get('params'):,} params, {_cell('{:.4f}', s.get('metric'))} "
+    fmt = metric_format(report)
+    steps = "; ".join(f"ratio {s.get('ratio'):g}: {s.get('params'):,} params, {_cell(fmt, s.get('metric'))} "
                       f"({_cell('{:.1%}', s.get('retention'))}) {'kept' if s.get('kept') else 'below: stop'}"
                       for s in path)
     goal = f" (target {target['target']:.0%} of the student's)" if target.get("target") is not None else ""

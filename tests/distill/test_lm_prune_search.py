@@ -47,7 +47,7 @@ def _found(*rows: tuple[float, float, bool]) -> lm_prune.LMSearch:
 def test_target_lines_say_what_was_kept():
     cfg = RunConfig(teacher="t", target_retention=0.9)
     kept = lm_prune.target_of(cfg, _found((0.5, 10.5, True), (0.75, 14.0, False)), 1000)
-    assert kept.met and kept.kept == "ratio 0.5" and "rose to perplexity 14.0000" in kept.note
+    assert kept.met and kept.kept == "ratio 0.5" and "rose to perplexity 14.00" in kept.note
     none = lm_prune.target_of(cfg, _found((0.5, 14.0, False)), 1000)
     assert not none.met and none.kept == "the unpruned student" and none.metric == 10.0
     assert none.note.startswith("target not reachable") and "kept instead: the unpruned student" in none.note
@@ -78,6 +78,7 @@ def test_report_renders_the_path_and_the_unreachable_target():
     html = render_html(report)
     assert 'id="prune-path"' in html and "target not reachable" in html
     assert "pruning search" in table_caption(report) and "ratio 0.25" in table_caption(report)
+    assert "14.00 (" in table_caption(report) and "| 14.00 |" in md  # perplexities with 2 decimals, not 4
     assert "Retention target" not in to_markdown({**report, "prune_search": None})
 
 

@@ -113,14 +113,14 @@ def search(cfg: RunConfig, student, teacher, loader, ids: list[int], block: int,
     found = LMSearch(perplexity(cfg, student, dev, block), windows)
     target, original, n = cfg.prune.target_retention, _widths(student), len(cfg.prune.search)
     info(f"  searching {','.join(f'{r:g}' for r in cfg.prune.search)} for the smallest decoder keeping "
-         f"{target:.0%} retention of the student's perplexity {found.reference:.4f} (on {windows} dev windows)")
+         f"{target:.0%} retention of the student's perplexity {found.reference:,.2f} (on {windows} dev windows)")
     base = student
     for i, ratio in enumerate(cfg.prune.search, 1):
         model, report, recovery = _try_step(cfg, base, ratio, original, teacher, loader, teaching, f"recover {i}/{n}")
         ppl = perplexity(cfg, model, dev, block)
         kept = keeps(ppl, found.reference, target)
         found.steps.append(_row(i, ratio, model, report, ppl, found.reference, kept, recovery))
-        info(f"  step {i} (ratio {ratio:g}): perplexity {ppl:.4f}, retention {retention(ppl, found.reference):.1%}"
+        info(f"  step {i} (ratio {ratio:g}): perplexity {ppl:,.2f}, retention {retention(ppl, found.reference):.1%}"
              f" → {'kept' if kept else 'below the target: stop'}")
         if not kept:
             break
@@ -151,24 +151,24 @@ def _cumulative(report, first):
 def target_of(cfg: RunConfig, found: LMSearch, student_params: int) -> RetentionTarget:
     """How the kept model stands against ``--target-retention``: one line for the report, as the encoder's."""
     r, ref = cfg.prune.target_retention, found.reference
-    line = f"{r:.0%} retention of the student's perplexity {ref:.4f} (perplexity ≤ {threshold(ref, r):.4f})"
+    line = f"{r:.0%} retention of the student's perplexity {ref:,.2f} (perplexity ≤ {threshold(ref, r):,.2f})"
     make = partial(RetentionTarget, "pruned", r, ref, threshold(ref, r))  # + metric, met, kept, note
     if cfg.prune.fixed:
         ppl = found.steps[-1]["metric"]
         met = keeps(ppl, ref, r)
-        note = (f"pruning (fixed ratios, no search) {'keeps' if met else 'misses'} {line}: perplexity {ppl:.4f}"
+        note = (f"pruning (fixed ratios, no search) {'keeps' if met else 'misses'} {line}: perplexity {ppl:,.2f}"
                 + ("" if met else "; drop the --prune-* ratios to search for a size that keeps it"))
         return make(ppl, met, "fixed ratios", note)
     kept = [s for s in found.steps if s["kept"]]
     if not kept:
         first = found.steps[0]
         note = (f"target not reachable: no pruning step kept {line}: ratio {first['ratio']:g} gave perplexity "
-                f"{first['metric']:.4f}; kept instead: the unpruned student ({student_params:,} params)")
+                f"{first['metric']:,.2f}; kept instead: the unpruned student ({student_params:,} params)")
         return make(ref, False, "the unpruned student", note)
     best, last = kept[-1], found.steps[-1]
-    stop = "every step kept it" if last["kept"] else f"ratio {last['ratio']:g} rose to perplexity {last['metric']:.4f}"
+    stop = "every step kept it" if last["kept"] else f"ratio {last['ratio']:g} rose to perplexity {last['metric']:,.2f}"
     note = (f"pruning keeps {line}: kept ratio {best['ratio']:g} ({best['params']:,} of {student_params:,} params, "
-            f"perplexity {best['metric']:.4f}); {stop}")
+            f"perplexity {best['metric']:,.2f}); {stop}")
     return make(best["metric"], True, f"ratio {best['ratio']:g}", note)
 
 
