@@ -42,7 +42,16 @@ def test_smollm2_half_student_end_to_end(tmp_path):
     assert list(rows) == ["teacher", "student", "pruned", "int8"]
     assert 10 < rows["teacher"]["perplexity"] < 100  # 38.5 on all of wiki.test.raw at 256-token windows
     assert rows["student"]["params"] < 0.65 * rows["teacher"]["params"]
-    assert rows["pruned"]["params"] < rows["student"]["params"]
+    # the retention search prunes on the real model; 2 steps of training leave no width to spare, so it usually
+    # keeps the unpruned student, and must say so (experiments/README.md: ratio 0.5 took `half` from 377 to 1,218)
+    step = report["prune_search"]["prune_steps"][0]
+    assert step["ratio"] == 0.5 and step["params"] < 0.75 * rows["student"]["params"]
+    target = report["retention_target"]
+    if target["met"]:
+        assert rows["pruned"]["params"] < rows["student"]["params"]
+    else:
+        assert rows["pruned"]["params"] == rows["student"]["params"]
+        assert any("target not reachable" in note for note in target["notes"])
     assert rows["int8"]["size_mb"] < rows["pruned"]["size_mb"]
     assert rows["int8"]["runtime"] == "onnxruntime-genai"
     assert "Paris" in report["continuations"]["stages"]["teacher"][0]
