@@ -193,7 +193,7 @@ def bucket_log_probs(student_logits: torch.Tensor, teacher: TopKTeacher,
 
     ``student_logits`` (N, V) and the teacher's tensors (N, k), (N,) are rows already selected by the mask.
     """
-    log_q_all = F.log_softmax(student_logits.float() / float(temperature), dim=-1)
+    log_q_all = F.log_softmax(_soften(student_logits, float(temperature)), dim=-1)
     idx = teacher.indices.long()
     log_q_top = log_q_all.gather(-1, idx)
     log_p_top = teacher.logprobs.float()

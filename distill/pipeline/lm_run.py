@@ -152,7 +152,7 @@ def run_lm(cfg: RunConfig, resume: bool = False) -> dict:
                          kind=CAUSAL_LM_KIND)
     teacher_path = _timed(seconds, "teacher", lm_stages.save_teacher, teacher, tokenizer, out_dir, prep.teacher.source,
                           cfg.train.device)
-    teaching = teacher
+    teaching = None  # distil from the live teacher unless its outputs are cached
     if cfg.train.cache_teacher:
         teaching = _timed(seconds, "teacher cache", lm_stages.teacher_cache, cfg, teacher, prep.train, out_dir)
     stages = [_timed(seconds, "distil", lm_stages.stage_student, cfg, teacher, tokenizer, loader, out_dir,
