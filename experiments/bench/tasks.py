@@ -12,7 +12,8 @@ and the ``collapsed`` flags (a stage no better than the trivial predictor).
 
 A cell is ``task:rows:student`` (rows ``all`` for the whole training set, ``demo`` for the demo set shipped in the
 package: ``sst2:demo:tiny`` is README.md's main command). Cells run one at a time, in order; the
-JSON is rewritten after each, so an interrupted benchmark keeps what finished. ``--threads`` sets OMP_NUM_THREADS.
+JSON is rewritten after each, so an interrupted benchmark keeps what finished; rows of other cells already in
+``--out`` are kept (a rerun cell replaces its row). ``--threads`` sets OMP_NUM_THREADS.
 """
 
 from __future__ import annotations
@@ -107,6 +108,15 @@ def run_cell(cell: str, args, teachers: dict) -> dict:
     return {**row, **summarise(json.loads((out / "report.json").read_text()))}
 
 
+def _kept_rows(out: Path, cells: list[str]) -> list[dict]:
+    """The rows already in ``out`` for cells this run does not redo: the table grows cell by cell across runs."""
+    if not out.is_file():
+        return []
+    redo = {parse_cell(c) for c in cells}
+    return [r for r in json.loads(out.read_text()).get("rows", [])
+            if (r["task"], r["rows"], r["student"]) not in redo]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cells", default=",".join(ALL_CELLS), help="task:rows:student,... (default: all 16)")
@@ -123,7 +133,7 @@ def main() -> None:
         parse_cell(c)
     teachers: dict = {}
     result = {"machine": platform.node(), "cpus": os.cpu_count(), "threads": args.threads, "args": vars(args),
-              "rows": []}
+              "rows": _kept_rows(Path(args.out), cells)}
     for cell in cells:
         row = run_cell(cell, args, teachers)
         result["rows"].append(row)
