@@ -73,6 +73,14 @@ class Context:
     trivial: dict[str, Any] | None = None  # the task's trivial predictor on dev (evaluate.collapse.trivial_baseline)
 
     @property
+    def learned_above(self) -> float | None:
+        """The dev score a training stage must beat before early stopping may end it: the trivial predictor's plus
+        the collapse margin (``TrainConfig.learned_above``); None before the baseline is known."""
+        if not self.trivial:
+            return None
+        return self.trivial["trivial_metric"] + self.trivial.get("collapse_margin", collapse.MARGIN)
+
+    @property
     def cross(self) -> bool:
         """Student and teacher tokenize the text each with their own tokenizer."""
         return self.teacher_tokenizer is not None and self.teacher_tokenizer is not self.tokenizer

@@ -24,7 +24,10 @@ class TrainConfig:
     Length: ``epochs`` fixes it; ``epochs=None`` derives it from the data size (``plan_epochs``: about
     ``budget_steps`` optimiser steps, clamped to [``min_epochs``, ``max_epochs``] epochs). ``patience`` stops after
     that many dev evaluations (one per epoch) without a new best, the best epoch's weights kept; None means 2 with a
-    derived length and off with fixed ``epochs``.
+    derived length and off with fixed ``epochs``. ``learned_above`` (the trivial predictor's dev score plus the
+    collapse margin, set by the pipeline) holds early stopping off until the best dev score exceeds it: a run still
+    at the majority class or the mean label has not started learning (MRPC `tiny`: F1 0.812 = majority class for
+    three epochs), and stopping it there ships a model that learned nothing.
     """
 
     lr: float = 1e-4
@@ -44,6 +47,7 @@ class TrainConfig:
     teacher_dtype: str = "fp32"
     skip_nonfinite: bool = False
     shard_model: bool = False
+    learned_above: float | None = None
 
     def __post_init__(self) -> None:
         if self.epochs is not None and not self.epochs > 0:

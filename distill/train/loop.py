@@ -159,10 +159,18 @@ class _Run:
 
 def _no_progress(run: _Run, result: FitResult) -> bool:
     """Early stopping: the last ``run.patience`` dev evaluations brought no new best (read from the history, so a
-    resumed run decides the same)."""
+    resumed run decides the same), once the best is above ``config.learned_above`` (the trivial predictor's)."""
     if not run.patience or run.evaluate is None or not result.history or result.best_epoch < 1:
         return False
-    return result.history[-1]["epoch"] - result.best_epoch >= run.patience
+    if result.history[-1]["epoch"] - result.best_epoch < run.patience:
+        return False
+    floor = run.config.learned_above
+    if floor is not None and not result.best_metric > floor:
+        if run.main and result.history[-1]["epoch"] - result.best_epoch == run.patience:
+            info(f"  {run.description}: no better dev {run.metric or 'score'} for {run.patience} epochs, but still at "
+                 f"the trivial predictor's ({result.best_metric:.4f} ≤ {floor:.4f}): not stopping early")
+        return False
+    return True
 
 
 def _setup(model: nn.Module, objective: ObjectiveBase, train_loader: DataLoader, config: TrainConfig,

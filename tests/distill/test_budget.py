@@ -100,3 +100,18 @@ def test_no_early_stop_without_a_dev_set(loader):
     result = fit(_model(vocab), Objective(DistillConfig(alpha=1.0, hidden_weight=0.0)), batches,
                  TrainConfig(lr=1e-3, seed=0, epochs=None, budget_steps=4, min_epochs=1))
     assert result.epochs == 2.0 and len(result.history) == 2 and not result.stopped_early
+
+
+def test_early_stopping_waits_until_the_run_leaves_the_trivial_predictor(loader, capsys):
+    """MRPC `tiny` sat at the majority class's F1 for three epochs and was stopped there: with ``learned_above``
+    (trivial + margin) patience counts only once the best score is above it; without it the run stops as before."""
+    stuck_then_learns = [0.51, 0.51, 0.51, 0.51, 0.70, 0.72, 0.71, 0.71, 0.71, 0.71]
+    _, _, result = _fit(loader, stuck_then_learns, epochs=None)
+    assert result.stopped_early and len(result.history) == 3 and result.best_metric == 0.51
+    _, _, result = _fit(loader, stuck_then_learns, epochs=None, learned_above=0.53)
+    assert result.stopped_early and len(result.history) == 8
+    assert (result.best_epoch, result.best_metric) == (6, 0.72)
+    assert "still at the trivial predictor's (0.5100 ≤ 0.5300): not stopping early" in " ".join(
+        capsys.readouterr().err.split())
+    _, _, result = _fit(loader, [0.51] * 10, epochs=None, learned_above=0.53)  # never learns: the whole budget
+    assert not result.stopped_early and len(result.history) == 10

@@ -154,10 +154,14 @@ def test_a_student_that_learned_nothing_is_flagged_and_fails_the_gate(learned, t
     out = tmp_path / "run"
     capsys.readouterr()
     code = main(["run", "--teacher", str(run / "teacher"), "--data", str(data), "--output-dir", str(out),
-                 "--lr", "1e-9", "--epochs", "1", "--no-prune", *COMMON])  # a step size of 0: nothing is learned
+                 "--lr", "1e-9", "--min-epochs", "4", "--max-epochs", "4", "--no-prune", *COMMON])  # nothing learned
     captured = capsys.readouterr()
     report = json.loads((out / "report.json").read_text())
     assert code == 1
+    # patience 2 would have stopped it after epoch 3; at the trivial predictor's score it runs its whole budget
+    assert {k: report["training"]["distil"][k] for k in ("epochs_run", "stopped_early")} == {
+        "epochs_run": 4, "stopped_early": False}
+    assert "still at the trivial predictor's" in " ".join(captured.err.split())
     assert {s["name"]: s["collapsed"] for s in report["stages"]} == {"teacher": False, "student": True, "int8": True}
     assert "COLLAPSED" in captured.out  # the terminal table
     assert "warning: distil: best dev accuracy" in captured.err  # right after the stage trained

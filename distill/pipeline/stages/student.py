@@ -101,7 +101,7 @@ def stage_student(ctx: Context, teacher, built: tuple | None = None) -> DistilRe
     student, pretrained, cut = built or build(ctx, primary(teacher))
     lr = cfg.train.lr or default_student_lr(pretrained, student.config.hidden_size)
     objective = objective_for(ctx, student, teacher)
-    result = fit(student, objective, ctx.train_loader, cfg.train.fit_config(lr=lr),
+    result = fit(student, objective, ctx.train_loader, cfg.train.fit_config(lr=lr, learned_above=ctx.learned_above),
                  teacher=teacher_source(ctx, teacher, objective),
                  evaluate=gathered_evaluator(ctx.task, ctx.dev_loader, cfg.train.device),
                  metric=ctx.task.main_metric, description="distil", checkpoints=ctx.checkpoints("distil"))

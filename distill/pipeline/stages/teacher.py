@@ -63,7 +63,8 @@ def stage_teacher(ctx: Context, index: int = 0, force: bool = False) -> ReadyTea
         info(f"  '{name}' has no trained {ctx.task.name} head: fine-tuning it first"
              + (f" (sharded over {process_count()} processes)" if ctx.sharded else ""))
     train, dev = ctx.teacher_train_loader or ctx.train_loader, ctx.teacher_dev_loader or ctx.dev_loader
-    config = cfg.train.fit_config(lr=cfg.teacher.lr, epochs=cfg.teacher.epochs, seed=seed, shard_model=ctx.sharded)
+    config = cfg.train.fit_config(lr=cfg.teacher.lr, epochs=cfg.teacher.epochs, seed=seed, shard_model=ctx.sharded,
+                                  learned_above=ctx.learned_above)
     result = finetune_teacher(teacher.model, train, config, kind=ctx.task.kind.output_loss,
                               evaluate=gathered_evaluator(ctx.task, dev, cfg.train.device),
                               metric=ctx.task.main_metric, checkpoints=ctx.checkpoints(key),
