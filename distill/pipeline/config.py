@@ -173,8 +173,9 @@ class TrainSettings:
                                      "min(1, 128/hidden size): 1e-3 for tiny, 2.5e-4 for small)")
     epochs: float | None = setting(None, "distillation epochs; fixes the length and turns early stopping off unless "
                                          "--patience is given (default: the step budget, see --budget-steps)")
-    patience: int | None = setting(None, "stop training after N epochs without a better dev score, keeping the best "
-                                         "(default: 2 with the step budget, off with --epochs; 0 = never)",
+    patience: int | None = setting(None, "stop training after N epochs without a better dev score, keeping the best; "
+                                         "not while the best is at the trivial predictor's (default: 2 with the step "
+                                         "budget, off with --epochs; 0 = never)",
                                    metavar="N")
     budget_steps: int = setting(4000, "without --epochs, train about N optimiser steps: ceil(N / steps per epoch) "
                                       "epochs, clamped to --min-epochs..--max-epochs (4000)", metavar="N")
