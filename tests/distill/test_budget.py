@@ -102,9 +102,12 @@ def test_no_early_stop_without_a_dev_set(loader):
     assert result.epochs == 2.0 and len(result.history) == 2 and not result.stopped_early
 
 
-def test_early_stopping_waits_until_the_run_leaves_the_trivial_predictor(loader, capsys):
+def test_early_stopping_waits_until_the_run_leaves_the_trivial_predictor(loader, capsys, monkeypatch):
     """MRPC `tiny` sat at the majority class's F1 for three epochs and was stopped there: with ``learned_above``
     (trivial + margin) patience counts only once the best score is above it; without it the run stops as before."""
+    from distill.core import console
+
+    monkeypatch.setattr(console, "_state", {"quiet": False})  # an earlier CLI test may have left --quiet on
     stuck_then_learns = [0.51, 0.51, 0.51, 0.51, 0.70, 0.72, 0.71, 0.71, 0.71, 0.71]
     _, _, result = _fit(loader, stuck_then_learns, epochs=None)
     assert result.stopped_early and len(result.history) == 3 and result.best_metric == 0.51
