@@ -7,9 +7,13 @@ This module holds the pure parts the pipeline's prune stage drives (``distill.pi
 - ``threshold(reference, target)``: the lowest metric that keeps the target, ``reference - (1 - target)·|reference|``
   (= ``target · reference`` for a positive reference; for a metric that can be ≤ 0, such as Pearson or MCC, the
   allowed loss is still ``(1 - target)`` of its magnitude, so the test never inverts).
-- ``search_step(ratio, original, current)``: the ``PruneConfig`` that takes the model as it stands (``current``
-  widths) to ``ratio`` of the *original* heads and FFN neurons removed; a layer always keeps ≥ 1 head and neuron,
-  so a schedule that asks too much on a narrow model (2 heads) stops shrinking instead of failing.
+- ``search_step(ratio, original, current, scope)``: the ``PruneConfig`` that takes the model as it stands
+  (``current`` widths) to ``ratio`` of the *original* heads and FFN neurons removed, the residual width shrinking
+  with the heads (scope ``all``), or to ``ratio`` of its FFN neurons alone, heads and width kept (scope ``ffn``: the
+  search's retry at the same ratio when a step of scope ``all`` missed; the width feeds every layer, the embeddings
+  and the head, so cutting it costs most, and an FFN-only model still loads with plain ``from_pretrained``, which a
+  model with fewer heads than its width allows does not). A layer always keeps ≥ 1 head and neuron, so a schedule
+  that asks too much on a narrow model (2 heads) stops shrinking instead of failing.
 - ``plan_search``: the widths after each step, so a bad schedule fails before any training.
 """
 
@@ -24,6 +28,7 @@ from distill.core.errors import ConfigError
 
 SEARCH_RATIOS = (0.5, 0.75)  # cumulative share of heads (with hidden width) and FFN neurons removed per step
 TARGET_RANGE = (0.0, 1.5)  # (exclusive, inclusive): > 1 asks compression to improve on the reference
+SCOPES = ("all", "ffn")  # what a search step prunes: heads with hidden width and FFN, or the FFN alone
 EPS = 1e-9  # metric differences below this are float noise
 
 
@@ -76,16 +81,23 @@ def _per_layer_ratio(keep: list[int], now: list[int]) -> float | list[float]:
     return ratios[0] if len(set(ratios)) == 1 else ratios
 
 
-def search_step(ratio: float, original: Layout, current: Layout, importance: str = "magnitude") -> PruneConfig:
+def search_step(ratio: float, original: Layout, current: Layout, importance: str = "magnitude",
+                scope: str = "all") -> PruneConfig:
     """The config that prunes a model of ``current`` widths to ``ratio`` of ``original``'s heads and FFN neurons
-    removed (hidden width follows the heads), each layer keeping at least one head and one neuron."""
+    removed, the hidden width following the heads (``scope="all"``), or its FFN neurons only (``scope="ffn"``), each
+    layer keeping at least one head and one neuron."""
+    if scope not in SCOPES:
+        raise ConfigError(f"unknown pruning search scope {scope!r}", f"choose one of: {', '.join(SCOPES)}")
     if len(original.layers) != len(current.layers):
         raise ConfigError("the pruning search cannot drop layers", "use --prune-layers with fixed --prune-* ratios")
     pairs = list(zip(original.layers, current.layers, strict=True))
     heads = [max(1, min(c.heads, round(o.heads * (1 - ratio)))) for o, c in pairs]
     ffn = [max(1, min(c.ffn, round(o.ffn * (1 - ratio)))) for o, c in pairs]
-    return PruneConfig(heads=_per_layer_ratio(heads, [w.heads for w in current.layers]),
-                       ffn=_per_layer_ratio(ffn, [w.ffn for w in current.layers]), importance=importance)
+    ffn_ratio = _per_layer_ratio(ffn, [w.ffn for w in current.layers])
+    if scope == "ffn":
+        return PruneConfig(heads=0.0, ffn=ffn_ratio, hidden=0.0, importance=importance)
+    return PruneConfig(heads=_per_layer_ratio(heads, [w.heads for w in current.layers]), ffn=ffn_ratio,
+                       importance=importance)
 
 
 def plan_search(ratios: Sequence[float], layout: Layout, importance: str = "magnitude") -> list[Layout]:

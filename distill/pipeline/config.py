@@ -253,8 +253,9 @@ class PruneSettings:
                                       metavar="R")
     search: list[float] | None = setting(None, "the search's cumulative ratios of heads and FFN neurons removed, one "
                                                "step each with --recover-epochs of recovery, stopping at the first "
-                                               "that misses the target (default 0.5,0.75)", dest="prune_search",
-                                         type=floats, metavar="R1,R2")
+                                               "that misses the target; a step that cut the hidden width and "
+                                               "missed is tried again on the FFN alone (default 0.5,0.75)",
+                                         dest="prune_search", type=floats, metavar="R1,R2")
 
     def __post_init__(self) -> None:
         from compress.prune.search import SEARCH_RATIOS, check_search, check_target

@@ -145,7 +145,8 @@ class DistilResult:
 @dataclass
 class PruneStep:
     """The model after one pruning step and its recovery: parameters, per-layer widths, dev metric; in a retention
-    search also the step's cumulative ratio, its retention of the reference metric and whether it was kept."""
+    search also the step's cumulative ratio, its retention of the reference metric, whether it was kept, and its
+    scope (``all``: heads with the hidden width, and FFN; ``ffn``: the FFN alone, the retry after an ``all`` miss)."""
 
     step: int
     params: int
@@ -154,11 +155,12 @@ class PruneStep:
     ratio: float | None = None  # search: cumulative share of heads and FFN neurons removed
     retention: float | None = None  # search: metric / the student's metric (None when undefined)
     kept: bool | None = None  # search: the recovered metric kept the target
+    scope: str | None = None  # search: what the step pruned (compress.prune.search.SCOPES)
 
     def to_json(self) -> dict:
         found = {"step": self.step, "params": self.params, "per_layer": self.per_layer, "metric": self.metric}
         if self.kept is not None:
-            found.update(ratio=self.ratio, retention=self.retention, kept=self.kept)
+            found.update(ratio=self.ratio, retention=self.retention, kept=self.kept, scope=self.scope)
         return found
 
 

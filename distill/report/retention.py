@@ -1,5 +1,6 @@
 """The ``--target-retention`` part of a report: the pruning search's path (one row per step tried: cumulative ratio,
-params, dev metric, retention of the student's metric, kept or not) and one line per compression stage saying
+what it pruned, params, dev metric, retention of the student's metric, kept or not, retried on the FFN alone or
+stopped) and one line per compression stage saying
 whether it kept the target and, when not, what was kept instead. ``distill.report.render`` puts them under the stage
 table (terminal caption), in ``report.md`` and in ``report.html``; report.json carries them as
 ``history.prune_steps``, ``history.prune_target``, ``history.int8_target`` and ``retention_target``. A causal-LM
@@ -11,9 +12,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-PATH_COLUMNS = (("step", "step", "{}"), ("ratio", "ratio", "{:g}"), ("params", "params", "{:,}"),
+PATH_COLUMNS = (("step", "step", "{}"), ("ratio", "ratio", "{:g}"), ("prunes", "scope", "{}"),
+                ("params", "params", "{:,}"),
                 ("metric", "metric", "{:.4f}"), ("retention", "retention", "{:.1%}"), ("kept", "kept", "{}"))
 MISSING = "—"
+SCOPE_NAMES = {"all": "heads, width, FFN", "ffn": "FFN only"}
 
 
 def search_path(report: Mapping) -> list[Mapping]:
@@ -27,9 +30,15 @@ def target_lines(report: Mapping) -> list[str]:
     return list((report.get("retention_target") or {}).get("notes") or [])
 
 
+def columns(report: Mapping) -> tuple:
+    """``PATH_COLUMNS`` less ``prunes`` when no step records its scope (a causal-LM search prunes one way)."""
+    scoped = any(s.get("scope") is not None for s in search_path(report))
+    return tuple(c for c in PATH_COLUMNS if scoped or c[1] != "scope")
+
+
 def headers(report: Mapping) -> list[str]:
     """The path table's column names; ``path_metric`` (e.g. ``perplexity``) names the metric column when given."""
-    return [report.get("path_metric") or h if key == "metric" else h for h, key, _ in PATH_COLUMNS]
+    return [report.get("path_metric") or h if key == "metric" else h for h, key, _ in columns(report)]
 
 
 def _cell(fmt: str, value) -> str:
@@ -40,6 +49,25 @@ def _cell(fmt: str, value) -> str:
     return fmt.format(value)
 
 
+def verdict(path: list[Mapping], i: int) -> str:
+    """What step ``i`` of the path led to: kept, retried on the FFN alone (a later step tries the same ratio), or
+    the end of the search."""
+    step = path[i]
+    if step.get("kept"):
+        return "yes"
+    again = i + 1 < len(path) and path[i + 1].get("ratio") == step.get("ratio")
+    return "no: retry on the FFN alone" if again else "no: stop"
+
+
+def _formatted(key: str, fmt: str, path: list[Mapping], i: int) -> str:
+    value = path[i].get(key)
+    if key == "kept" and isinstance(value, bool):
+        return verdict(path, i)
+    if key == "scope" and value is not None:
+        return SCOPE_NAMES.get(value, str(value))
+    return _cell(fmt, value)
+
+
 def metric_format(report: Mapping) -> str:
     """How the path prints its metric: 4 decimals for task metrics (0..1), 2 for a perplexity (``path_metric``)."""
     return "{:,.2f}" if report.get("path_metric") == "perplexity" else "{:.4f}"
@@ -47,9 +75,11 @@ def metric_format(report: Mapping) -> str:
 
 def path_rows(report: Mapping) -> list[list[str]]:
     """The search path as formatted strings, one list per step, in ``PATH_COLUMNS`` order."""
-    formats = [metric_format(report) if key == "metric" else fmt for _, key, fmt in PATH_COLUMNS]
-    return [[_cell(fmt, step.get(key)) for (_, key, _), fmt in zip(PATH_COLUMNS, formats, strict=True)]
-            for step in search_path(report)]
+    cols = columns(report)
+    formats = [metric_format(report) if key == "metric" else fmt for _, key, fmt in cols]
+    path = search_path(report)
+    return [[_formatted(key, fmt, path, i) for (_, key, _), fmt in zip(cols, formats, strict=True)]
+            for i in range(len(path))]
 
 
 def path_line(report: Mapping) -> str | None:
@@ -59,9 +89,11 @@ def path_line(report: Mapping) -> str | None:
     if not path:
         return None
     fmt = metric_format(report)
-    steps = "; ".join(f"ratio {s.get('ratio'):g}: {s.get('params'):,} params, {_cell(fmt, s.get('metric'))} "
-                      f"({_cell('{:.1%}', s.get('retention'))}) {'kept' if s.get('kept') else 'below: stop'}"
-                      for s in path)
+    steps = "; ".join(f"ratio {s.get('ratio'):g}{', FFN only' if s.get('scope') == 'ffn' else ''}: "
+                      f"{s.get('params'):,} params, {_cell(fmt, s.get('metric'))} "
+                      f"({_cell('{:.1%}', s.get('retention'))}) "
+                      f"{'kept' if s.get('kept') else verdict(path, i).replace('no:', 'below:')}"
+                      for i, s in enumerate(path))
     goal = f" (target {target['target']:.0%} of the student's)" if target.get("target") is not None else ""
     return f"pruning search{goal}: {steps}"
 
@@ -86,7 +118,7 @@ def markdown_lines(report: Mapping) -> list[str]:
     out += [f"- {line}" for line in lines]
     if path:
         out += ["", "Pruning search path:", "", "| " + " | ".join(headers(report)) + " |",
-                "|" + "|".join("---" for _ in PATH_COLUMNS) + "|"]
+                "|" + "|".join("---" for _ in columns(report)) + "|"]
         out += ["| " + " | ".join(row) + " |" for row in path_rows(report)]
     return out
 
@@ -111,7 +143,7 @@ def html_parts(report: Mapping, esc) -> list[str]:
         body = []
         for step, row in zip(path, path_rows(report), strict=True):
             cells = "".join(f'<td data-key="{esc(key)}" data-value="{esc(json.dumps(step.get(key)))}">{esc(text)}</td>'
-                            for (_, key, _), text in zip(PATH_COLUMNS, row, strict=True))
+                            for (_, key, _), text in zip(columns(report), row, strict=True))
             body.append(f"<tr>{cells}</tr>")
         parts.append(f'<table id="prune-path"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
     return parts

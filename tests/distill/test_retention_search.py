@@ -3,8 +3,9 @@ stops at the first step below it, keeps the unpruned student (and says so) when 
 ratios alone, and carries its path into report.json, report.md and report.html; bad values of R are one line, exit 2.
 
 The pipeline tests run tiny models end to end; the prune stage's dev metric is replaced by a known function of the
-model's FFN width (``ffn now / ffn of the student``: 1.0, then 0.75, 0.5, 0.25 at ratios 0.25, 0.5, 0.75),
-so which steps keep the target is known in advance, whatever tiny random models learn.
+model's FFN width (``ffn now / ffn of the student``: 1.0, then 0.75, 0.5, 0.25 at ratios 0.25, 0.5, 0.75) or of
+its hidden width (``hidden now / 128``, the ``tiny`` preset's: a step that cuts the width misses, one on the FFN
+alone keeps it), so which steps keep the target is known in advance, whatever tiny random models learn.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import factories
 import pytest
+import torch
 
 from distill.cli import main
 from distill.core.errors import ConfigError
@@ -56,6 +58,19 @@ def test_search_never_removes_the_last_head():
     assert [p.layers[0].heads for p in plans] == [2, 1, 1]
     assert [p.layers[0].ffn for p in plans] == [384, 256, 128]
     assert [p.hidden for p in plans] == [128, 64, 64]
+
+
+def test_an_ffn_only_step_keeps_heads_and_width():
+    from compress.prune.layout import LayerWidths, Layout
+    from compress.prune.plan import plan_widths
+    from compress.prune.search import search_step
+
+    layout = Layout(128, (LayerWidths(2, 64, 512),) * 2)
+    step = search_step(0.75, layout, layout, scope="ffn")
+    assert (step.heads, step.ffn, step.hidden) == (0.0, 0.75, 0.0)
+    assert plan_widths(step, layout) == Layout(128, (LayerWidths(2, 64, 128),) * 2)
+    with pytest.raises(ConfigError, match="scope"):
+        search_step(0.5, layout, layout, scope="width")
 
 
 # ---- the pipeline ----------------------------------------------------------------------------------------
@@ -104,23 +119,27 @@ def _params(report: dict, stage: str) -> int:
 def test_search_stops_at_the_first_step_below_the_target(inputs, ffn_metric):
     report = _run(inputs, "stop", "--target-retention", "0.6", "--prune-search", "0.25,0.5,0.75", "--no-quantize")
     path = report["history"]["prune_steps"]
-    assert [(s["ratio"], s["metric"], s["kept"]) for s in path] == [(0.25, 0.75, True), (0.5, 0.5, False)]
+    # 0.5 cut the width and missed, so it is tried again on the FFN alone (which halves the FFN too: missed)
+    assert [(s["ratio"], s["scope"], s["metric"], s["kept"]) for s in path] == [
+        (0.25, "all", 0.75, True), (0.5, "all", 0.5, False), (0.5, "ffn", 0.5, False)]
     assert _params(report, "pruned") == path[0]["params"] < _params(report, "student")
     target = report["history"]["prune_target"]
     assert target["met"] and target["kept"] == "ratio 0.25" and target["relative_to"] == "student"
+    assert "ratio 0.5, FFN only fell to" in target["note"]
     assert report["retention_target"]["met"] is True and report["retention_target"]["target"] == 0.6
     # the path is in every rendering
     out = Path(report["_dir"])
     md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
-    assert "## Retention target" in md and "| 2 | 0.5 | " in md and "no: stop" in md
+    assert "## Retention target" in md and "| 2 | 0.5 | heads, width, FFN | " in md
+    assert "| no: retry on the FFN alone |" in md and "| 3 | 0.5 | FFN only | " in md and "| no: stop |" in md
     assert 'id="prune-path"' in page and 'data-key="kept" data-value="false"' in page
-    assert page.count('data-key="ratio"') == 2
+    assert page.count('data-key="ratio"') == 3 and 'data-key="scope" data-value="&quot;ffn&quot;"' in page
 
 
 def test_unreachable_target_keeps_the_unpruned_student_and_says_so(inputs, ffn_metric, capsys):
     report = _run(inputs, "unreachable", "--target-retention", "0.9", "--no-quantize")
     path = report["history"]["prune_steps"]
-    assert [(s["ratio"], s["kept"]) for s in path] == [(0.5, False)]  # the default search starts at 0.5
+    assert [(s["ratio"], s["kept"]) for s in path] == [(0.5, False)] * 2  # the default search starts at 0.5
     assert _params(report, "pruned") == _params(report, "student")
     target = report["retention_target"]
     assert target["met"] is False
@@ -148,6 +167,73 @@ def test_int8_is_held_to_the_target(inputs, ffn_metric):
     int8 = report["history"]["int8_target"]
     assert int8["stage"] == "int8" and int8["reference"] == 1.0  # the student's metric, from the prune stage
     assert report["retention_target"]["notes"][1] == int8["note"]
+
+
+@pytest.fixture
+def width_metric(monkeypatch):
+    """The prune stage's dev metric: the model's hidden width over the ``tiny`` student's (128)."""
+    from compress.prune.layout import measure
+    from distill.core.families import arch_of
+    from distill.pipeline.stages import prune
+
+    def evaluator(task, loader, device="auto"):
+        return lambda model: {task.main_metric: measure(model, arch_of(model)).hidden / 128}
+
+    monkeypatch.setattr(prune, "gathered_evaluator", evaluator)
+
+
+def test_a_width_cut_that_misses_is_retried_on_the_ffn_alone(inputs, width_metric):
+    """0.5 halves heads and width and misses; the same ratio on the FFN alone keeps it, and so does 0.75 after it:
+    the kept model has every head and the whole width, a quarter of the FFN, and loads with plain transformers."""
+    from transformers import AutoModelForSequenceClassification
+
+    report = _run(inputs, "width", "--target-retention", "0.9", "--no-quantize")
+    path = report["history"]["prune_steps"]
+    assert [(s["step"], s["ratio"], s["scope"], s["metric"], s["kept"]) for s in path] == [
+        (1, 0.5, "all", 0.5, False), (2, 0.5, "ffn", 1.0, True), (3, 0.75, "ffn", 1.0, True)]
+    assert _params(report, "pruned") == path[2]["params"] < path[1]["params"] < _params(report, "student")
+    target = report["history"]["prune_target"]
+    assert target["met"] and target["kept"] == "ratio 0.75, FFN only"
+    config = AutoModelForSequenceClassification.from_pretrained(Path(report["_dir"]) / "pruned").config
+    assert (config.hidden_size, config.num_attention_heads, config.intermediate_size) == (128, 2, 128)
+    from distill.report.render import render_table
+
+    caption = str(render_table(report).caption)
+    assert "ratio 0.5: " in caption and "below: retry on the FFN alone" in caption
+    assert "ratio 0.75, FFN only: " in caption
+
+
+def test_the_search_resumes_after_its_last_kept_step(inputs, width_metric, monkeypatch):
+    """Killed inside the recovery of step 3 (0.75 on the FFN alone): the resumed run keeps steps 1-2 as they were,
+    stays on the FFN alone and ends with the same path and weights as an uninterrupted run."""
+    import signal
+
+    from safetensors.torch import load_file
+
+    import distill.train.checkpoint as checkpoint
+    from distill.core.interrupts import Interrupted
+
+    want = _run(inputs, "whole", "--target-retention", "0.9", "--no-quantize")
+    real = checkpoint.Checkpoints.save
+
+    def save_then_die(self, step, **kwargs):
+        path = real(self, step, **kwargs)
+        if self.directory.name == "recover-3" and step == 1:
+            raise Interrupted(signal.SIGKILL)
+        return path
+
+    monkeypatch.setattr(checkpoint.Checkpoints, "save", save_then_die)
+    out = inputs["tmp"] / "killed"
+    assert main(["run", "--teacher", str(inputs["teacher"]), "--data", str(inputs["data"]), *COMMON,
+                 "--output-dir", str(out), "--target-retention", "0.9", "--no-quantize",
+                 "--checkpoint-every", "1"]) == 128 + signal.SIGKILL
+    assert (out / "checkpoints" / "prune" / "step-2").is_dir()
+    monkeypatch.setattr(checkpoint.Checkpoints, "save", real)
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+    got = json.loads((out / "report.json").read_text())
+    assert got["history"]["prune_steps"] == want["history"]["prune_steps"]
+    a, b = (load_file(Path(d) / "pruned" / "model.safetensors") for d in (out, want["_dir"]))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "1.6", "nan"])

@@ -3,10 +3,12 @@ saved to ``OUTPUT/pruned``. Each step's model is checkpointed, so an interrupted
 
 By default the stage *searches* (``search_and_recover``): it prunes along ``--prune-search`` (cumulative ratios of
 heads and FFN neurons; default 0.5,0.75), recovers after each step for ``--recover-epochs`` (so the first step is
-exactly one fixed prune at 0.5, and the search costs at most one recovery per step, plus one dev pass each), and
-keeps the smallest model whose recovered dev metric keeps ``--target-retention`` of the distilled student's; the
-first step that falls below ends the search. (A first try that split ``--recover-epochs`` over 0.25,0.5,0.75
-rejected 0.5 on the README run, where one full epoch keeps it: experiments/README.md.)
+exactly one fixed prune at 0.5, and each step costs one recovery and one dev pass), and keeps the smallest model
+whose recovered dev metric keeps ``--target-retention`` of the distilled student's. A step that cut the hidden
+width with the heads and fell below is tried once more at the same ratio on the FFN alone (heads and width kept;
+later steps then prune the FFN alone too): on the 2,000-row benchmark every ``mini`` first step missed through the
+width cut (experiments/README.md). The first step that falls below after that ends the search. (A first try that
+split ``--recover-epochs`` over 0.25,0.5,0.75 rejected 0.5 on the README run, where one full epoch keeps it.)
 No step that keeps it: the unpruned student is kept, and the report says so. Fixed ratios (any ``--prune-heads``,
 ``--prune-ffn``, ``--prune-hidden`` or ``--prune-layers``) prune to them as given (``prune_and_recover``), and the
 report still says whether the result keeps the target.
@@ -52,15 +54,14 @@ def _importance_inputs(ctx: Context, plan: PruneConfig, teacher) -> tuple[list[d
     return batches, example, loss_fn
 
 
-def _recover(ctx: Context, model, teacher, i: int, steps: int, lr: float | None, evaluate,
-             epochs: float | None = None) -> list[dict]:
-    """Recovery distillation after step ``i``: ``epochs`` (default: its share of ``--recover-epochs``); returns its
-    epochs. With ``--cache-teacher`` every step reads the same cached teacher outputs (built once)."""
+def _recover(ctx: Context, model, teacher, i: int, epochs: float, lr: float | None, evaluate,
+             description: str) -> list[dict]:
+    """Recovery distillation after step ``i`` for ``epochs``; returns its epochs. With ``--cache-teacher`` every
+    step reads the same cached teacher outputs (built once)."""
     objective = objective_for(ctx, model, teacher)
-    epochs = ctx.cfg.prune.recover_epochs / steps if epochs is None else epochs
     result = fit(model, objective, ctx.train_loader, ctx.cfg.train.fit_config(epochs=epochs, lr=lr),
                  teacher=teacher_source(ctx, teacher, objective), evaluate=evaluate, metric=ctx.task.main_metric,
-                 description=f"recover {i}/{steps}", checkpoints=ctx.checkpoints(f"recover-{i}"))
+                 description=description, checkpoints=ctx.checkpoints(f"recover-{i}"))
     ctx.fitted("prune", result)
     return result.history
 
@@ -84,9 +85,11 @@ def prune_and_recover(ctx: Context, model, teacher, plan: PruneConfig, steps: in
             continue
         model.to("cpu").eval()
         report = prune_model(model, step, example, batches=batches, loss_fn=loss_fn)
-        record = _step_record(i, steps, report)
+        record = _step_record(i, f"step {i}/{steps}", report)
         if ctx.cfg.prune.recover_epochs > 0 and teacher is not None:
-            result.recovery = (result.recovery or []) + _recover(ctx, model, teacher, i, steps, lr, evaluate)
+            epochs = ctx.cfg.prune.recover_epochs / steps
+            result.recovery = (result.recovery or []) + _recover(ctx, model, teacher, i, epochs, lr, evaluate,
+                                                                 f"recover {i}/{steps}")
         record.metric = evaluate(model)[ctx.task.main_metric]
         result.steps.append(record)
         result.report = report.to_dict()
@@ -95,11 +98,11 @@ def prune_and_recover(ctx: Context, model, teacher, plan: PruneConfig, steps: in
     return result
 
 
-def _step_record(i: int, steps: int, report) -> PruneStep:
+def _step_record(i: int, label: str, report) -> PruneStep:
     """Log a step's widths (compress's ``PruneReport``) and return its record (dev metric filled after recovery)."""
     for note in report.notes:
         info(f"  note: {note}")
-    info(f"  step {i}/{steps}: {report.params_before:,} → {report.params_after:,} params (layers "
+    info(f"  {label}: {report.params_before:,} → {report.params_after:,} params (layers "
          f"{report.layers_before}→{report.layers_after}, heads {report.heads_before}→{report.heads_after}, "
          f"hidden {report.hidden_before}→{report.hidden_after}, FFN {report.ffn_before}→{report.ffn_after})")
     return PruneStep(i, report.params_after, report.per_layer)
@@ -109,45 +112,63 @@ def search_and_recover(ctx: Context, model, teacher, lr: float | None, reference
                        resumed: PruneResult | None = None) -> PruneResult:
     """The retention search: prune ``model`` (the unpruned student, or ``resumed.model`` after the kept steps of an
     interrupted run) along ``--prune-search`` (ratios of ``original``, the student's compress ``Layout``),
-    recovering after each step, until a step's recovered dev metric misses ``--target-retention`` of
-    ``reference``; returns every step tried and its recovery epochs, with ``model`` and
-    ``report`` those of the last kept step (the unpruned student and no report when none kept it). Only kept steps
-    are checkpointed (a resumed run tries the step that missed again)."""
+    recovering after each step, until a step's recovered dev metric misses ``--target-retention`` of ``reference``.
+    A step that cut the hidden width and missed is tried again at the same ratio on the FFN alone (heads and width
+    kept), and later steps then prune the FFN alone too. Returns every step tried and its recovery epochs, with
+    ``model`` and ``report`` those of the last kept step (the unpruned student and no report when none kept it).
+    Only kept steps are checkpointed (a resumed run tries the steps after the last kept one again)."""
+    settings = ctx.cfg.prune
+    batches, example, loss_fn = _importance_inputs(ctx, settings.plan(), teacher)
+    trial = partial(_search_trial, ctx, teacher, lr, reference, original, (example, batches, loss_fn))
+    result = resumed or PruneResult()
+    result.model, result.reference = model, reference
+    done = [s for s in result.steps if s.kept]
+    scope = "ffn" if any(s.scope == "ffn" for s in done) else "all"
+    for ratio in settings.search:
+        if done and ratio <= done[-1].ratio:
+            continue
+        pruned, report = trial(result, ratio, scope)
+        if not result.steps[-1].kept and scope == "all" and report.hidden_after < report.hidden_before:
+            scope = "ffn"
+            info(f"  ratio {ratio:g} cut the hidden width and missed: trying it again on the FFN alone")
+            pruned, report = trial(result, ratio, scope)
+        if not result.steps[-1].kept:
+            break
+        result.model, result.report = pruned, report.to_dict()
+        if ctx.checkpointing:
+            _save_step(ctx, result, len(result.steps))
+    return result
+
+
+def _search_trial(ctx: Context, teacher, lr: float | None, reference: float, original, inputs: tuple,
+                  result: PruneResult, ratio: float, scope: str):
+    """One step of the search: prune a copy of ``result.model`` to ``ratio`` (``scope``: ``all`` or ``ffn``), recover,
+    score; appends its record (and recovery epochs) to ``result`` and returns the pruned copy and its report."""
     from compress import prune_model
     from compress.prune.layout import measure
     from compress.prune.search import keeps, retention, search_step
     from distill.core.families import arch_of
 
     settings, metric = ctx.cfg.prune, ctx.task.main_metric
-    batches, example, loss_fn = _importance_inputs(ctx, settings.plan(), teacher)
+    example, batches, loss_fn = inputs
     evaluate = gathered_evaluator(ctx.task, ctx.dev_loader, ctx.cfg.train.device)
-    result = resumed or PruneResult()
-    result.model, result.reference = model, reference
-    n = len(settings.search)
-    for i, ratio in enumerate(settings.search, 1):
-        if i <= len(result.steps):
-            continue
-        trial = copy.deepcopy(result.model).to("cpu").eval()
-        step = search_step(ratio, original, measure(trial, arch_of(trial)), settings.importance)
-        report = prune_model(trial, step, example, batches=batches, loss_fn=loss_fn)
-        record = _step_record(i, n, report)
-        record.ratio = ratio
-        recovery = []
-        if settings.recover_epochs > 0 and teacher is not None:
-            recovery = _recover(ctx, trial, teacher, i, n, lr, evaluate, epochs=settings.recover_epochs)
-        record.metric = evaluate(trial)[metric]
-        record.retention, record.kept = retention(record.metric, reference), keeps(record.metric, reference,
-                                                                                   settings.target_retention)
-        result.steps.append(record)
+    i = len(result.steps) + 1
+    model = copy.deepcopy(result.model).to("cpu").eval()
+    step = search_step(ratio, original, measure(model, arch_of(model)), settings.importance, scope)
+    report = prune_model(model, step, example, batches=batches, loss_fn=loss_fn)
+    what = "" if scope == "all" else ", FFN only"
+    record = _step_record(i, f"search step {i} (ratio {ratio:g}{what})", report)
+    record.ratio, record.scope = ratio, scope
+    if settings.recover_epochs > 0 and teacher is not None:
+        recovery = _recover(ctx, model, teacher, i, settings.recover_epochs, lr, evaluate, f"recover step {i}")
         result.recovery = (result.recovery or []) + recovery if recovery else result.recovery
-        info(f"  step {i} (ratio {ratio:g}): {metric} {record.metric:.4f} = "
-             f"{_percent(record.retention)} of the student's → {'kept' if record.kept else 'below the target: stop'}")
-        if not record.kept:
-            break
-        result.model, result.report = trial, report.to_dict()
-        if ctx.checkpointing:
-            _save_step(ctx, result, i)
-    return result
+    record.metric = evaluate(model)[metric]
+    record.retention = retention(record.metric, reference)
+    record.kept = keeps(record.metric, reference, settings.target_retention)
+    result.steps.append(record)
+    info(f"  step {i} (ratio {ratio:g}{what}): {metric} {record.metric:.4f} = {_percent(record.retention)} of the "
+         f"student's → {'kept' if record.kept else 'below the target'}")
+    return model, report
 
 
 def _percent(value: float | None) -> str:
@@ -169,19 +190,22 @@ def prune_target(ctx: Context, result: PruneResult, student_params: int) -> Rete
         return RetentionTarget("pruned", r, reference, threshold(reference, r), last, met, "fixed ratios", note)
     kept = [s for s in result.steps if s.kept]
     if not kept:
-        first = result.steps[0] if result.steps else None
-        tried = f" (ratio {first.ratio:g}: {name} {first.metric:.4f})" if first else ""
-        note = (f"target not reachable: no pruning step kept {line}{tried}; kept instead: the unpruned student "
-                f"({student_params:,} params)")
+        tried = "; ".join(f"{_step_name(s)}: {name} {s.metric:.4f}" for s in result.steps)
+        note = (f"target not reachable: no pruning step kept {line}{f' ({tried})' if tried else ''}; kept instead: "
+                f"the unpruned student ({student_params:,} params)")
         return RetentionTarget("pruned", r, reference, threshold(reference, r), reference, False,
                                "the unpruned student", note)
-    best = kept[-1]
-    stop = "every step kept it" if len(kept) == len(settings.search) else \
-        f"ratio {result.steps[-1].ratio:g} fell to {name} {result.steps[-1].metric:.4f}"
-    note = (f"pruning keeps {line}: kept ratio {best.ratio:g} ({best.params:,} of {student_params:,} params, "
+    best, last = kept[-1], result.steps[-1]
+    stop = "the schedule's last ratio kept it" if last.kept else f"{_step_name(last)} fell to {name} {last.metric:.4f}"
+    note = (f"pruning keeps {line}: kept {_step_name(best)} ({best.params:,} of {student_params:,} params, "
             f"{name} {best.metric:.4f}); {stop}")
-    return RetentionTarget("pruned", r, reference, threshold(reference, r), best.metric, True,
-                           f"ratio {best.ratio:g}", note)
+    return RetentionTarget("pruned", r, reference, threshold(reference, r), best.metric, True, _step_name(best),
+                           note)
+
+
+def _step_name(step: PruneStep) -> str:
+    """A search step as the report names it: ``ratio 0.5``, or ``ratio 0.5, FFN only`` (heads and width kept)."""
+    return f"ratio {step.ratio:g}" + (", FFN only" if step.scope == "ffn" else "")
 
 
 def _save_step(ctx: Context, result: PruneResult, i: int) -> None:
