@@ -48,6 +48,12 @@ def collapse_margin(task: Task, n_dev: int) -> float:
     return round(max(MARGIN, 2.0 / math.sqrt(n_dev - 1)), 4)
 
 
+def learned_floor(baseline: Mapping) -> float:
+    """The score a stage must beat to count as learned: the trivial predictor's (``baseline["trivial_metric"]``,
+    from ``trivial_baseline`` or a report) plus its collapse margin. Early stopping waits for it too."""
+    return baseline.get("trivial_metric", 0.0) + baseline.get("collapse_margin", MARGIN)
+
+
 def is_collapsed(task: Task, metric: float, trivial_metric: float, logits=None, margin: float = MARGIN) -> bool:
     """True when ``metric`` is not finite or at most ``margin`` above the trivial predictor's, or when the stage's
     dev ``logits`` make a constant prediction: one score (regression) or one class for every row (classification;
@@ -86,8 +92,8 @@ ADVICE = {
 def _why(report: Mapping, stage: Mapping) -> str:
     """Why ``stage`` counts as collapsed: its score is at the trivial predictor's, or it predicts a constant."""
     metric, name = stage.get("metric", float("nan")), report.get("metric_name", "metric")
-    margin = report.get("collapse_margin", MARGIN)
-    if not math.isfinite(metric) or metric <= report.get("trivial_metric", 0.0) + margin:
+    if not math.isfinite(metric) or metric <= learned_floor(report):
+        margin = report.get("collapse_margin", MARGIN)
         return f"dev {name} {metric:.4f} is no better than the {_floor(report)} + {margin}"
     return (f"it makes the same prediction for every dev row (its dev {name} {metric:.4f} reflects the dev labels' "
             "balance, not learning)")

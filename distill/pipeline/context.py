@@ -78,7 +78,7 @@ class Context:
         the collapse margin (``TrainConfig.learned_above``); None before the baseline is known."""
         if not self.trivial:
             return None
-        return self.trivial["trivial_metric"] + self.trivial.get("collapse_margin", collapse.MARGIN)
+        return collapse.learned_floor(self.trivial)
 
     @property
     def cross(self) -> bool:

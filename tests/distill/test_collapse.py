@@ -89,6 +89,19 @@ def test_a_correlation_needs_two_standard_errors_above_zero():
     assert trivial_baseline(stsb, [1.0, 2.0, 4.5], np.linspace(0, 5, 101))["collapse_margin"] == pytest.approx(0.2)
 
 
+def test_the_learned_floor_is_the_trivial_score_plus_the_margin():
+    """One rule for the report's flag and for early stopping (``Context.learned_above``)."""
+    from distill.evaluate.collapse import learned_floor
+    from distill.pipeline.context import Context
+
+    baseline = trivial_baseline(get_task("stsb"), [1.0, 2.0, 4.5], np.linspace(0, 5, 101))
+    assert learned_floor(baseline) == pytest.approx(0.2)  # Pearson of the mean: 0, margin 2/sqrt(100)
+    assert learned_floor({"trivial_metric": 0.509}) == pytest.approx(0.509 + MARGIN)
+    ctx = Context.__new__(Context)
+    ctx.trivial = baseline
+    assert ctx.learned_above == learned_floor(baseline)
+
+
 def _report(*stages) -> dict:
     rows = [{"name": n, "metric": m, "retention": m / stages[0][1], "collapsed": c, "latency_ms": 1.0,
              "size_mb": 1.0, "params": 1, "agreement": 1.0, "path": n} for n, m, c in stages]
