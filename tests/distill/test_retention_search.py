@@ -125,7 +125,7 @@ def test_search_stops_at_the_first_step_below_the_target(inputs, ffn_metric):
     assert _params(report, "pruned") == path[0]["params"] < _params(report, "student")
     target = report["history"]["prune_target"]
     assert target["met"] and target["kept"] == "ratio 0.25" and target["relative_to"] == "student"
-    assert "ratio 0.5, FFN only fell to" in target["note"]
+    assert "stopped at ratio 0.5, FFN only: accuracy 0.5000" in target["note"]
     assert report["retention_target"]["met"] is True and report["retention_target"]["target"] == 0.6
     # the path is in every rendering
     out = Path(report["_dir"])
@@ -160,10 +160,11 @@ def test_fixed_ratios_skip_the_search(inputs, ffn_metric):
 
 
 def test_int8_is_held_to_the_target(inputs, ffn_metric):
-    """Every step keeps 0.2 of the student's metric; INT8 is then held to the same target and reference."""
-    report = _run(inputs, "int8", "--target-retention", "0.2")
+    """Both steps keep 0.2 of the student's metric, above the trivial predictor's; INT8 is then held to the same
+    target and reference."""
+    report = _run(inputs, "int8", "--target-retention", "0.2", "--prune-search", "0.1,0.25")
     path = report["history"]["prune_steps"]
-    assert [(s["ratio"], s["kept"]) for s in path] == [(0.5, True), (0.75, True)]  # every step of the default search
+    assert [(s["ratio"], s["kept"]) for s in path] == [(0.1, True), (0.25, True)]
     int8 = report["history"]["int8_target"]
     assert int8["stage"] == "int8" and int8["reference"] == 1.0  # the student's metric, from the prune stage
     assert report["retention_target"]["notes"][1] == int8["note"]
@@ -201,6 +202,26 @@ def test_a_width_cut_that_misses_is_retried_on_the_ffn_alone(inputs, width_metri
     caption = str(render_table(report).caption)
     assert "ratio 0.5: " in caption and "below: retry on the FFN alone" in caption
     assert "ratio 0.75, FFN only: " in caption
+
+
+def test_a_step_at_the_trivial_predictor_is_not_kept(inputs, monkeypatch):
+    """The student scores 0.9 times its FFN share; a 50% target lets 0.5 keep 0.45, but that is no better than the
+    majority class (0.625 + margin): the step misses, and so does its FFN-only retry; 0.25 (0.675) is kept."""
+    from compress.prune.layout import measure
+    from distill.core.families import arch_of
+    from distill.pipeline.stages import prune
+
+    def evaluator(task, loader, device="auto"):
+        return lambda model: {task.main_metric: 0.9 * measure(model, arch_of(model)).layers[0].ffn / 512}
+
+    monkeypatch.setattr(prune, "gathered_evaluator", evaluator)
+    report = _run(inputs, "floor", "--target-retention", "0.5", "--prune-search", "0.25,0.5,0.75", "--no-quantize")
+    assert report["trivial_metric"] + report["collapse_margin"] > 0.45  # the floor this test is about
+    path = report["history"]["prune_steps"]
+    assert [(s["ratio"], s["scope"], s["kept"]) for s in path] == [(0.25, "all", True), (0.5, "all", False),
+                                                                  (0.5, "ffn", False)]
+    target = report["history"]["prune_target"]
+    assert target["kept"] == "ratio 0.25" and "no better than the trivial predictor" in target["note"]
 
 
 def test_the_search_resumes_after_its_last_kept_step(inputs, width_metric, monkeypatch):

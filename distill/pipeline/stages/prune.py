@@ -114,7 +114,8 @@ def search_and_recover(ctx: Context, model, teacher, lr: float | None, reference
     interrupted run) along ``--prune-search`` (ratios of ``original``, the student's compress ``Layout``),
     recovering after each step, until a step's recovered dev metric misses ``--target-retention`` of ``reference``.
     A step that cut the hidden width and missed is tried again at the same ratio on the FFN alone (heads and width
-    kept), and later steps then prune the FFN alone too. Returns every step tried and its recovery epochs, with
+    kept), and later steps then prune the FFN alone too. A step no better than the trivial predictor misses even
+    when it holds the target share (``_at_trivial``). Returns every step tried and its recovery epochs, with
     ``model`` and ``report`` those of the last kept step (the unpruned student and no report when none kept it).
     Only kept steps are checkpointed (a resumed run tries the steps after the last kept one again)."""
     settings = ctx.cfg.prune
@@ -164,11 +165,21 @@ def _search_trial(ctx: Context, teacher, lr: float | None, reference: float, ori
         result.recovery = (result.recovery or []) + recovery if recovery else result.recovery
     record.metric = evaluate(model)[metric]
     record.retention = retention(record.metric, reference)
-    record.kept = keeps(record.metric, reference, settings.target_retention)
+    trivial = _at_trivial(ctx, record.metric, reference)
+    record.kept = keeps(record.metric, reference, settings.target_retention) and not trivial
     result.steps.append(record)
+    verdict = "kept" if record.kept else "no better than the trivial predictor" if trivial else "below the target"
     info(f"  step {i} (ratio {ratio:g}{what}): {metric} {record.metric:.4f} = {_percent(record.retention)} of the "
-         f"student's → {'kept' if record.kept else 'below the target'}")
+         f"student's → {verdict}")
     return model, report
+
+
+def _at_trivial(ctx: Context, metric: float, reference: float) -> bool:
+    """A step that took a student that learned (``reference`` above ``ctx.learned_above``, the trivial predictor's
+    dev score plus the collapse margin) down to that floor: not kept, whatever share of the reference it holds (an
+    F1 target of 97% can sit below the majority class's F1)."""
+    floor = ctx.learned_above
+    return floor is not None and reference > floor and metric <= floor
 
 
 def _percent(value: float | None) -> str:
@@ -190,17 +201,23 @@ def prune_target(ctx: Context, result: PruneResult, student_params: int) -> Rete
         return RetentionTarget("pruned", r, reference, threshold(reference, r), last, met, "fixed ratios", note)
     kept = [s for s in result.steps if s.kept]
     if not kept:
-        tried = "; ".join(f"{_step_name(s)}: {name} {s.metric:.4f}" for s in result.steps)
+        tried = "; ".join(_outcome(ctx, s, reference) for s in result.steps)
         note = (f"target not reachable: no pruning step kept {line}{f' ({tried})' if tried else ''}; kept instead: "
                 f"the unpruned student ({student_params:,} params)")
         return RetentionTarget("pruned", r, reference, threshold(reference, r), reference, False,
                                "the unpruned student", note)
     best, last = kept[-1], result.steps[-1]
-    stop = "the schedule's last ratio kept it" if last.kept else f"{_step_name(last)} fell to {name} {last.metric:.4f}"
+    stop = "the schedule's last ratio kept it" if last.kept else f"stopped at {_outcome(ctx, last, reference)}"
     note = (f"pruning keeps {line}: kept {_step_name(best)} ({best.params:,} of {student_params:,} params, "
             f"{name} {best.metric:.4f}); {stop}")
     return RetentionTarget("pruned", r, reference, threshold(reference, r), best.metric, True, _step_name(best),
                            note)
+
+
+def _outcome(ctx: Context, step: PruneStep, reference: float) -> str:
+    """``ratio 0.5: f1 0.8306`` (+ ``, no better than the trivial predictor`` when that is why it missed)."""
+    trivial = ", no better than the trivial predictor" if _at_trivial(ctx, step.metric, reference) else ""
+    return f"{_step_name(step)}: {ctx.task.main_metric} {step.metric:.4f}{trivial}"
 
 
 def _step_name(step: PruneStep) -> str:
