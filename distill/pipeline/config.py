@@ -245,7 +245,8 @@ class PruneSettings:
                                          "split over the --prune-steps of fixed ratios)")
     target_retention: float = setting(0.97, "share of the distilled STUDENT's dev metric (not the teacher's) that "
                                             "compression must keep (0.97): pruning tries the --prune-search ratios "
-                                            "and keeps the smallest recovered model that holds it, INT8 keeps "
+                                            "and keeps the smallest recovered model that holds it (with half the "
+                                            "allowed loss when INT8 follows: 0.985), INT8 keeps "
                                             "sensitive layers FP32 until it holds (unless --max-int8-drop or --qat "
                                             "is given); the report says when it cannot. For --task causal-lm the "
                                             "metric is dev perplexity and retention = student perplexity / stage "

@@ -48,6 +48,14 @@ def test_threshold_allows_the_same_loss_for_negative_metrics():
     assert retention(0.4, 0.8) == pytest.approx(0.5) and retention(0.4, 0.0) is None
 
 
+def test_pruning_leaves_int8_half_the_allowed_loss():
+    from compress.prune.search import pruning_share
+
+    assert pruning_share(0.97, quantized=True) == pytest.approx(0.985)
+    assert pruning_share(0.97, quantized=False) == 0.97
+    assert pruning_share(1.1, quantized=True) == 1.1  # asking for an improvement: no share to split
+
+
 def test_search_never_removes_the_last_head():
     """2 heads: 0.75 of them would be none; the step keeps one instead of failing (hidden follows the heads)."""
     from compress.prune.layout import LayerWidths, Layout
@@ -222,6 +230,28 @@ def test_a_step_at_the_trivial_predictor_is_not_kept(inputs, monkeypatch):
                                                                   (0.5, "ffn", False)]
     target = report["history"]["prune_target"]
     assert target["kept"] == "ratio 0.25" and "no better than the trivial predictor" in target["note"]
+
+
+@pytest.mark.parametrize("quantize", [True, False])
+def test_a_step_inside_the_int8_share_is_not_kept_when_int8_follows(inputs, monkeypatch, quantize):
+    """Ratio 0.5 keeps 98% of the student: enough for R = 0.97 alone, not for the 98.5% pruning may keep when INT8
+    follows (INT8 is held to 97% of the same student and needs the rest)."""
+    from compress.prune.layout import measure
+    from distill.core.families import arch_of
+    from distill.pipeline.stages import prune
+
+    def evaluator(task, loader, device="auto"):
+        return lambda model: {task.main_metric: 1.0 - 0.04 * (1 - measure(model, arch_of(model)).layers[0].ffn / 512)}
+
+    monkeypatch.setattr(prune, "gathered_evaluator", evaluator)
+    extra = () if quantize else ("--no-quantize",)
+    report = _run(inputs, f"share-{quantize}", "--prune-search", "0.5", *extra)
+    path = report["history"]["prune_steps"]
+    assert path[0]["metric"] == pytest.approx(0.98) and path[0]["kept"] is (not quantize)
+    target = report["history"]["prune_target"]
+    assert target["target"] == 0.97 and target["threshold"] == pytest.approx(0.985 if quantize else 0.97)
+    assert ("98.5% of the student's accuracy (half the 3% that --target-retention 0.97 allows" in target["note"]) \
+        is quantize
 
 
 def test_the_search_resumes_after_its_last_kept_step(inputs, width_metric, monkeypatch):

@@ -4,11 +4,13 @@ saved to ``OUTPUT/pruned``. Each step's model is checkpointed, so an interrupted
 By default the stage *searches* (``search_and_recover``): it prunes along ``--prune-search`` (cumulative ratios of
 heads and FFN neurons; default 0.5,0.75), recovers after each step for ``--recover-epochs`` (so the first step is
 exactly one fixed prune at 0.5, and each step costs one recovery and one dev pass), and keeps the smallest model
-whose recovered dev metric keeps ``--target-retention`` of the distilled student's. A step that cut the hidden
-width with the heads and fell below is tried once more at the same ratio on the FFN alone (heads and width kept;
-later steps then prune the FFN alone too): on the 2,000-row benchmark every ``mini`` first step missed through the
-width cut (experiments/README.md). The first step that falls below after that ends the search. (A first try that
-split ``--recover-epochs`` over 0.25,0.5,0.75 rejected 0.5 on the README run, where one full epoch keeps it.)
+whose recovered dev metric keeps its share of the distilled student's: ``--target-retention`` R, or 1 - (1 - R)/2
+when INT8 follows (0.985 for 0.97: INT8 is held to R itself and needs the rest of the allowed loss), and never no
+better than the trivial predictor. A step that cut the hidden width with the heads and fell below is tried once
+more at the same ratio on the FFN alone (heads and width kept; later steps then prune the FFN alone too): on the
+2,000-row benchmark every ``mini`` first step missed through the width cut (experiments/README.md). The first step
+that falls below after that ends the search. (A first try that split ``--recover-epochs`` over 0.25,0.5,0.75
+rejected 0.5 on the README run, where one full epoch keeps it.)
 No step that keeps it: the unpruned student is kept, and the report says so. Fixed ratios (any ``--prune-heads``,
 ``--prune-ffn``, ``--prune-hidden`` or ``--prune-layers``) prune to them as given (``prune_and_recover``), and the
 report still says whether the result keeps the target.
@@ -166,12 +168,20 @@ def _search_trial(ctx: Context, teacher, lr: float | None, reference: float, ori
     record.metric = evaluate(model)[metric]
     record.retention = retention(record.metric, reference)
     trivial = _at_trivial(ctx, record.metric, reference)
-    record.kept = keeps(record.metric, reference, settings.target_retention) and not trivial
+    record.kept = keeps(record.metric, reference, _share(ctx)) and not trivial
     result.steps.append(record)
     verdict = "kept" if record.kept else "no better than the trivial predictor" if trivial else "below the target"
     info(f"  step {i} (ratio {ratio:g}{what}): {metric} {record.metric:.4f} = {_percent(record.retention)} of the "
          f"student's → {verdict}")
     return model, report
+
+
+def _share(ctx: Context) -> float:
+    """What a pruning step must keep of the student's metric: ``--target-retention``, or with only half its allowed
+    loss when INT8 follows (``compress.prune.search.pruning_share``: 0.985 for 0.97)."""
+    from compress.prune.search import pruning_share
+
+    return pruning_share(ctx.cfg.prune.target_retention, ctx.cfg.quantize.enabled)
 
 
 def _at_trivial(ctx: Context, metric: float, reference: float) -> bool:
@@ -191,27 +201,27 @@ def prune_target(ctx: Context, result: PruneResult, student_params: int) -> Rete
     from compress.prune.search import keeps, threshold
 
     settings, name = ctx.cfg.prune, ctx.task.main_metric
-    r, reference = settings.target_retention, result.reference
-    line = f"{r:.0%} of the student's {name} ({reference:.4f}, ≥ {threshold(reference, r):.4f})"
+    r, share, reference = settings.target_retention, _share(ctx), result.reference
+    half = f" (half the {1 - r:.0%} that --target-retention {r:g} allows: INT8 has the rest)" if share != r else ""
+    line = f"{share:.1%} of the student's {name}{half} ({reference:.4f}, ≥ {threshold(reference, share):.4f})"
+    bar = threshold(reference, share)
     if settings.fixed:
         last = result.steps[-1].metric if result.steps else reference
-        met = keeps(last, reference, r)
+        met = keeps(last, reference, share)
         note = (f"pruning (fixed ratios, no search) {'keeps' if met else 'misses'} {line}: {name} {last:.4f}"
                 + ("" if met else "; drop the --prune-* ratios to search for a size that keeps it"))
-        return RetentionTarget("pruned", r, reference, threshold(reference, r), last, met, "fixed ratios", note)
+        return RetentionTarget("pruned", r, reference, bar, last, met, "fixed ratios", note)
     kept = [s for s in result.steps if s.kept]
     if not kept:
         tried = "; ".join(_outcome(ctx, s, reference) for s in result.steps)
         note = (f"target not reachable: no pruning step kept {line}{f' ({tried})' if tried else ''}; kept instead: "
                 f"the unpruned student ({student_params:,} params)")
-        return RetentionTarget("pruned", r, reference, threshold(reference, r), reference, False,
-                               "the unpruned student", note)
+        return RetentionTarget("pruned", r, reference, bar, reference, False, "the unpruned student", note)
     best, last = kept[-1], result.steps[-1]
     stop = "the schedule's last ratio kept it" if last.kept else f"stopped at {_outcome(ctx, last, reference)}"
     note = (f"pruning keeps {line}: kept {_step_name(best)} ({best.params:,} of {student_params:,} params, "
             f"{name} {best.metric:.4f}); {stop}")
-    return RetentionTarget("pruned", r, reference, threshold(reference, r), best.metric, True, _step_name(best),
-                           note)
+    return RetentionTarget("pruned", r, reference, bar, best.metric, True, _step_name(best), note)
 
 
 def _outcome(ctx: Context, step: PruneStep, reference: float) -> str:
@@ -277,7 +287,7 @@ def stage_prune(ctx: Context, student, teacher, lr: float | None) -> PruneResult
         result.reference = reference
     else:
         info(f"  searching {','.join(f'{r:g}' for r in settings.search)} for the smallest model keeping "
-             f"{settings.target_retention:.0%} of the student's {ctx.task.main_metric} ({reference:.4f})")
+             f"{_share(ctx):.1%} of the student's {ctx.task.main_metric} ({reference:.4f})")
         from compress.prune.layout import measure
         from distill.core.families import arch_of
 
