@@ -114,7 +114,7 @@ def search_and_recover(ctx: Context, model, teacher, lr: float | None, reference
                        resumed: PruneResult | None = None) -> PruneResult:
     """The retention search: prune ``model`` (the unpruned student, or ``resumed.model`` after the kept steps of an
     interrupted run) along ``--prune-search`` (ratios of ``original``, the student's compress ``Layout``),
-    recovering after each step, until a step's recovered dev metric misses ``--target-retention`` of ``reference``.
+    recovering after each step, until a step's recovered dev metric misses its share of ``reference`` (``_share``).
     A step that cut the hidden width and missed is tried again at the same ratio on the FFN alone (heads and width
     kept), and later steps then prune the FFN alone too. A step no better than the trivial predictor misses even
     when it holds the target share (``_at_trivial``). Returns every step tried and its recovery epochs, with
