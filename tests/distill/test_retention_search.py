@@ -178,17 +178,23 @@ def test_int8_is_held_to_the_target(inputs, ffn_metric):
     assert report["retention_target"]["notes"][1] == int8["note"]
 
 
-@pytest.fixture
-def width_metric(monkeypatch):
-    """The prune stage's dev metric: the model's hidden width over the ``tiny`` student's (128)."""
+def score_by_layout(monkeypatch, score) -> None:
+    """The prune stage's dev metric becomes ``score(layout)``, a known function of the model's widths
+    (``compress.prune.layout.Layout``)."""
     from compress.prune.layout import measure
     from distill.core.families import arch_of
     from distill.pipeline.stages import prune
 
     def evaluator(task, loader, device="auto"):
-        return lambda model: {task.main_metric: measure(model, arch_of(model)).hidden / 128}
+        return lambda model: {task.main_metric: score(measure(model, arch_of(model)))}
 
     monkeypatch.setattr(prune, "gathered_evaluator", evaluator)
+
+
+@pytest.fixture
+def width_metric(monkeypatch):
+    """The prune stage's dev metric: the model's hidden width over the ``tiny`` student's (128)."""
+    score_by_layout(monkeypatch, lambda layout: layout.hidden / 128)
 
 
 def test_a_width_cut_that_misses_is_retried_on_the_ffn_alone(inputs, width_metric):
@@ -215,14 +221,7 @@ def test_a_width_cut_that_misses_is_retried_on_the_ffn_alone(inputs, width_metri
 def test_a_step_at_the_trivial_predictor_is_not_kept(inputs, monkeypatch):
     """The student scores 0.9 times its FFN share; a 50% target lets 0.5 keep 0.45, but that is no better than the
     majority class (0.625 + margin): the step misses, and so does its FFN-only retry; 0.25 (0.675) is kept."""
-    from compress.prune.layout import measure
-    from distill.core.families import arch_of
-    from distill.pipeline.stages import prune
-
-    def evaluator(task, loader, device="auto"):
-        return lambda model: {task.main_metric: 0.9 * measure(model, arch_of(model)).layers[0].ffn / 512}
-
-    monkeypatch.setattr(prune, "gathered_evaluator", evaluator)
+    score_by_layout(monkeypatch, lambda layout: 0.9 * layout.layers[0].ffn / 512)
     report = _run(inputs, "floor", "--target-retention", "0.5", "--prune-search", "0.25,0.5,0.75", "--no-quantize")
     assert report["trivial_metric"] + report["collapse_margin"] > 0.45  # the floor this test is about
     path = report["history"]["prune_steps"]
@@ -236,14 +235,7 @@ def test_a_step_at_the_trivial_predictor_is_not_kept(inputs, monkeypatch):
 def test_a_step_inside_the_int8_share_is_not_kept_when_int8_follows(inputs, monkeypatch, quantize):
     """Ratio 0.5 keeps 98% of the student: enough for R = 0.97 alone, not for the 98.5% pruning may keep when INT8
     follows (INT8 is held to 97% of the same student and needs the rest)."""
-    from compress.prune.layout import measure
-    from distill.core.families import arch_of
-    from distill.pipeline.stages import prune
-
-    def evaluator(task, loader, device="auto"):
-        return lambda model: {task.main_metric: 1.0 - 0.04 * (1 - measure(model, arch_of(model)).layers[0].ffn / 512)}
-
-    monkeypatch.setattr(prune, "gathered_evaluator", evaluator)
+    score_by_layout(monkeypatch, lambda layout: 1.0 - 0.04 * (1 - layout.layers[0].ffn / 512))
     extra = () if quantize else ("--no-quantize",)
     report = _run(inputs, f"share-{quantize}", "--prune-search", "0.5", *extra)
     path = report["history"]["prune_steps"]
