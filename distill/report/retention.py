@@ -94,8 +94,18 @@ def path_line(report: Mapping) -> str | None:
                       f"({_cell('{:.1%}', s.get('retention'))}) "
                       f"{'kept' if s.get('kept') else verdict(path, i).replace('no:', 'below:')}"
                       for i, s in enumerate(path))
-    goal = f" (target {target['target']:.0%} of the student's)" if target.get("target") is not None else ""
-    return f"pruning search{goal}: {steps}"
+    return f"pruning search{_goal(report, target, fmt)}: {steps}"
+
+
+def _goal(report: Mapping, target: Mapping, fmt: str) -> str:
+    """What a step had to keep: the pruning bar of ``history.prune_target`` (``(a step keeps ≥ 0.7464 = 98.5% of the
+    student's)``: with INT8 after it, pruning holds only part of the loss --target-retention allows), else the
+    target itself (a causal-LM search, whose retention is of perplexity)."""
+    prune = (report.get("history") or {}).get("prune_target") or {}
+    reference, bar = prune.get("reference"), prune.get("threshold")
+    if reference is not None and bar is not None and reference > 0:
+        return f" (a step keeps ≥ {fmt.format(bar)} = {bar / reference:.1%} of the student's)"
+    return f" (target {target['target']:.0%} of the student's)" if target.get("target") is not None else ""
 
 
 def caption_lines(report: Mapping) -> list[str]:

@@ -244,6 +244,10 @@ def test_a_step_inside_the_int8_share_is_not_kept_when_int8_follows(inputs, monk
     assert target["target"] == 0.97 and target["threshold"] == pytest.approx(0.985 if quantize else 0.97)
     assert ("98.5% of the student's accuracy (half the 3% that --target-retention 0.97 allows" in target["note"]) \
         is quantize
+    from distill.report.retention import path_line
+
+    bar = "0.9850 = 98.5%" if quantize else "0.9700 = 97.0%"  # the terminal's path line names the bar it used
+    assert path_line(report).startswith(f"pruning search (a step keeps ≥ {bar} of the student's): ratio 0.5")
 
 
 def test_the_search_resumes_after_its_last_kept_step(inputs, width_metric, monkeypatch):

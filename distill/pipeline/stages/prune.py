@@ -122,7 +122,8 @@ def search_and_recover(ctx: Context, model, teacher, lr: float | None, reference
     Only kept steps are checkpointed (a resumed run tries the steps after the last kept one again)."""
     settings = ctx.cfg.prune
     batches, example, loss_fn = _importance_inputs(ctx, settings.plan(), teacher)
-    trial = partial(_search_trial, ctx, teacher, lr, reference, original, (example, batches, loss_fn))
+    evaluate = gathered_evaluator(ctx.task, ctx.dev_loader, ctx.cfg.train.device)
+    trial = partial(_search_trial, ctx, teacher, lr, reference, original, (example, batches, loss_fn, evaluate))
     result = resumed or PruneResult()
     result.model, result.reference = model, reference
     done = [s for s in result.steps if s.kept]
@@ -146,15 +147,15 @@ def search_and_recover(ctx: Context, model, teacher, lr: float | None, reference
 def _search_trial(ctx: Context, teacher, lr: float | None, reference: float, original, inputs: tuple,
                   result: PruneResult, ratio: float, scope: str):
     """One step of the search: prune a copy of ``result.model`` to ``ratio`` (``scope``: ``all`` or ``ffn``), recover,
-    score; appends its record (and recovery epochs) to ``result`` and returns the pruned copy and its report."""
+    score; appends its record (and recovery epochs) to ``result`` and returns the pruned copy and its report.
+    ``inputs``: (example, importance batches, loss function, dev evaluator), built once per search."""
     from compress import prune_model
     from compress.prune.layout import measure
     from compress.prune.search import keeps, retention, search_step
     from distill.core.families import arch_of
 
     settings, metric = ctx.cfg.prune, ctx.task.main_metric
-    example, batches, loss_fn = inputs
-    evaluate = gathered_evaluator(ctx.task, ctx.dev_loader, ctx.cfg.train.device)
+    example, batches, loss_fn, evaluate = inputs
     i = len(result.steps) + 1
     model = copy.deepcopy(result.model).to("cpu").eval()
     step = search_step(ratio, original, measure(model, arch_of(model)), settings.importance, scope)
@@ -203,8 +204,8 @@ def prune_target(ctx: Context, result: PruneResult, student_params: int) -> Rete
     settings, name = ctx.cfg.prune, ctx.task.main_metric
     r, share, reference = settings.target_retention, _share(ctx), result.reference
     half = f" (half the {1 - r:.0%} that --target-retention {r:g} allows: INT8 has the rest)" if share != r else ""
-    line = f"{share:.1%} of the student's {name}{half} ({reference:.4f}, ≥ {threshold(reference, share):.4f})"
     bar = threshold(reference, share)
+    line = f"{share:.1%} of the student's {name}{half} ({reference:.4f}, ≥ {bar:.4f})"
     if settings.fixed:
         last = result.steps[-1].metric if result.steps else reference
         met = keeps(last, reference, share)
