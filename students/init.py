@@ -330,3 +330,14 @@ def resolve_auto(preset, teacher_config, layer_selection: str | list[int] = "uni
     except (ConfigError, AttributeError, TypeError, KeyError):  # no fit, no BERT-style width names, no family
         pass
     return "teacher-embeddings"
+
+
+def cut_presets(teacher_config, layer_selection: str | list[int] = "uniform") -> list[str]:
+    """The presets ``--init auto`` would build from this teacher's own layers (copied or cut: ``resolve_auto``
+    gives ``teacher-layers`` or ``teacher-pruned``), smallest first: what to suggest when a student whose layers
+    started from scratch keeps too little of the teacher."""
+    from students.presets import PRESETS
+
+    found = [(name, preset) for name, preset in PRESETS.items()
+             if resolve_auto(preset, teacher_config, layer_selection) in ("teacher-layers", "teacher-pruned")]
+    return [name for name, _ in sorted(found, key=lambda item: (item[1].layers * item[1].hidden, item[1].ffn))]

@@ -3,10 +3,11 @@
 Each stage returns its result (the live model rides along, never serialised); ``RunReport.to_json()`` is report.json
 in its fixed schema (pinned by tests/distill/test_report_schema.py). Its ``history`` holds, in this order: each
 fine-tuned teacher's epochs (``teacher``, ``teacher_2``, ...), ``teachers`` (several teachers: each one's and the
-ensemble's dev metrics), ``augment``, ``general``, ``init_pruned``, ``teacher_cache``, ``student``, ``prune_steps``,
-``pruned`` (recovery epochs), ``prune_report``, ``prune_target``, ``qat``, ``quantize_report``, ``int8_speed`` and
-``int8_target``, each only when it happened. ``retention_target`` sums up the two ``*_target`` records.
-The same ``history()`` parts are what ``stages.json`` records, so a resumed run reports what the first one did.
+ensemble's dev metrics), ``augment``, ``general``, ``init_pruned``, ``teacher_cache``, ``student``,
+``fresh_layers``, ``prune_steps``, ``pruned`` (recovery epochs), ``prune_report``, ``prune_target``, ``qat``,
+``quantize_report``, ``int8_speed`` and ``int8_target``, each only when it happened. ``retention_target`` sums up
+the two ``*_target`` records. The same ``history()`` parts are what ``stages.json`` records, so a resumed run
+reports what the first one did.
 """
 
 from __future__ import annotations
@@ -126,20 +127,24 @@ class GeneralResult:
 
 @dataclass
 class DistilResult:
-    """The distilled student: its training epochs, learning rate and, for ``--init teacher-pruned``, how it was cut."""
+    """The distilled student: its training epochs, learning rate, for ``--init teacher-pruned`` how it was cut, and
+    for a preset whose layers started from scratch the presets that would have started from the teacher's
+    (``fresh_layers``: ``{"init": ..., "cut_presets": [...]}``, what the report suggests when it keeps too little)."""
 
     history: list[dict]
     lr: float | None  # None only in a report read back from disk (report.json does not keep it)
     init_pruned: dict | None = None  # teacher_layers and compress's PruneReport of cutting the teacher
     model: Any = field(default=None, repr=False, compare=False)
+    fresh_layers: dict | None = None
 
     def record(self) -> dict:
         """What ``stages.json`` keeps, so a resumed run need not distil again."""
-        return {"student_lr": self.lr, "history": self.history}
+        return {"student_lr": self.lr, "history": self.history, "fresh_layers": self.fresh_layers}
 
     @classmethod
     def from_record(cls, record: Mapping, model: Any = None) -> DistilResult:
-        return cls(history=record["history"], lr=record["student_lr"], model=model)
+        return cls(history=record["history"], lr=record["student_lr"], model=model,
+                   fresh_layers=record.get("fresh_layers"))
 
 
 @dataclass
@@ -314,6 +319,8 @@ class RunReport:
             found["teacher_cache"] = self.teacher_caches
         if self.distil:
             found["student"] = self.distil.history
+        if self.distil and self.distil.fresh_layers is not None:
+            found["fresh_layers"] = self.distil.fresh_layers
         for result in (self.prune, self.quantize):
             if result:
                 found.update(result.history())
@@ -350,8 +357,8 @@ class RunReport:
             TeacherResult.from_history(history, settings.get("teachers") or [settings.get("teacher", "")],
                                        teacher_row.get("path", "")),
             AugmentResult(**augment) if augment else None,
-            DistilResult(history["student"], settings.get("lr"), history.get("init_pruned"))
-            if "student" in history else None,
+            DistilResult(history["student"], settings.get("lr"), history.get("init_pruned"),
+                         fresh_layers=history.get("fresh_layers")) if "student" in history else None,
             PruneResult.from_history(history) if "prune_steps" in history else None,
             QuantizeResult.from_history(history) if "quantize_report" in history else None,
             teacher_caches=history.get("teacher_cache") or [], stage_seconds=data.get("stage_seconds") or {},

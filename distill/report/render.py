@@ -18,7 +18,7 @@ import numpy as np
 from distill.core.artifacts import atomic_write_text, write_json
 from distill.core.console import table
 from distill.evaluate import collapse
-from distill.report import retention
+from distill.report import advice, retention
 
 COLUMNS = (("stage", "name", "{}"), ("metric", "metric", "{:.4f}"), ("retention", "retention", "{:.1%}"),
            ("agreement", "agreement", "{:.1%}"), ("params", "params", "{:,}"), ("size MB", "size_mb", "{:.2f}"),
@@ -201,7 +201,8 @@ def render_table(report: Report) -> Any:
     cols = columns(report)
     right = {header for header, key, _ in cols if key not in ("name", "path")}
     styles = ["bold red" if stage.get("collapsed") else None for stage in report.get("stages", [])]
-    lines = ([collapse.note(report)] if collapse.collapsed_stages(report) else []) + retention.caption_lines(report)
+    lines = ([collapse.note(report)] if collapse.collapsed_stages(report) else []) + advice.student_lines(report)
+    lines += retention.caption_lines(report)
     caption = "\n".join(lines) if lines else None
     return table(title, [header for header, _, _ in cols], _rows(report), right, caption=caption, styles=styles)
 
@@ -227,6 +228,7 @@ def to_markdown(report: Report, env: Mapping | None = None) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in _rows(report)]
     if collapse.collapsed_stages(report):
         lines += ["", f"**{collapse.note(report)}**", ""] + [f"- {line}" for line in collapse.collapse_lines(report)]
+    lines += [x for line in advice.student_lines(report) for x in ("", f"**{line}**")]
     lines += retention.markdown_lines(report)
     if report.get("settings"):
         lines += ["", "## Settings", "", "```yaml"]
@@ -352,6 +354,8 @@ def render_html(report: Report, env: Mapping | None = None) -> str:
     body = [f"<h1>{esc(title)}</h1>", f'<p class="lead">{esc(_intro(report) + kl + wall)}</p>',
             "<h2>Stages</h2>", stage_table_html(report),
             *[f'<p class="note"><strong>{esc(line)}</strong></p>' for line in collapse.collapse_lines(report)],
+            *[f'<p class="note" id="student-advice"><strong>{esc(line)}</strong></p>'
+              for line in advice.student_lines(report)],
             *retention.html_parts(report, esc), *plots_html(report), *_details_html(report)]
     if report.get("stage_seconds"):
         body += ["<h2>Wall time per stage</h2>", kv_table_html(

@@ -26,6 +26,7 @@ def test_student_pruned_from_the_teacher_has_the_preset_widths_and_is_distilled(
     assert config["num_attention_heads"] == tiny.hidden // (192 // 6) == 4
     report = json.loads((out / "report.json").read_text())
     assert report["history"]["init_pruned"]["teacher_layers"] == [0, 2]
+    assert "fresh_layers" not in report["history"]  # its layers are the teacher's: nothing to suggest
     student_history = report["history"]["student"]
     assert student_history and student_history[0]["step"] == 3 and "kd" in student_history[0]
     # it started from the teacher: the kept embeddings are a subset of the teacher's columns (before training

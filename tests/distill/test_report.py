@@ -136,3 +136,46 @@ def test_only_epoch_logs_become_training_curves():
     history = {"student": [{"epoch": 1, "loss": 1.0}], "prune_steps": [{"step": 1, "params": 10, "metric": 0.5}],
                "teacher_cache": [{"rows": 3}], "quantize_report": {"mode": "dynamic"}}
     assert list(histories({"history": history})) == ["student"]
+
+
+def _fresh_student_report(kept: float, cut: list[str], *, teacher_collapsed: bool = False) -> dict:
+    """A run whose student (layers from scratch) kept ``kept`` of the teacher's accuracy 0.9."""
+    student = {**REPORT["stages"][1], "name": "student", "metric": 0.9 * kept, "retention": kept, "path": "student"}
+    teacher = {**REPORT["stages"][0], "collapsed": teacher_collapsed}
+    return {**REPORT, "stages": [teacher, student, REPORT["stages"][1]],
+            "settings": {"target_retention": 0.97}, "history": {
+                "fresh_layers": {"init": "teacher-embeddings", "cut_presets": cut}}}
+
+
+@pytest.mark.parametrize("kept, cut, expected", [
+    (0.80, ["mini"], "--student mini"),
+    (0.80, ["small", "medium"], "--student small or --student medium"),
+    (0.80, [], "no preset is cut from this teacher: pass a pretrained student (--student DIR)"),
+    (0.97, ["mini"], None),  # the student holds the target: nothing to say
+])
+def test_a_fresh_student_far_below_the_teacher_names_the_presets_cut_from_it(tmp_path, kept, cut, expected):
+    from distill.report.advice import student_lines
+
+    report = _fresh_student_report(kept, cut)
+    lines = student_lines(report)
+    if expected is None:
+        assert lines == []
+        return
+    assert lines == [f"the student keeps {kept:.1%} of the teacher's accuracy, under the 97% target, before any "
+                     f"compression: its layers started from scratch (--init teacher-embeddings); "
+                     + (f"a preset cut from this teacher starts from its layers: {expected}" if cut else expected)
+                     + ", or train on more rows."]
+    write_report(tmp_path, report)  # the same line in the terminal, report.md and report.html
+    console = Console(width=400, record=True)
+    console.print(render_table(report))
+    assert lines[0][:60] in console.export_text()
+    assert f"**{lines[0]}**" in (tmp_path / "report.md").read_text()
+    assert 'id="student-advice"' in (tmp_path / "report.html").read_text()
+
+
+def test_no_student_advice_without_fresh_layers_or_against_a_collapsed_teacher():
+    from distill.report.advice import student_lines
+
+    assert student_lines(_fresh_student_report(0.5, ["mini"], teacher_collapsed=True)) == []
+    report = _fresh_student_report(0.5, ["mini"])
+    assert student_lines({**report, "history": {}}) == []  # a student cut from the teacher: no such record

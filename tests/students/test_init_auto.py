@@ -6,7 +6,7 @@ import pytest
 from transformers import BertConfig, DistilBertConfig
 
 from students import PRESETS
-from students.init import resolve_auto
+from students.init import cut_presets, resolve_auto
 from students.presets import StudentPreset
 
 MINILM = BertConfig(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536)
@@ -23,3 +23,13 @@ MINILM = BertConfig(num_hidden_layers=6, hidden_size=384, num_attention_heads=12
 ])
 def test_resolve_auto(preset, teacher, expected):
     assert resolve_auto(preset, teacher) == expected
+
+
+@pytest.mark.parametrize("teacher, expected", [
+    (MINILM, ["mini"]),  # tiny is too narrow to cut, small and medium are wider than H384
+    (BertConfig(), ["small", "medium"]),  # BERT-base (H768): mini's H256 is under half of it
+    (DistilBertConfig(), ["small"]),  # widths read through its family; medium's 8 layers exceed its 6
+])
+def test_cut_presets_are_the_presets_auto_builds_from_the_teachers_layers(teacher, expected):
+    assert cut_presets(teacher) == expected
+    assert all(resolve_auto(PRESETS.get(name), teacher) in ("teacher-pruned", "teacher-layers") for name in expected)

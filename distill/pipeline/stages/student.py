@@ -82,6 +82,18 @@ def build(ctx: Context, teacher) -> tuple[object, bool, dict | None]:
     return student, True, None
 
 
+def _fresh_layers(ctx: Context, teacher, pretrained: bool) -> dict | None:
+    """For a preset student whose layers started from scratch: its init and the presets ``--init auto`` would build
+    from this teacher's own layers (``students.init.cut_presets``); None otherwise."""
+    from students.build import student_source_is_preset
+    from students.init import cut_presets
+
+    settings = ctx.cfg.student
+    if pretrained or not student_source_is_preset(settings.name):
+        return None
+    return {"init": settings.init, "cut_presets": cut_presets(teacher.config, settings.layer_selection)}
+
+
 def _finished(ctx: Context, done: dict) -> DistilResult:
     """The student a finished run saved, with what stages.json recorded of its distillation."""
     info(f"  finished earlier: loading {ctx.out / 'student'}")
@@ -107,6 +119,7 @@ def stage_student(ctx: Context, teacher, built: tuple | None = None) -> DistilRe
                  metric=ctx.task.main_metric, description="distil", checkpoints=ctx.checkpoints("distil"))
     ctx.fitted("distil", result)
     save_model(student.to("cpu"), ctx.tokenizer, ctx.out / "student", device=cfg.train.device)
-    distil = DistilResult(result.history, lr, cut, model=student)
+    distil = DistilResult(result.history, lr, cut, model=student, fresh_layers=_fresh_layers(ctx, primary(teacher),
+                                                                                            pretrained))
     ctx.mark_done("distil", {**distil.record(), "skipped_nonfinite": ctx.skipped("distil")}, checkpoints=("distil",))
     return distil
