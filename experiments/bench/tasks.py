@@ -62,6 +62,22 @@ def summarise(report: dict) -> dict:
     return row
 
 
+def _lengths(train: dict) -> str:
+    """``teacher / distil / recover`` lengths; every recovery of a pruning search (``prune``, ``prune_2``, ...) is
+    counted: ``1 of 1 ×3 steps``."""
+    def one(t: dict) -> str:
+        return f"{t['epochs_run']} of {t['epochs']:g}, best {t['best_epoch']}" + (" (stopped)" if t.get("stopped_early")
+                                                                                  else "")
+
+    parts = [one(train[k]) for k in ("teacher", "distil") if k in train]
+    recover = [t for k, t in train.items() if k == "prune" or k.startswith("prune_")]
+    if recover:
+        kinds = sorted({one(t) for t in recover})
+        steps = f" ×{len(recover)} steps" if len(recover) > 1 else ""
+        parts.append(f"{kinds[0]}{steps}" if len(kinds) == 1 else "; ".join(one(t) for t in recover))
+    return " / ".join(parts) or "—"
+
+
 def table(rows: list[dict]) -> str:
     """The markdown table of experiments/README.md."""
     head = ("| task | rows | student | metric | teacher | student | pruned | INT8 | INT8 retention | params (INT8) "
@@ -74,10 +90,7 @@ def table(rows: list[dict]) -> str:
         st = r["stages"]
         m = {k: (f"{st[k]['metric']:.3f}" if k in st else "—") for k in ("teacher", "student", "pruned", "int8")}
         ret = r.get("int8_retention")
-        train = r.get("training", {})
-        length = " / ".join(f"{t['epochs_run']} of {t['epochs']:g}, best {t['best_epoch']}"
-                            + (" (stopped)" if t.get("stopped_early") else "")
-                            for k, t in train.items() if k in ("teacher", "distil", "prune")) or "—"
+        length = _lengths(r.get("training", {}))
         params = st.get("int8", st.get("pruned", {})).get("params")
         lines.append(f"| {r['task']} | {r['rows']} | {r['student']} | {r['metric_name']} | {m['teacher']} | "
                      f"{m['student']} | {m['pruned']} | {m['int8']} | "
