@@ -31,6 +31,11 @@ class MaskedLM:
     model: torch.nn.Module
     tokenizer: object
     source: str
+    method = "mlm"
+
+    def rewrite(self, texts: list[str], n: int, **kw) -> list[list[str]]:
+        """``augment_texts`` with this masked LM (the rewriter interface ``augment_dataset`` calls)."""
+        return augment_texts(texts, self, n, **kw)
 
 
 def _has_tokenizer(source: str) -> bool:
@@ -185,10 +190,12 @@ def augment_texts(texts: list[str], mlm: MaskedLM, n: int, *, seed: int = 0, str
     return out
 
 
-def augment_dataset(dataset, mlm: MaskedLM, n: int, *, seed: int = 0, mask_prob: float = 0.15, top_k: int = 10,
+def augment_dataset(dataset, rewriter, n: int, *, seed: int = 0, mask_prob: float = 0.15, top_k: int = 10,
                     max_length: int = 128, batch_size: int = 32, device: str = "auto"):
     """``dataset`` (canonical ``text``, optional ``text_pair``, ``label``) followed by ``n`` augmented copies of
-    each row (row i's copies in order), labelled -100 so only the teacher's soft targets teach them."""
+    each row (row i's copies in order), labelled -100 (a class id, or a score for regression) so only the teacher's
+    soft targets teach them. ``rewriter``: a ``MaskedLM``, or ``teachers.neighbours.EmbeddingNeighbours`` (anything
+    with ``rewrite(texts, n, seed=, stream=, mask_prob=, ...)`` and ``source``)."""
     from datasets import Dataset, concatenate_datasets
 
     if n < 1:
@@ -196,18 +203,18 @@ def augment_dataset(dataset, mlm: MaskedLM, n: int, *, seed: int = 0, mask_prob:
     if "tokens" in dataset.column_names:
         raise ConfigError("--augment does not support token classification (the tags would not follow the new "
                           "words)", "drop --augment")
-    label = dataset.features.get("label")
-    if getattr(label, "dtype", "").startswith("float"):
-        raise ConfigError("--augment does not support regression (an unlabelled row needs a class label of -100)",
-                          "drop --augment")
     kw = {"seed": seed, "mask_prob": mask_prob, "top_k": top_k, "max_length": max_length, "batch_size": batch_size,
           "device": device}
     columns = {}
     for stream, name in enumerate(("text", "text_pair")):
         if name in dataset.column_names:
-            columns[name] = [t for row in augment_texts(dataset[name], mlm, n, stream=stream, **kw) for t in row]
+            columns[name] = [t for row in rewriter.rewrite(dataset[name], n, stream=stream, **kw) for t in row]
     columns["label"] = [IGNORE_INDEX] * (len(dataset) * n)
     extra = Dataset.from_dict(columns)
     extra = extra.cast(dataset.features) if set(extra.column_names) == set(dataset.column_names) else extra
-    info(f"  augmentation: {len(extra):,} new rows ({n} per example) from masked LM {mlm.source}")
+    info(f"  augmentation: {len(extra):,} new rows ({n} per example) from {_named(rewriter)}")
     return concatenate_datasets([dataset, extra.select_columns(dataset.column_names)])
+
+
+def _named(rewriter) -> str:
+    return f"masked LM {rewriter.source}" if isinstance(rewriter, MaskedLM) else rewriter.source

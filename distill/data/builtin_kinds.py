@@ -160,7 +160,7 @@ REGRESSION_KIND = register_kind(TaskKind(
     onnx=OnnxSignature(decode="float(logits[0, 0])"),
     report=ReportFields(("pearson", "spearmanr"), "Pearson r of the stage's and the teacher's dev scores",
                         kl=False, confusion=False),
-    problem_type="regression", config_test=is_regression_config))
+    augment=True, problem_type="regression", config_test=is_regression_config))
 
 TOKEN_KIND = register_kind(TaskKind(
     name=TOKEN_CLASSIFICATION, auto_model="AutoModelForTokenClassification", target="tags",

@@ -111,7 +111,7 @@ class TaskKind:
     per_token: bool = False  # one output per word piece (labels (N, L)), not one per example
     cross_tokenizer: bool = True  # a student with its own tokenizer can learn it (sequence-level outputs)
     teacher_cache: bool = True  # teachers.cache can keep the teacher's outputs
-    augment: bool = False  # TinyBERT augmentation applies (unlabelled rows need a class label of -100)
+    augment: bool = False  # TinyBERT augmentation applies (unlabelled rows carry the label -100, per row)
     sniff: Callable[[str], bool] | None = None
     config_test: Callable[[Any], bool] | None = None
     head_names: tuple[str, ...] = ()  # other class-name suffixes of this kind's head (GPT-2's ``LMHeadModel``)

@@ -71,6 +71,18 @@ def logits_mse(student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return F.mse_loss(student_logits.float().view(-1), target.float().view(-1))
 
 
+@LOSSES.register("label_mse")
+def label_mse(student_scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean squared error against the gold scores (B,) or (B, 1), mean over labelled rows.
+
+    Rows labelled -100 (augmented text: the teacher's score is their only target) are skipped; a batch without any
+    label gives 0 instead of NaN. With every row labelled it is ``logits_mse``.
+    """
+    scores, gold = student_scores.float().view(-1), labels.float().view(-1)
+    keep = gold != IGNORE_INDEX
+    return ((scores - gold) ** 2 * keep).sum() / keep.sum().clamp_min(1)
+
+
 @LOSSES.register("hidden_mse")
 def hidden_mse(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
                mask: torch.Tensor | None = None) -> torch.Tensor:

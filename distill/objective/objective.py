@@ -19,7 +19,15 @@ from torch import nn
 from distill.core.errors import ConfigError
 from distill.core.registry import Registry
 from distill.objective.config import DistillConfig
-from distill.objective.losses import IGNORE_INDEX, hard_label_ce, logits_mse, soft_target_kl, token_ce, token_kl
+from distill.objective.losses import (
+    IGNORE_INDEX,
+    hard_label_ce,
+    label_mse,
+    logits_mse,
+    soft_target_kl,
+    token_ce,
+    token_kl,
+)
 from distill.objective.schedules import scheduled
 from distill.objective.terms import (
     DIFFERENT_TOKENIZERS,
@@ -69,7 +77,7 @@ def _score_mse(logits: torch.Tensor, target: torch.Tensor, labels: torch.Tensor,
 
 
 OUTPUT_LOSSES.register(SEQUENCE, OutputLoss(hard_label_ce, _kl))
-OUTPUT_LOSSES.register(REGRESSION, OutputLoss(logits_mse, _score_mse, mixes_scores=True))
+OUTPUT_LOSSES.register(REGRESSION, OutputLoss(label_mse, _score_mse, mixes_scores=True))
 OUTPUT_LOSSES.register(TOKEN, OutputLoss(token_ce, _token_kl))
 
 # causal LMs (``distill.data.lm_kind``): the hard term is next-token CE (logits at i against the label at i + 1), the

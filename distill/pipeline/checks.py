@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from distill.core.artifacts import dir_size_mb
+from distill.core.console import info
 from distill.core.errors import ConfigError, ModelError
 from distill.data.tasks import Task
 from distill.pipeline.config import RunConfig
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 
     from teachers.augment import MaskedLM
     from teachers.loading import LoadedTeacher
+    from teachers.neighbours import EmbeddingNeighbours
 
 
 def check_output_dir(path: Path, overwrite: bool) -> None:
@@ -97,8 +99,10 @@ def check_teachers(teachers: list[LoadedTeacher], names: list[str]) -> None:
                              "give teachers that share one tokenizer (e.g. fine-tuned from the same checkpoint)")
 
 
-def augment_mlm(cfg: RunConfig, teacher: LoadedTeacher, task: Task) -> MaskedLM:
-    """The masked LM for ``--augment``: ``--augment-mlm``, else the teacher checkpoint's own MLM head."""
+def augment_mlm(cfg: RunConfig, teacher: LoadedTeacher, task: Task) -> MaskedLM | EmbeddingNeighbours:
+    """What rewrites text for ``--augment``: the masked LM of ``--augment-mlm``, else the teacher checkpoint's own
+    MLM head, else (a teacher without one, e.g. a sentence-embedding model) nearest neighbours in the teacher's
+    input embeddings (``teachers.neighbours``)."""
     from teachers import resolve_model_source
     from teachers.augment import load_mlm
 
@@ -112,10 +116,13 @@ def augment_mlm(cfg: RunConfig, teacher: LoadedTeacher, task: Task) -> MaskedLM:
                              "pass a BertForMaskedLM checkpoint (e.g. bert-base-uncased) with --augment-mlm")
         return mlm
     mlm = load_mlm(teacher.source, tokenizer=teacher.tokenizer)
-    if mlm is None:
-        raise ConfigError(f"--augment needs a masked LM, and teacher '{cfg.teacher.name}' has no MLM head",
-                          "pass --augment-mlm DIR (a BertForMaskedLM checkpoint such as bert-base-uncased)")
-    return mlm
+    if mlm is not None:
+        return mlm
+    from teachers.neighbours import EmbeddingNeighbours
+
+    info(f"  --augment: teacher '{cfg.teacher.name}' has no masked-LM head: words are replaced by their nearest "
+         "neighbours in its input embeddings (--augment-mlm DIR uses a masked LM instead)")
+    return EmbeddingNeighbours.of_model(teacher.model, teacher.tokenizer, cfg.teacher.name)
 
 
 def _param_bytes(model) -> int:

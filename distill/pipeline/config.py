@@ -146,10 +146,11 @@ class DataSettings:
                                            "(default: --max-seq-length)", metavar="N")
     eval_blocks: int | None = setting(None, "causal-lm: score every stage on N evenly spaced windows of the dev text "
                                             "(default: all)", metavar="N")
-    augment: int = setting(0, "N masked-LM rewrites of each training example, learned from the teacher's soft "
-                              "targets (0)", metavar="N")
+    augment: int = setting(0, "N rewrites of each training example (about 15% of the words replaced), learned "
+                              "from the teacher's soft targets (0)", metavar="N")
     augment_mlm: str | None = setting(None, "masked LM for --augment (default: the teacher checkpoint's own MLM "
-                                            "head)", metavar="DIR", path=True)
+                                            "head, else nearest neighbours in the teacher's input embeddings)",
+                                      metavar="DIR", path=True)
 
     def __post_init__(self) -> None:
         if self.max_seq_length < 8:

@@ -85,14 +85,16 @@ class TeacherResult:
 
 @dataclass
 class AugmentResult:
-    """``--augment``: rewrites per training example, rows added, and the masked LM that wrote them."""
+    """``--augment``: rewrites per training example, rows added, and what wrote them (``method``: ``mlm``, the masked
+    LM named by ``mlm``, or ``neighbours``, embedding neighbours described by ``mlm``)."""
 
     per_example: int
     rows: int
     mlm: str
+    method: str = "mlm"
 
     def to_json(self) -> dict:
-        return {"per_example": self.per_example, "rows": self.rows, "mlm": self.mlm}
+        return {"per_example": self.per_example, "rows": self.rows, "mlm": self.mlm, "method": self.method}
 
 
 @dataclass

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from distill.cli import main
-from distill.core.errors import ConfigError
 from distill.data import load_splits
 from distill.data.tasks import get_task
-from distill.objective.losses import IGNORE_INDEX, hard_label_ce
+from distill.objective.losses import IGNORE_INDEX, hard_label_ce, label_mse, logits_mse
 from teachers.augment import augment_dataset, augment_texts, load_mlm
 
 TEXTS = ["the movie was very good .", "a bad plot , and a boring actor", "it", "quite lovely film and story"]
@@ -56,8 +55,9 @@ def test_augmented_rows_are_unlabelled_and_pairs_are_both_rewritten(mlm, tmp_pat
     assert rows["text"][6:] != [t for t in splits.train["text"] for _ in range(2)]
     assert rows["text_pair"][6:] != [t for t in splits.train["text_pair"] for _ in range(2)]
     stsb = load_splits(get_task("stsb"), str(factories.write_pairs(tmp_path / "s", regression=True)))
-    with pytest.raises(ConfigError, match="does not support regression"):
-        augment_dataset(stsb.train, mlm, 1)
+    scored = augment_dataset(stsb.train, mlm, 1)  # regression: score -100, the teacher's score is their target
+    assert scored["label"][:len(stsb.train)] == stsb.train["label"]
+    assert set(scored["label"][len(stsb.train):]) == {float(IGNORE_INDEX)}
 
 
 def test_hard_label_ce_skips_unlabelled_rows():
@@ -67,6 +67,14 @@ def test_hard_label_ce_skips_unlabelled_rows():
     torch.testing.assert_close(hard_label_ce(logits, labels), expected)
     none = hard_label_ce(logits, torch.full((3,), IGNORE_INDEX))
     assert float(none) == 0.0  # a batch of augmented rows only: 0, not NaN
+
+
+def test_label_mse_skips_unlabelled_rows():
+    scores, gold = torch.tensor([[1.0], [4.0], [2.0]]), torch.tensor([0.5, float(IGNORE_INDEX), 3.0])
+    torch.testing.assert_close(label_mse(scores, gold), torch.tensor((0.25 + 1.0) / 2))
+    torch.testing.assert_close(label_mse(scores, torch.tensor([0.5, 4.5, 3.0])), logits_mse(scores, torch.tensor(
+        [0.5, 4.5, 3.0])))  # every row labelled: plain MSE
+    assert float(label_mse(scores, torch.full((3,), float(IGNORE_INDEX)))) == 0.0
 
 
 def test_only_checkpoints_with_an_mlm_head_qualify(tmp_path):
@@ -82,16 +90,28 @@ def test_cli_augments_with_the_teachers_own_mlm_head(tmp_path, capsys):
     assert main(["distil", "--teacher", str(teacher), "--augment", "2", "--output-dir", str(tmp_path / "a"),
                  *common]) == 0
     history = json.loads((tmp_path / "a" / "report.json").read_text())["history"]
-    assert history["augment"] == {"per_example": 2, "rows": 64, "mlm": str(teacher)}
+    assert history["augment"] == {"per_example": 2, "rows": 64, "mlm": str(teacher), "method": "mlm"}
     assert history["student"][0]["step"] == 6  # 96 rows in batches of 16
     assert history["teacher"][0]["step"] == 2  # the teacher was fine-tuned on the 32 labelled rows only
-    # a classifier checkpoint has no MLM head: a one-line error, nothing written
+    # --augment-mlm must name a masked LM: a one-line error, nothing written
     classifier = factories.save_teacher(tmp_path / "cls", tmp_path)
     capsys.readouterr()
-    code = main(["distil", "--teacher", str(classifier), "--augment", "2", "--output-dir", str(tmp_path / "b"),
-                 *common])
-    err = capsys.readouterr().err
-    assert code == 2 and "has no MLM head" in err and "--augment-mlm" in err and not (tmp_path / "b").exists()
     code = main(["distil", "--teacher", str(teacher), "--augment", "1", "--augment-mlm", str(classifier),
                  "--output-dir", str(tmp_path / "b"), *common])
-    assert code == 2 and "no trained masked-LM head" in capsys.readouterr().err
+    assert code == 2 and "no trained masked-LM head" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_cli_augments_a_regression_task_with_embedding_neighbours_when_the_teacher_has_no_mlm(tmp_path, capsys):
+    """A classifier teacher (no MLM head) on STS-B-style pairs: the rows are rewritten from the teacher's input
+    embeddings, scored -100 and learned from the teacher's scores alone."""
+    teacher = factories.save_teacher(tmp_path / "t", tmp_path, num_labels=1)
+    data = factories.write_pairs(tmp_path / "data", regression=True, n_train=32, n_dev=8)
+    assert main(["distil", "--teacher", str(teacher), "--student", "tiny", "--task", "stsb", "--data", str(data),
+                 "--epochs", "1", "--teacher-epochs", "1", "--batch-size", "16", "--max-seq-length", "32",
+                 "--latency-runs", "2", "--augment", "2", "--output-dir", str(tmp_path / "a")]) == 0
+    said = capsys.readouterr()
+    assert "nearest neighbours in its input embeddings" in " ".join((said.out + said.err).split())  # wrapped lines
+    history = json.loads((tmp_path / "a" / "report.json").read_text())["history"]
+    assert history["augment"]["method"] == "neighbours" and history["augment"]["rows"] == 64
+    assert "input embeddings of" in history["augment"]["mlm"]
+    assert history["student"][0]["step"] == 6  # 96 rows in batches of 16

@@ -122,14 +122,16 @@ def score_teachers(ctx: Context, models: list) -> list[TeacherScore]:
 
 
 def stage_augment(ctx: Context) -> AugmentResult:
-    """``--augment N``: N masked-LM rewrites of every training row (label -100: soft targets only) join the
-    training set of distillation and recovery; the teacher was fine-tuned on the original rows."""
+    """``--augment N``: N rewrites (masked LM, or embedding neighbours) of every training row (label -100: soft
+    targets only) join the training set of distillation and recovery; the teacher was fine-tuned on the original
+    rows."""
     from teachers.augment import augment_dataset
 
     cfg = ctx.cfg
     rows = augment_dataset(ctx.splits.train, ctx.mlm, cfg.data.augment, seed=cfg.train.seed,
                            max_length=cfg.data.max_seq_length, device=cfg.train.device)
-    result = AugmentResult(cfg.data.augment, len(rows) - len(ctx.splits.train), ctx.mlm.source)
+    result = AugmentResult(cfg.data.augment, len(rows) - len(ctx.splits.train), ctx.mlm.source,
+                           getattr(ctx.mlm, "method", "neighbours"))
     ctx.labelled_loader = ctx.train_loader
     ctx.train_loader = train_loader(ctx, rows)
     ctx.mlm = None  # free its memory
