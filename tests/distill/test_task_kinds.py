@@ -147,7 +147,7 @@ def test_report_fields_and_comparisons_follow_the_kind():
     assert dev_predictions(tok, logits, labels) == [1, 2, 0, 0]  # one tag per labelled word
     assert agreement(reg, np.array([[1.0], [2.0], [3.0]]), np.array([[1.0], [2.0], [4.0]])) == pytest.approx(PEARSON)
     assert tok.kind.per_token and not tok.kind.cross_tokenizer and not tok.kind.teacher_cache
-    assert seq.kind.augment and not reg.kind.augment and not tok.kind.augment
+    assert seq.kind.augment and reg.kind.augment and not tok.kind.augment  # regression: rows scored -100
 
 
 def test_cross_tokenizer_rows_only_for_kinds_that_allow_it(tmp_path):
