@@ -62,3 +62,19 @@ def leave_process_group() -> None:
 
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def end_secondary_process() -> None:
+    """On a secondary process of a launched run that has left the process group: flush and exit at once (status 0),
+    skipping interpreter finalization. Sharded teachers keep references to the process group, so its gloo worker
+    threads outlive ``destroy_process_group`` and were torn down during finalization, where one aborted ("terminate
+    called without an active exception", exit -6) and the launcher killed the main process mid-report (seen once in
+    CI with two FSDP teachers, under load). A secondary process has written all it writes by then. A no-op in a
+    single process and on the main one."""
+    import sys
+
+    if not distributed_requested() or process_rank() == 0:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from distill.core import interrupts
 from distill.core.console import info, out
-from distill.core.dist import is_main_process, leave_process_group
+from distill.core.dist import end_secondary_process, is_main_process, leave_process_group
 from distill.core.errors import NonFiniteLoss, RunError
 from distill.evaluate import collapse
 from distill.pipeline.config import RunConfig
@@ -55,6 +55,7 @@ def run(cfg: RunConfig, resume: bool = False) -> RunReport | None:
     try:
         report = run_stages(ctx, begin)
         leave_process_group()  # every collective is behind us (main: after its report)
+        end_secondary_process()  # a secondary process is done: no interpreter teardown with gloo threads alive
         return report
     except RunError as exc:
         exc.resume = exc.resume or command + (" --skip-nonfinite" if isinstance(exc, NonFiniteLoss) else "")

@@ -197,6 +197,22 @@ def test_ranks_come_from_torchrun_or_mpi_variables(no_launcher):
     assert is_main_process()
 
 
+def test_only_a_secondary_process_skips_interpreter_teardown(no_launcher):
+    """``end_secondary_process``: os._exit(0) on a launched rank other than 0, nothing in one process or on rank 0."""
+    from distill.core import dist
+
+    exits: list[int] = []
+    no_launcher.setattr(dist.os, "_exit", exits.append)
+    dist.end_secondary_process()  # a single process
+    no_launcher.setenv("WORLD_SIZE", "2")
+    no_launcher.setenv("RANK", "0")
+    dist.end_secondary_process()  # the main process goes on to its report
+    assert exits == []
+    no_launcher.setenv("RANK", "1")
+    dist.end_secondary_process()
+    assert exits == [0]
+
+
 def test_accelerate_cpu_launch_without_mpi_says_it_runs_one_process(no_launcher, capsys):
     assert main(["presets"]) == 0
     assert "single process" not in capsys.readouterr().err
