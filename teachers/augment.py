@@ -113,14 +113,9 @@ def _plan(texts: list[str], tokenizer, n: int, *, seed: int, stream: int, mask_p
     enc = tokenizer(texts, truncation=True, max_length=max_length, return_offsets_mapping=True)
     jobs = []
     for row, text in enumerate(texts):
-        ids, offsets, word_ids = enc["input_ids"][row], enc["offset_mapping"][row], enc.word_ids(row)
-        pieces: dict[int, list[int]] = {}
-        for pos, word in enumerate(word_ids):
-            if word is not None:
-                pieces.setdefault(word, []).append(pos)
-        spans = {w: (offsets[ps[0]][0], offsets[ps[-1]][1]) for w, ps in pieces.items()}
-        candidates = [w for w, (a, b) in spans.items() if any(ch.isalnum() for ch in text[a:b])]
-        target = max(1, round(mask_prob * sum(len(p) for p in pieces.values())))
+        ids = enc["input_ids"][row]
+        candidates, pieces = word_pieces(text, enc["offset_mapping"][row], enc.word_ids(row))
+        target = max(1, round(mask_prob * pieces))
         for copy in range(n):
             rng = np.random.default_rng([seed, stream, row, copy])
             chosen, covered = [], 0
@@ -128,14 +123,25 @@ def _plan(texts: list[str], tokenizer, n: int, *, seed: int, stream: int, mask_p
                 if covered >= target:
                     break
                 chosen.append(candidates[k])
-                covered += len(pieces[candidates[k]])
+                covered += len(candidates[k][2])
             masked = list(ids)
-            for w in chosen:
-                for pos in pieces[w]:
+            for _, _, positions in chosen:
+                for pos in positions:
                     masked[pos] = tokenizer.mask_token_id
-            words = sorted((spans[w][0], spans[w][1], pieces[w]) for w in chosen)
-            jobs.append(_Job(row, masked, words, rng))
+            jobs.append(_Job(row, masked, sorted(chosen), rng))
     return jobs
+
+
+def word_pieces(text: str, offsets, word_ids) -> tuple[list[tuple[int, int, list[int]]], int]:
+    """(char start, char end, piece positions) of each word of ``text`` with a letter or digit, in order, and the
+    number of word pieces in it (what a replacement share is a share of). ``offsets``/``word_ids``: the fast
+    tokenizer's ``offset_mapping`` and ``word_ids()`` of the text."""
+    pieces: dict[int, list[int]] = {}
+    for pos, word in enumerate(word_ids):
+        if word is not None:
+            pieces.setdefault(word, []).append(pos)
+    words = [(offsets[ps[0]][0], offsets[ps[-1]][1], ps) for ps in pieces.values()]
+    return [w for w in words if any(ch.isalnum() for ch in text[w[0]:w[1]])], sum(len(p) for p in pieces.values())
 
 
 def _sample(logits: torch.Tensor, banned: torch.Tensor, top_k: int, rng: np.random.Generator) -> int:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from teachers.augment import word_pieces
+
 CHUNK = 1024  # vocabulary rows per similarity block (bounds memory: CHUNK × vocabulary floats)
 
 
@@ -96,17 +98,9 @@ class EmbeddingNeighbours:
         return out
 
 
+
 def _single_piece_words(text: str, ids: list[int], offsets, word_ids) -> tuple[list[tuple[int, int, int]], int]:
     """(char start, char end, token id) of each word made of one piece with a letter or digit, and the number of
-    word pieces in the text (what ``mask_prob`` is a share of)."""
-    pieces: dict[int, list[int]] = {}
-    for pos, word in enumerate(word_ids):
-        if word is not None:
-            pieces.setdefault(word, []).append(pos)
-    found = []
-    for positions in pieces.values():
-        if len(positions) == 1:
-            a, b = offsets[positions[0]]
-            if any(ch.isalnum() for ch in text[a:b]):
-                found.append((a, b, ids[positions[0]]))
-    return found, sum(len(p) for p in pieces.values())
+    word pieces in the text (``teachers.augment.word_pieces``)."""
+    words, pieces = word_pieces(text, offsets, word_ids)
+    return [(a, b, ids[positions[0]]) for a, b, positions in words if len(positions) == 1], pieces

@@ -130,8 +130,7 @@ def stage_augment(ctx: Context) -> AugmentResult:
     cfg = ctx.cfg
     rows = augment_dataset(ctx.splits.train, ctx.mlm, cfg.data.augment, seed=cfg.train.seed,
                            max_length=cfg.data.max_seq_length, device=cfg.train.device)
-    result = AugmentResult(cfg.data.augment, len(rows) - len(ctx.splits.train), ctx.mlm.source,
-                           getattr(ctx.mlm, "method", "neighbours"))
+    result = AugmentResult(cfg.data.augment, len(rows) - len(ctx.splits.train), ctx.mlm.source, ctx.mlm.method)
     ctx.labelled_loader = ctx.train_loader
     ctx.train_loader = train_loader(ctx, rows)
     ctx.mlm = None  # free its memory
